@@ -1,0 +1,223 @@
+"""MAML-TRPO: meta-learn an initialisation that one policy-gradient step adapts to a task.
+
+Per iteration: sample `meta_batch` training tasks; on each, collect episodes with
+the meta-policy θ (pre-adaptation), take `inner_steps` vanilla policy-gradient
+steps θ'_i = θ - α ∇L_i(θ), collect episodes with θ'_i (post-adaptation), then
+update θ with TRPO on the post-adaptation surrogate
+    L(θ) = mean_i mean_t [π_θ'_i(θ)(a|s) / π_θ'_i,old(a|s)] · A_i
+differentiating through the inner step (second order, create_graph=True),
+subject to mean_i KL(π_θ'_i,old || π_θ'_i(θ)) ≤ max_kl.
+
+The per-task state of the MetaAgent protocol is the stack of per-task parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarl.nn import GaussianMLPPolicy, Params, batched_call, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
+from metarl.optim import backtracking_line_search, conjugate_gradient
+from metarl.returns import task_advantages
+from metarl.types import ConfigError, EpisodeBatch, Task
+
+
+@dataclass(frozen=True)
+class MAMLTRPOConfig:
+    name: str = "maml_trpo"
+    meta_batch: int = 20
+    episodes_per_task: int = 10
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    init_log_std: float = 0.0
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    line_search_steps: int = 15
+    backtrack_ratio: float = 0.8
+    discount: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+
+    def __post_init__(self):
+        _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
+                  "line_search_steps")
+        if not all(h > 0 for h in self.hidden_sizes):
+            raise ConfigError(f"agent.hidden_sizes: every layer size must be > 0, got {list(self.hidden_sizes)}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
+        if not 0.0 < self.backtrack_ratio < 1.0:
+            raise ConfigError(f"agent.backtrack_ratio: must be in (0, 1), got {self.backtrack_ratio}")
+        if self.inner_lr < 0 or self.cg_damping < 0:
+            raise ConfigError("agent.inner_lr and agent.cg_damping: must be >= 0")
+
+
+def _positive(cfg, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not v > 0:
+            raise ConfigError(f"agent.{n}: must be > 0, got {v}")
+
+
+class MAMLTRPO:
+    Config = MAMLTRPOConfig
+
+    def __init__(self, cfg: MAMLTRPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.meta_batch = cfg.meta_batch
+        self.device = torch.device(device)
+        self.policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std).to(self.device)
+        self.names = [n for n, _ in self.policy.named_parameters()]
+
+    # ---- parameters ------------------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        return dict(self.policy.named_parameters())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.policy.parameters()).dtype
+
+    def _tensor(self, x: np.ndarray) -> Tensor:
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    # ---- MetaAgent protocol ---------------------------------------------------------
+    def initial_task_state(self, n_tasks: int) -> Params:
+        return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.params.items()}
+
+    def act(self, obs: Tensor, task_state: Params, *, deterministic: bool) -> tuple[Tensor, Params]:
+        obs = obs.to(self.device, self.dtype)
+        mean, log_std = batched_call(self.policy, task_state, obs.unsqueeze(1))
+        mean, log_std = mean.squeeze(1), log_std.squeeze(1)
+        if deterministic:
+            return mean, task_state
+        return mean + torch.exp(log_std) * torch.randn_like(mean), task_state
+
+    def adapt(self, task_state: Params, episodes: EpisodeBatch) -> Params:
+        """One round of `inner_steps` policy-gradient steps per task, from each task's
+        current parameters, on that task's new episodes."""
+        data = self._task_data(episodes)
+        out: list[Params] = []
+        for i, d in enumerate(data):
+            p = {k: v[i].detach().clone().requires_grad_(True) for k, v in task_state.items()}
+            with torch.enable_grad():
+                p = self._inner(p, d, create_graph=False)
+            out.append({k: v.detach() for k, v in p.items()})
+        return {k: torch.stack([o[k] for o in out]) for k in self.names}
+
+    # ---- the meta-objective ---------------------------------------------------------
+    def _task_data(self, episodes: EpisodeBatch) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per task: (obs [M*T, D], actions [M*T, A], advantages [M*T])."""
+        out = []
+        for i in range(episodes.n_tasks):
+            adv = task_advantages(episodes.obs[i], episodes.rewards[i], self.cfg.discount,
+                                  self.cfg.gae_lambda, self.cfg.normalize_advantages)
+            out.append((self._tensor(episodes.obs[i].reshape(-1, episodes.obs.shape[-1])),
+                        self._tensor(episodes.actions[i].reshape(-1, episodes.actions.shape[-1])),
+                        self._tensor(adv.reshape(-1))))
+        return out
+
+    def _inner(self, params: Params, data: tuple[Tensor, Tensor, Tensor], create_graph: bool) -> Params:
+        obs, act, adv = data
+        for _ in range(self.cfg.inner_steps):
+            mean, log_std = call(self.policy, params, obs)
+            loss = -(gaussian_log_prob(mean, log_std, act) * adv).mean()
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+            params = {k: v - self.cfg.inner_lr * g for (k, v), g in zip(params.items(), grads)}
+        return params
+
+    def adapted_params(self, params: Params, pre: list, create_graph: bool) -> list[Params]:
+        return [self._inner(params, d, create_graph) for d in pre]
+
+    def surrogate_and_kl(self, adapted: list[Params], post: list, old: list[tuple[Tensor, Tensor]]
+                         ) -> tuple[Tensor, Tensor]:
+        """Mean over tasks of the post-adaptation surrogate loss and of KL(old || new)."""
+        losses, kls = [], []
+        for p, (obs, act, adv), (m_old, s_old) in zip(adapted, post, old):
+            mean, log_std = call(self.policy, p, obs)
+            ratio = torch.exp(gaussian_log_prob(mean, log_std, act) - gaussian_log_prob(m_old, s_old, act))
+            losses.append(-(ratio * adv).mean())
+            kls.append(gaussian_kl(m_old, s_old, mean, log_std).mean())
+        return torch.stack(losses).mean(), torch.stack(kls).mean()
+
+    def meta_objective(self, pre: list, post: list, old: list) -> Tensor:
+        return self.surrogate_and_kl(self.adapted_params(self.params, pre, True), post, old)[0]
+
+    # ---- one meta-iteration ---------------------------------------------------------
+    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+        idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
+        batch_tasks = [tasks[i] for i in idx]
+        state = self.initial_task_state(len(batch_tasks))
+        pre_batch, _ = sampler.sample(self, batch_tasks, state, self.cfg.episodes_per_task, rng)
+        adapted_state = self.adapt(state, pre_batch)
+        post_batch, _ = sampler.sample(self, batch_tasks, adapted_state, self.cfg.episodes_per_task, rng)
+        metrics = {
+            "rollout/return_mean_pre": float(pre_batch.episode_returns().mean()),
+            "rollout/success_rate_pre": float(pre_batch.episode_success().mean()),
+            "rollout/return_mean": float(post_batch.episode_returns().mean()),
+            "rollout/success_rate": float(post_batch.episode_success().mean()),
+        }
+        metrics.update(self.update(pre_batch, post_batch, adapted_state))
+        return metrics
+
+    def update(self, pre_batch: EpisodeBatch, post_batch: EpisodeBatch, adapted_state: Params) -> dict[str, float]:
+        cfg = self.cfg
+        pre, post = self._task_data(pre_batch), self._task_data(post_batch)
+        with torch.no_grad():
+            old = [call(self.policy, {k: v[i] for k, v in adapted_state.items()}, d[0])
+                   for i, d in enumerate(post)]
+        params = list(self.policy.parameters())
+        adapted = self.adapted_params(self.params, pre, create_graph=True)
+        loss, kl = self.surrogate_and_kl(adapted, post, old)
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        g = flat(grads).detach()
+        kl_grad = flat(torch.autograd.grad(kl, params, create_graph=True))
+
+        def fvp(v: Tensor) -> Tensor:
+            hv = torch.autograd.grad(kl_grad @ v, params, retain_graph=True)
+            return flat(hv).detach() + cfg.cg_damping * v
+
+        metrics = {"train/loss_before": float(loss.detach()), "train/grad_norm": float(g.norm())}
+        if not torch.isfinite(g).all() or not torch.isfinite(loss):
+            metrics.update({"train/line_search_accepted": 0.0, "train/line_search_steps": 0.0,
+                            "train/loss_after": float(loss.detach()), "train/kl": 0.0, "train/rejected_updates": 1.0})
+            return metrics
+        direction = conjugate_gradient(fvp, -g, cfg.cg_iters)
+        shs = float(direction @ fvp(direction))
+        step = direction * np.sqrt(2 * cfg.max_kl / max(shs, 1e-12))
+        del kl_grad, adapted
+        x0 = [p.detach().clone() for p in params]
+
+        def apply(delta: Tensor) -> None:
+            with torch.no_grad():
+                for p, p0, d in zip(params, x0, unflat_like(delta, params)):
+                    p.copy_(p0 + d)
+
+        def evaluate() -> tuple[float, float]:
+            with torch.enable_grad():
+                new_adapted = self.adapted_params(self.params, pre, create_graph=False)
+            with torch.no_grad():
+                l, k = self.surrogate_and_kl([{n: v.detach() for n, v in a.items()} for a in new_adapted],
+                                             post, old)
+            return float(l), float(k)
+
+        ok, k, loss_after, kl_after = backtracking_line_search(
+            step, apply, evaluate, float(loss), cfg.max_kl, cfg.line_search_steps, cfg.backtrack_ratio)
+        metrics.update({"train/line_search_accepted": float(ok), "train/line_search_steps": float(k),
+                        "train/loss_after": loss_after, "train/kl": kl_after,
+                        "train/rejected_updates": float(not ok),
+                        "train/policy_std": float(self.policy.log_std.exp().mean())})
+        return metrics
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])

@@ -1,0 +1,72 @@
+"""Policies as plain modules, usable with per-task parameter sets via torch.func."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, Tensor]
+
+
+def mlp(sizes: Sequence[int], activation=nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(lin.weight, gain=out_gain if last else math.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if not last:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Diagonal Gaussian with an MLP mean and a learned, state-independent log-std."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], init_log_std: float = 0.0):
+        super().__init__()
+        self.mean = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mean(obs), self.log_std.expand(obs.shape[:-1] + self.log_std.shape)
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, act: Tensor) -> Tensor:
+    z = (act - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the last dim."""
+    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
+    return (log_std_q - log_std_p + (var_p + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5).sum(-1)
+
+
+def call(module: nn.Module, params: Params, *args):
+    return functional_call(module, params, args)
+
+
+def batched_call(module: nn.Module, stacked: Params, *args):
+    """Forward slot i's inputs through slot i's parameters, for every slot at once.
+
+    `stacked` holds each parameter with a leading slot dimension; args have the
+    same leading dimension.
+    """
+    return vmap(lambda p, *a: functional_call(module, p, a))(stacked, *args)
+
+
+def flat(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat_like(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    out, i = [], 0
+    for t in like:
+        out.append(vec[i:i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
