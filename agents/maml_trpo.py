@@ -208,7 +208,7 @@ class MAMLTRPO:
             return float(l), float(k)
 
         ok, k, loss_after, kl_after = backtracking_line_search(
-            step, apply, evaluate, float(loss), cfg.max_kl, cfg.line_search_steps, cfg.backtrack_ratio)
+            step, apply, evaluate, float(loss.detach()), cfg.max_kl, cfg.line_search_steps, cfg.backtrack_ratio)
         metrics.update({"train/line_search_accepted": float(ok), "train/line_search_steps": float(k),
                         "train/loss_after": loss_after, "train/kl": kl_after,
                         "train/rejected_updates": float(not ok),

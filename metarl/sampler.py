@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import time
+
 import numpy as np
 import torch
 
@@ -18,6 +20,7 @@ class Sampler:
         self.horizon = horizon
         self.env_steps = 0
         self.sim_warnings = 0
+        self.sample_seconds = 0.0
 
     @property
     def n_slots(self) -> int:
@@ -25,6 +28,7 @@ class Sampler:
 
     def sample(self, agent, tasks: Sequence[Task], task_state, n_episodes: int,
                rng: np.random.Generator, deterministic: bool = False):
+        t0 = time.perf_counter()
         s, t = len(tasks), self.horizon
         if s > self.n_slots:
             raise ValueError(f"{s} tasks for {self.n_slots} sampler slots")
@@ -53,4 +57,5 @@ class Sampler:
                 suc[:, m, k] = success
             self.sim_warnings += int(warnings.sum())
         self.env_steps += s * n_episodes * t
+        self.sample_seconds += time.perf_counter() - t0
         return EpisodeBatch(obs_buf, act_buf, rew, next_buf, suc, list(tasks)), task_state

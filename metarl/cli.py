@@ -1,0 +1,248 @@
+"""`metarl train | eval | plot`. Bad input: one line on stderr naming the field, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from metarl.types import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _prepare_run_dir(cfg) -> Path:
+    out = Path(cfg.run.out_dir)
+    name = cfg.run.name or f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = out / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run.name: run dir {run_dir} already exists and is not empty; "
+                          f"choose another run.name or resume it with --resume {run_dir}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out_dir: {out} is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.out_dir: cannot create run dir under {out}: {probe} is not writable")
+    return run_dir
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from metarl import checkpoint, config
+    from metarl.trainer import Trainer
+    from envs import make_benchmark
+
+    resume_payload = None
+    if args.resume:
+        ckpt_path, resume_payload = checkpoint.load_latest(args.resume)
+        run_dir = Path(args.resume)
+        base = config.from_dict(resume_payload["config"], resume_payload["config"].get("preset", "run"))
+        raw = base.to_dict()
+        raw.pop("preset", None)
+        for key, value in config.parse_overrides(args.set or []):
+            config._set_dotted(raw, key, value)
+        for key, value in (("seed", args.seed), ("device", args.device)):
+            if value is not None:
+                config._set_dotted(raw, f"run.{key}", value)
+        cfg = config.from_dict(raw, base.preset)
+        if cfg.hash() != resume_payload["config_hash"] and not args.allow_config_change:
+            raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
+                              "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints "
+                              "(pass --allow-config-change to override)")
+        if args.config:
+            print(f"note: resuming {run_dir}; its saved config.yaml is used, {args.config} is ignored",
+                  file=sys.stderr)
+    else:
+        if not args.config:
+            raise ConfigError("CONFIG: a preset YAML is required (e.g. configs/ml1_reach_maml_trpo.yaml) "
+                              "unless --resume RUN_DIR is given")
+        cfg = config.load(args.config, args.set or [], seed=args.seed, device=args.device)
+        run_dir = None
+    device = config.resolve_device(cfg.run.device)
+    make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed, cfg.env.max_episode_steps,
+                   cfg.env.toy_tasks)  # validates names before anything is written
+    created = False
+    if run_dir is None:
+        run_dir = _prepare_run_dir(cfg)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from e
+        created = True
+    try:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
+                "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
+                "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with (run_dir / "runs.jsonl").open("a") as f:
+            f.write(json.dumps(meta) + "\n")
+        trainer = Trainer(cfg, run_dir, device, resume_payload)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    print(f"run dir: {run_dir}  (tensorboard --logdir {run_dir / 'tb'})", file=sys.stderr)
+    curve = trainer.run()
+    if curve is None:
+        print(f"stopped at iteration {trainer.iteration} ({trainer.env_steps:,} env steps); "
+              f"checkpoint written. Resume with: metarl train --resume {run_dir}", file=sys.stderr)
+        return 0
+    _print_curve(curve)
+    return 0
+
+
+def _print_curve(curve, per_task: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k_cols = [f"@{k}" for k in range(curve.rounds + 1)]
+    table = Table(title="meta-test success (return) after k adaptation rounds")
+    table.add_column("task")
+    for c in k_cols:
+        table.add_column(c, justify="right")
+    if per_task:
+        for i, t in enumerate(curve.tasks):
+            table.add_row(t.label, *[f"{curve.success[i, k]:.0%} ({curve.returns[i, k]:.1f})"
+                                     for k in range(curve.rounds + 1)])
+    else:
+        for name, (s, r) in curve.by_class().items():
+            table.add_row(name, *[f"{s[k]:.0%} ({r[k]:.1f})" for k in range(len(s))])
+    table.add_row("[bold]mean", *[f"{s:.0%} ({r:.1f})" for s, r in
+                                  zip(curve.success_by_round(), curve.return_by_round())])
+    Console().print(table)
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+    import torch
+
+    from metarl import checkpoint, config
+    from metarl.evaluation import evaluate, select_tasks
+    from metarl.trainer import build
+
+    ckpt_path, payload = checkpoint.resolve(args.checkpoint)
+    cfg = config.from_dict(payload["config"], payload["config"].get("preset", "run"))
+    if args.rounds is not None and args.rounds < 0:
+        raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
+    device = config.resolve_device(args.device)
+    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"eval_{args.split}" / "eval.csv"
+    torch.manual_seed(args.seed)
+    bench, sampler, agent = build(cfg, device)
+    try:
+        agent.load_state_dict(payload["agent"])
+        tasks = select_tasks(bench.tasks(args.split), args.tasks_per_class)
+        rounds = cfg.eval.rounds if args.rounds is None else args.rounds
+        episodes = args.episodes or cfg.eval.episodes_per_round
+        curve = evaluate(agent, sampler, tasks, rounds, episodes, np.random.default_rng(args.seed),
+                         cfg.eval.deterministic)
+    finally:
+        sampler.vec_env.close()
+    _print_curve(curve, per_task=args.per_task)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as f:
+            w = csv.DictWriter(f, ["checkpoint", "split", "task", "task_index", "round", "success", "return"])
+            w.writeheader()
+            for row in curve.rows():
+                w.writerow({"checkpoint": str(ckpt_path), "split": args.split, **row})
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def read_eval_curve(run_dir: Path) -> tuple[int, list[float], list[float]]:
+    """Mean success and return by round of the last evaluation in a run's eval.csv."""
+    path = Path(run_dir) / "eval.csv"
+    if not path.is_file():
+        raise ConfigError(f"RUN_DIR: {run_dir} has no eval.csv (has it finished an evaluation?)")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ConfigError(f"RUN_DIR: {path} is empty")
+    last = max(int(r["env_steps"]) for r in rows)
+    rows = [r for r in rows if int(r["env_steps"]) == last]
+    k_max = max(int(r["round"]) for r in rows)
+    s = [sum(float(r["success"]) for r in rows if int(r["round"]) == k) /
+         max(1, sum(1 for r in rows if int(r["round"]) == k)) for k in range(k_max + 1)]
+    ret = [sum(float(r["return"]) for r in rows if int(r["round"]) == k) /
+           max(1, sum(1 for r in rows if int(r["round"]) == k)) for k in range(k_max + 1)]
+    return last, s, ret
+
+
+def cmd_plot(args) -> int:
+    from metarl.logging import curve_figure
+
+    curves = {}
+    for rd in args.run_dirs:
+        steps, s, r = read_eval_curve(Path(rd))
+        curves[f"{Path(rd).name} @ {steps:,} steps"] = (s, r)
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "adaptation_curve.png"
+    try:
+        curve_figure(curves, "meta-test adaptation curve").savefig(out, dpi=100)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+    print(f"wrote {out}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metarl", description="Meta-RL on Meta-World: MAML-TRPO (more agents to come)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a preset; writes a run dir with TensorBoard events and checkpoints")
+    t.add_argument("config", nargs="?", help="preset YAML, e.g. configs/ml1_reach_maml_trpo.yaml")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. agent.inner_lr=0.05")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest readable checkpoint")
+    t.add_argument("--allow-config-change", action="store_true", help="resume even if training fields changed")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out tasks; prints a table and writes eval.csv")
+    e.add_argument("checkpoint", help="checkpoint file or run dir (its newest checkpoint)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--rounds", type=int, help="adaptation rounds K (default: the run's eval.rounds)")
+    e.add_argument("--episodes", type=int, help="episodes per round (default: the run's eval.episodes_per_round)")
+    e.add_argument("--tasks-per-class", type=int, default=0, help="goals per env class (0: all)")
+    e.add_argument("--per-task", action="store_true", help="one table row per task instead of per class")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="CSV path (default: RUN_DIR/eval_<split>/eval.csv)")
+    e.set_defaults(func=cmd_eval)
+    pl = sub.add_parser("plot", help="plot the adaptation curve of one or more runs")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--out", help="PNG path (default: first RUN_DIR/adaptation_curve.png)")
+    pl.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

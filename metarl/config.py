@@ -1,0 +1,239 @@
+"""Run configuration: YAML presets + `--set a.b=c` overrides, validated into frozen dataclasses.
+
+Every error is a ConfigError whose message starts with the dotted field name
+and says what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metarl.types import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    env_steps: int = 1_000_000      # training env-step budget (evaluation steps not counted)
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda
+    out_dir: str = "runs"           # run dirs are created under here
+    name: str | None = None         # run dir name; default <preset>-s<seed>-<timestamp>
+    checkpoint_every: int = 1       # iterations between checkpoints
+    keep_checkpoints: int = 3
+    progress: bool = True           # rich progress bar on the console
+
+    def __post_init__(self):
+        _check(self.env_steps > 0, "run.env_steps", f"must be > 0, got {self.env_steps}")
+        _check(self.seed >= 0, "run.seed", f"must be >= 0, got {self.seed}")
+        _check(self.device in DEVICES, "run.device", f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
+        _check(self.checkpoint_every > 0, "run.checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
+        _check(self.keep_checkpoints > 0, "run.keep_checkpoints", f"must be > 0, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class EnvSection:
+    benchmark: str = "ML1"          # ML1 | ML10 | ML45 | toy
+    env_name: str | None = "reach-v3"  # ML1 only
+    max_episode_steps: int | None = None  # None: 500 for Meta-World, 20 for toy
+    n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
+    toy_tasks: int = 40             # tasks per split of the toy distribution
+
+    def __post_init__(self):
+        _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
+        _check(self.max_episode_steps is None or self.max_episode_steps > 0, "env.max_episode_steps",
+               f"must be > 0 or null, got {self.max_episode_steps}")
+        _check(self.toy_tasks > 0, "env.toy_tasks", f"must be > 0, got {self.toy_tasks}")
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    every: int = 10                 # evaluate every N iterations (0: only at the end)
+    tasks_per_class: int = 10       # held-out goals per class in periodic evaluations (0: all)
+    final_tasks_per_class: int = 0  # ... in the final evaluation (0: all)
+    rounds: int = 2                 # K adaptation rounds: the curve has rounds 0..K
+    episodes_per_round: int = 5
+    deterministic: bool = False     # evaluate the mean action instead of sampling
+
+    def __post_init__(self):
+        _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        _check(self.tasks_per_class >= 0, "eval.tasks_per_class", f"must be >= 0, got {self.tasks_per_class}")
+        _check(self.final_tasks_per_class >= 0, "eval.final_tasks_per_class",
+               f"must be >= 0, got {self.final_tasks_per_class}")
+        _check(self.rounds >= 0, "eval.rounds", f"must be >= 0, got {self.rounds}")
+        _check(self.episodes_per_round > 0, "eval.episodes_per_round", f"must be > 0, got {self.episodes_per_round}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str
+    run: RunSection
+    env: EnvSection
+    agent: Any
+    eval: EvalSection
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """Hash of everything that shapes training (not the budget, device, output or console)."""
+        d = self.to_dict()
+        for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints"):
+            d["run"].pop(k, None)
+        return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check(ok: bool, name: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {msg}")
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: must be a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(v, inner, f"{name}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build_section(cls: type, data: dict[str, Any] | None, prefix: str):
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}.{key}: unknown config key; allowed: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(f"{prefix}: {e}") from e
+
+
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {dotted}: expected a dotted key like agent.inner_lr")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. --set agent.inner_lr=0.05")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from e
+        out.append((key.strip(), value))
+    return out
+
+
+def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
+    from agents import AGENTS
+
+    allowed = ["run", "env", "agent", "eval"]
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{key}: unknown config key; allowed: {', '.join(allowed)}")
+    agent_raw = dict(raw.get("agent") or {})
+    name = agent_raw.get("name", "maml_trpo")
+    if name not in AGENTS:
+        raise ConfigError(f"agent.name: unknown agent {name!r}; allowed: {', '.join(AGENTS)}")
+    agent_cfg = build_section(AGENTS[name].Config, agent_raw, "agent")
+    env = build_section(EnvSection, raw.get("env"), "env")
+    if env.benchmark != "ML1" and "env_name" not in (raw.get("env") or {}):
+        env = dataclasses.replace(env, env_name=None)
+    return RunConfig(preset, build_section(RunSection, raw.get("run"), "run"), env, agent_cfg,
+                     build_section(EvalSection, raw.get("eval"), "eval"))
+
+
+def load(path: str | Path, overrides: list[str] = (), **top: Any) -> RunConfig:
+    """Load a YAML preset, apply `a.b=c` overrides, then `top` (e.g. seed=, device=) into run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {path} is not valid YAML ({e.__class__.__name__})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of sections (run, env, agent, eval)")
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(raw, key, value)
+    for key, value in top.items():
+        if value is not None:
+            _set_dotted(raw, f"run.{key}", value)
+    return from_dict(raw, preset=path.stem)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device: 'cuda' requested but no CUDA device is available; allowed here: auto, cpu")
+    if name not in DEVICES:
+        raise ConfigError(f"run.device: unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+    return torch.device(name)

@@ -1,0 +1,104 @@
+"""Run logging: TensorBoard events, progress.csv, eval.csv and adaptation-curve figures.
+
+Only the trainer (and the CLI's eval/plot commands) write logs.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from metarl.types import AdaptationCurve
+
+
+def curve_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str = ""):
+    """curves: label -> (success by round, return by round). Returns a matplotlib Figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax_s, ax_r = fig.subplots(1, 2)
+    for label, (s, r) in curves.items():
+        ks = np.arange(len(s))
+        ax_s.plot(ks, np.asarray(s) * 100, marker="o", label=label)
+        ax_r.plot(ks, r, marker="o", label=label)
+    ax_s.set(xlabel="adaptation round k", ylabel="success rate (%)", ylim=(-2, 102), title="success after k rounds")
+    ax_r.set(xlabel="adaptation round k", ylabel="mean episode return", title="return after k rounds")
+    for ax in (ax_s, ax_r):
+        ax.grid(alpha=0.3)
+        if len(curves) <= 12:
+            ax.legend(fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_curve_png(curve: AdaptationCurve, path: str | Path, title: str = "") -> None:
+    curves = {"mean over held-out tasks": (curve.success_by_round(), curve.return_by_round())}
+    by_class = curve.by_class()
+    if len(by_class) > 1:
+        curves.update({k: (list(s), list(r)) for k, (s, r) in by_class.items()})
+    curve_figure(curves, title).savefig(path, dpi=100)
+
+
+class CsvLog:
+    """Append rows to a CSV; when new columns appear, rewrite it with the wider header."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fields: list[str] = []
+        if path.exists():
+            with path.open() as f:
+                self.fields = next(csv.reader(f), [])
+
+    def write(self, row: dict) -> None:
+        new = [k for k in row if k not in self.fields]
+        if new:
+            old_rows = []
+            if self.path.exists() and self.fields:
+                with self.path.open() as f:
+                    old_rows = list(csv.DictReader(f))
+            self.fields += new
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(old_rows)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, title: str = ""):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.title = title
+        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.progress = CsvLog(self.run_dir / "progress.csv")
+        self.eval_csv = CsvLog(self.run_dir / "eval.csv")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+        self.progress.write({"env_steps": step, **metrics})
+        self.tb.flush()
+
+    def log_eval(self, curve: AdaptationCurve, step: int, tag: str = "eval") -> dict[str, float]:
+        scalars = curve.scalars(tag)
+        for k, v in scalars.items():
+            self.tb.add_scalar(k, v, step)
+        for row in curve.rows():
+            self.eval_csv.write({"env_steps": step, "eval": tag, **row})
+        curves = {f"{tag} @ {step} steps": (curve.success_by_round(), curve.return_by_round())}
+        self.tb.add_figure(f"{tag}/adaptation_curve", curve_figure(curves, self.title), step)
+        save_curve_png(curve, self.run_dir / "adaptation_curve.png", f"{self.title} ({tag}, {step:,} env steps)")
+        self.tb.flush()
+        return scalars
+
+    def close(self) -> None:
+        self.tb.close()

@@ -1,0 +1,166 @@
+"""The training loop: budget, evaluation cadence, logging, checkpoints, signals."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import agents
+from envs import TaskVectorEnv, make_benchmark
+from metarl import checkpoint
+from metarl.config import RunConfig
+from metarl.evaluation import evaluate, select_tasks
+from metarl.logging import RunLogger
+from metarl.sampler import Sampler
+from metarl.types import AdaptationCurve
+
+
+def build(cfg: RunConfig, device: torch.device):
+    """Benchmark, sampler and agent for a config (used by train and eval)."""
+    bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
+                           cfg.env.max_episode_steps, cfg.env.toy_tasks)
+    agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device)
+    vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
+    return bench, Sampler(vec, bench.max_episode_steps), agent
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM ask the loop to stop after the current iteration (a second SIGINT aborts)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
+                 resume: dict[str, Any] | None = None, console=None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.console = console
+        torch.manual_seed(cfg.run.seed)
+        self.rng = np.random.default_rng(cfg.run.seed)
+        self.bench, self.sampler, self.agent = build(cfg, device)
+        self.iteration = 0
+        self.env_steps = 0
+        self.wall_seconds = 0.0
+        self.last_success = float("nan")
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- checkpoint state -----------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(), "config_hash": self.cfg.hash(), "agent_name": self.cfg.agent.name,
+            "agent": self.agent.state_dict(),
+            "counters": {"iteration": self.iteration, "env_steps": self.env_steps,
+                         "eval_env_steps": self.sampler.env_steps - self.env_steps,
+                         "wall_seconds": self.wall_seconds},
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.agent.load_state_dict(payload["agent"])
+        c = payload["counters"]
+        self.iteration, self.env_steps, self.wall_seconds = c["iteration"], c["env_steps"], c["wall_seconds"]
+        self.sampler.env_steps = c["env_steps"] + c["eval_env_steps"]
+        self.rng.bit_generator.state = payload["rng"]["numpy"]
+        torch.set_rng_state(payload["rng"]["torch"])
+
+    def save_checkpoint(self) -> Path:
+        return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
+
+    # ---- evaluation -----------------------------------------------------------------
+    def evaluate(self, per_class: int, progress=None) -> AdaptationCurve:
+        ev = self.cfg.eval
+        tasks = select_tasks(self.bench.test_tasks, per_class)
+        rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1])
+        return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
+                        ev.deterministic, on_progress=progress)
+
+    # ---- the loop -------------------------------------------------------------------
+    def run(self) -> AdaptationCurve | None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cfg = self.cfg
+        logger = RunLogger(self.run_dir, f"{cfg.preset} (seed {cfg.run.seed})")
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+                   TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        final_curve = None
+        try:
+            with _StopFlag() as stop, Progress(*columns, console=self.console, disable=not cfg.run.progress,
+                                               transient=False) as bar:
+                job = bar.add_task("train", total=cfg.run.env_steps, completed=self.env_steps, sps=0.0,
+                                   success="-")
+                while self.env_steps < cfg.run.env_steps and not stop.requested:
+                    t0, steps0, sample0 = time.perf_counter(), self.sampler.env_steps, self.sampler.sample_seconds
+                    metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
+                    dt = time.perf_counter() - t0
+                    steps = self.sampler.env_steps - steps0
+                    sample_s = self.sampler.sample_seconds - sample0
+                    self.iteration += 1
+                    self.env_steps += steps
+                    self.wall_seconds += dt
+                    metrics.update({"time/sps": steps / dt, "time/sample_s": sample_s,
+                                    "time/update_s": dt - sample_s, "time/iteration": float(self.iteration)})
+                    logger.log(metrics, self.env_steps)
+                    self.last_success = metrics.get("rollout/success_rate", float("nan"))
+                    bar.update(job, completed=self.env_steps, sps=steps / dt, success=f"{self.last_success:.0%}")
+                    done = self.env_steps >= cfg.run.env_steps
+                    if cfg.eval.every and self.iteration % cfg.eval.every == 0 and not done:
+                        bar.update(job, description="eval")
+                        t1 = time.perf_counter()
+                        curve = self.evaluate(cfg.eval.tasks_per_class)
+                        self.wall_seconds += time.perf_counter() - t1
+                        logger.log_eval(curve, self.env_steps)
+                        bar.update(job, description="train")
+                    if self.iteration % cfg.run.checkpoint_every == 0 or done or stop.requested:
+                        self.save_checkpoint()
+                if self.env_steps >= cfg.run.env_steps and not stop.requested:
+                    tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
+                    total = len(tasks) * (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round \
+                        * self.sampler.horizon
+                    ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
+                    t1 = time.perf_counter()
+                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class,
+                                                progress=lambda n: bar.advance(ev_job, n))
+                    self.wall_seconds += time.perf_counter() - t1
+                    logger.log_eval(final_curve, self.env_steps)
+                    self._write_final(final_curve)
+        finally:
+            logger.close()
+            self.sampler.vec_env.close()
+        return final_curve
+
+    def _write_final(self, curve: AdaptationCurve) -> None:
+        out = {"env_steps": self.env_steps, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
+               "n_tasks": len(curve.tasks), "success_by_round": curve.success_by_round(),
+               "return_by_round": curve.return_by_round(),
+               "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
+                            for k, (s, r) in curve.by_class().items()}}
+        (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))
