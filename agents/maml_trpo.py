@@ -12,6 +12,7 @@ The per-task state of the MetaAgent protocol is the stack of per-task parameters
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -74,6 +75,7 @@ class MAMLTRPO:
         self.device = torch.device(device)
         self.policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std).to(self.device)
         self.names = [n for n, _ in self.policy.named_parameters()]
+        self.act_dim = act_dim
 
     # ---- parameters ------------------------------------------------------------------
     @property
@@ -91,13 +93,28 @@ class MAMLTRPO:
     def initial_task_state(self, n_tasks: int) -> Params:
         return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.params.items()}
 
-    def act(self, obs: Tensor, task_state: Params, *, deterministic: bool) -> tuple[Tensor, Params]:
-        obs = obs.to(self.device, self.dtype)
+    def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, Params]:
+        """Slot i acts with parameters task_state[.][i]; `noise` is standard normal [S, A]."""
+        dev = next(iter(task_state.values())).device
+        obs = obs.to(dev, self.dtype)
         mean, log_std = batched_call(self.policy, task_state, obs.unsqueeze(1))
         mean, log_std = mean.squeeze(1), log_std.squeeze(1)
         if deterministic:
             return mean, task_state
-        return mean + torch.exp(log_std) * torch.randn_like(mean), task_state
+        if noise is None:
+            noise = torch.randn_like(mean)
+        return mean + torch.exp(log_std) * noise.to(mean), task_state
+
+    def actor(self) -> "MAMLTRPO":
+        """What the sampler's workers act with: this agent with a CPU copy of the policy."""
+        if self.device.type == "cpu":
+            return self
+        clone = MAMLTRPO.__new__(MAMLTRPO)
+        clone.__dict__.update(self.__dict__)
+        clone.policy = copy.deepcopy(self.policy).cpu()
+        clone.device = torch.device("cpu")
+        return clone
 
     def adapt(self, task_state: Params, episodes: EpisodeBatch) -> Params:
         """One round of `inner_steps` policy-gradient steps per task, from each task's
@@ -105,7 +122,7 @@ class MAMLTRPO:
         data = self._task_data(episodes)
         out: list[Params] = []
         for i, d in enumerate(data):
-            p = {k: v[i].detach().clone().requires_grad_(True) for k, v in task_state.items()}
+            p = {k: v[i].detach().to(self.device).clone().requires_grad_(True) for k, v in task_state.items()}
             with torch.enable_grad():
                 p = self._inner(p, d, create_graph=False)
             out.append({k: v.detach() for k, v in p.items()})
@@ -170,7 +187,7 @@ class MAMLTRPO:
         cfg = self.cfg
         pre, post = self._task_data(pre_batch), self._task_data(post_batch)
         with torch.no_grad():
-            old = [call(self.policy, {k: v[i] for k, v in adapted_state.items()}, d[0])
+            old = [call(self.policy, {k: v[i].to(self.device) for k, v in adapted_state.items()}, d[0])
                    for i, d in enumerate(post)]
         params = list(self.policy.parameters())
         adapted = self.adapted_params(self.params, pre, create_graph=True)
@@ -212,7 +229,7 @@ class MAMLTRPO:
         metrics.update({"train/line_search_accepted": float(ok), "train/line_search_steps": float(k),
                         "train/loss_after": loss_after, "train/kl": kl_after,
                         "train/rejected_updates": float(not ok),
-                        "train/policy_std": float(self.policy.log_std.exp().mean())})
+                        "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
         return metrics
 
     # ---- checkpoints ----------------------------------------------------------------

@@ -56,7 +56,7 @@ class MetaWorldEnv:
 
     def sim_warnings(self) -> int:
         """Total MuJoCo warning count (instability, bad qacc, ...) of the current env."""
-        return int(sum(w.number for w in self.env.data.warning))
+        return int(self.env.data.warning.number.sum())
 
     def close(self) -> None:
         for env in self._envs.values():

@@ -4,22 +4,31 @@ Every slot runs one task (explicit `set_tasks`), is seeded per slot with
 `env.seed`, and is stepped in lock-step with the others: all episodes share the
 same horizon, so all slots reset together. Actions are checked to be finite
 before every step (a NaN action makes MuJoCo reset silently).
+
+Two ways to drive it:
+- `rollout(actor, task_state, ...)`: whole episodes. Each worker runs the episode
+  loop (metarl.rollout.run_episodes) on its own slots with its own CPU copy of the
+  actor, so there is one message per worker per call instead of one per step.
+  The per-task state must be a pytree of tensors with a leading task dimension.
+- `reset()` / `step(actions)`: one step at a time, for external policies.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from torch.utils import _pytree as pytree
 
+from metarl.rollout import Rollout, run_episodes
 from metarl.types import Task
 
 WORKER_TIMEOUT_S = 120.0
 
 
 def _worker(conn, env_factory: Callable, n_slots: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     envs = [env_factory() for _ in range(n_slots)]
     active = 0
     try:
@@ -42,6 +51,12 @@ def _worker(conn, env_factory: Callable, n_slots: int) -> None:
                                np.array([envs[i].sim_warnings() for i in range(active)])))
                 else:
                     conn.send(None)
+            elif cmd == "rollout":
+                if arg is None:
+                    conn.send(None)
+                    continue
+                actor, state, n_episodes, horizon, noise = arg
+                conn.send(run_episodes(envs[:active], actor, state, n_episodes, horizon, noise))
             elif cmd == "close":
                 break
     except (EOFError, KeyboardInterrupt):
@@ -135,6 +150,23 @@ class TaskVectorEnv:
         parts = self._broadcast("step", [actions[a:b] for a, b in self._active_ranges])
         parts = [p for p in parts if p is not None]
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))  # type: ignore[return-value]
+
+    def rollout(self, actor, task_state, n_episodes: int, horizon: int,
+                noise: np.ndarray | None) -> tuple[Rollout, object]:
+        """Run `n_episodes` episodes on every active slot (see metarl.rollout.run_episodes)."""
+        if self.n_workers == 0:
+            return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise)
+        cpu_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
+        args = [(actor, pytree.tree_map(lambda x: x[a:b], cpu_state), n_episodes, horizon,
+                 None if noise is None else noise[a:b]) for a, b in self._active_ranges]
+        parts = [p for p in self._broadcast("rollout", [arg if b > a else None for arg, (a, b)
+                                                         in zip(args, self._active_ranges)]) if p is not None]
+        rollout = Rollout(*[np.concatenate([getattr(r, f) for r, _ in parts])
+                            for f in Rollout.__dataclass_fields__])
+        states = [st for _, st in parts]
+        merged = pytree.tree_map(lambda *xs: torch.cat(xs), states[0], *states[1:]) if len(states) > 1 \
+            else states[0]
+        return rollout, merged
 
     def close(self) -> None:
         if self._closed:

@@ -1,19 +1,19 @@
-"""Drive a TaskVectorEnv with agent.act and return an EpisodeBatch."""
+"""Drive a TaskVectorEnv with the agent's actor and return an EpisodeBatch."""
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
-import time
-
 import numpy as np
-import torch
 
+from metarl.rollout import slot_noise
 from metarl.types import EpisodeBatch, Task
 
 
 class Sampler:
     """Runs `n_episodes` consecutive episodes on every task slot, all slots in
-    lock-step, with one batched policy call per step."""
+    lock-step, with one batched policy call per step (inside the workers when
+    the vector env has any)."""
 
     def __init__(self, vec_env, horizon: int):
         self.vec_env = vec_env
@@ -28,34 +28,18 @@ class Sampler:
 
     def sample(self, agent, tasks: Sequence[Task], task_state, n_episodes: int,
                rng: np.random.Generator, deterministic: bool = False):
+        """All randomness (slot seeds, exploration noise) comes from `rng`."""
         t0 = time.perf_counter()
-        s, t = len(tasks), self.horizon
+        s = len(tasks)
         if s > self.n_slots:
             raise ValueError(f"{s} tasks for {self.n_slots} sampler slots")
         seeds = rng.integers(0, 2**31 - 1, size=s)
         self.vec_env.set_tasks(list(tasks), seeds.tolist())
-        obs_buf = next_buf = act_buf = None
-        rew = np.zeros((s, n_episodes, t), np.float32)
-        suc = np.zeros((s, n_episodes, t), bool)
-        for m in range(n_episodes):
-            obs = self.vec_env.reset()
-            if obs_buf is None:
-                obs_buf = np.zeros((s, n_episodes, t, obs.shape[-1]), np.float32)
-                next_buf = np.zeros_like(obs_buf)
-            for k in range(t):
-                with torch.no_grad():
-                    action, task_state = agent.act(torch.as_tensor(obs, dtype=torch.float32),
-                                                   task_state, deterministic=deterministic)
-                action = action.cpu().numpy()
-                if act_buf is None:
-                    act_buf = np.zeros((s, n_episodes, t, action.shape[-1]), np.float32)
-                obs_buf[:, m, k] = obs
-                act_buf[:, m, k] = action
-                obs, r, success, warnings = self.vec_env.step(action)
-                next_buf[:, m, k] = obs
-                rew[:, m, k] = r
-                suc[:, m, k] = success
-            self.sim_warnings += int(warnings.sum())
-        self.env_steps += s * n_episodes * t
+        actor = agent.actor() if hasattr(agent, "actor") else agent
+        noise = None if deterministic else slot_noise(seeds, n_episodes, self.horizon, agent.act_dim)
+        ro, task_state = self.vec_env.rollout(actor, task_state, n_episodes, self.horizon, noise)
+        self.env_steps += s * n_episodes * self.horizon
+        self.sim_warnings += int(ro.sim_warnings.sum())
         self.sample_seconds += time.perf_counter() - t0
-        return EpisodeBatch(obs_buf, act_buf, rew, next_buf, suc, list(tasks)), task_state
+        return EpisodeBatch(ro.obs, ro.actions, ro.rewards, ro.next_obs, ro.successes, list(tasks),
+                            {"sim_warnings": ro.sim_warnings}), task_state
