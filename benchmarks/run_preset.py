@@ -62,10 +62,9 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         try:
             cfg = config.load(args.config, args.set, seed=seed, device=args.device)
-            cfg = config.from_dict({**{k: v for k, v in cfg.to_dict().items() if k != "preset"},
-                                    "run": {**cfg.to_dict()["run"], "out_dir": args.runs,
-                                            "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}},
-                                   cfg.preset)
+            cfg = config.from_dict({**cfg.to_dict(), "run": {
+                **cfg.to_dict()["run"], "out_dir": args.runs,
+                "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}})
             device = config.resolve_device(cfg.run.device)
         except ConfigError as e:
             print(f"run_preset: error: {e}", file=sys.stderr)

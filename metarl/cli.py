@@ -53,9 +53,8 @@ def cmd_train(args) -> int:
     if args.resume:
         ckpt_path, resume_payload = checkpoint.load_latest(args.resume)
         run_dir = Path(args.resume)
-        base = config.from_dict(resume_payload["config"], resume_payload["config"].get("preset", "run"))
+        base = config.from_dict(resume_payload["config"])
         raw = base.to_dict()
-        raw.pop("preset", None)
         for key, value in config.parse_overrides(args.set or []):
             config._set_dotted(raw, key, value)
         for key, value in (("seed", args.seed), ("device", args.device)):
@@ -139,7 +138,7 @@ def cmd_eval(args) -> int:
     from metarl.trainer import build
 
     ckpt_path, payload = checkpoint.resolve(args.checkpoint)
-    cfg = config.from_dict(payload["config"], payload["config"].get("preset", "run"))
+    cfg = config.from_dict(payload["config"])
     if args.rounds is not None and args.rounds < 0:
         raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")
     if args.episodes is not None and args.episodes < 1:

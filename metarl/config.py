@@ -192,6 +192,8 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
     from agents import AGENTS
 
+    raw = dict(raw)
+    preset = str(raw.pop("preset", preset))  # present in a saved run's config.yaml
     allowed = ["run", "env", "agent", "eval"]
     for key in raw:
         if key not in allowed:

@@ -1,0 +1,137 @@
+"""The CLI end to end on the toy preset: run dir, TensorBoard tags, eval, plot, resume, bad input."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl import checkpoint
+from metarl.cli import main
+
+
+def train(tmp_path, toy_config, *extra, name="r"):
+    return main(["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", f"run.name={name}",
+                 "--set", "run.progress=false", *extra])
+
+
+def test_train_writes_run_dir_and_tensorboard_tags(tmp_path, toy_config):
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=24000") == 0
+    run = tmp_path / "r"
+    for f in ("config.yaml", "progress.csv", "eval.csv", "adaptation_curve.png", "final_eval.json", "runs.jsonl"):
+        assert (run / f).is_file(), f
+    assert checkpoint.list_checkpoints(run)
+    meta = json.loads((run / "runs.jsonl").read_text().splitlines()[0])
+    assert meta["seed"] == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    tags = set(acc.Tags()["scalars"])
+    for t in ("rollout/success_rate", "rollout/return_mean", "train/loss_before", "train/loss_after", "train/kl",
+              "train/line_search_accepted", "time/sps", "time/sample_s", "time/update_s",
+              "eval/success@0", "eval/success@2", "eval/return@0", "eval/return@1",
+              "eval/point/success@1", "eval/point/return@2"):
+        assert t in tags, t
+    assert "eval/adaptation_curve" in acc.Tags()["images"]
+    steps = [e.step for e in acc.Scalars("rollout/return_mean")]
+    assert steps == [4000, 8000, 12000, 16000, 20000, 24000]  # x-axis is env steps (4000 per iteration)
+    final = json.loads((run / "final_eval.json").read_text())
+    assert len(final["success_by_round"]) == 3 and final["n_tasks"] == 20
+
+    # eval and plot on the finished run
+    out = tmp_path / "e.csv"
+    assert main(["eval", str(run), "--rounds", "1", "--episodes", "2", "--tasks-per-class", "3",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 * 2 and {r["round"] for r in rows} == {"0", "1"}
+    png = tmp_path / "p.png"
+    assert main(["plot", str(run), "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+def test_resume_gives_exactly_the_uninterrupted_parameters(tmp_path, toy_config):
+    common = ["--set", "eval.every=2", "--set", "eval.tasks_per_class=4", "--set", "eval.final_tasks_per_class=2"]
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=28000", *common, name="straight") == 0
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=12000", *common, name="split") == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.env_steps=28000"]) == 0
+    a = checkpoint.load_latest(tmp_path / "straight")[1]
+    b = checkpoint.load_latest(tmp_path / "split")[1]
+    assert a["counters"]["iteration"] == b["counters"]["iteration"] == 7
+    for k, v in a["agent"]["policy"].items():
+        assert torch.equal(v, b["agent"]["policy"][k]), k
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["rng"]["numpy"] == b["rng"]["numpy"]
+
+
+def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, toy_config):
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=20000", "--set", "eval.every=0",
+                 "--set", "eval.final_tasks_per_class=1") == 0
+    ckpts = checkpoint.list_checkpoints(tmp_path / "r")
+    newest = ckpts[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        path, payload = checkpoint.load_latest(tmp_path / "r")
+    assert path == ckpts[-2] and payload["counters"]["iteration"] == 4
+
+
+BAD_INPUTS = [
+    (["--set", "env.benchmark=ML7"], "env.benchmark: unknown benchmark 'ML7'; allowed: ML1, ML10, ML45, toy"),
+    (["--set", "env.benchmark=ML1", "--set", "env.env_name=reach-v9"], "env.env_name: unknown ML1 env 'reach-v9'"),
+    (["--set", "agent.inner_lrr=0.1"], "agent.inner_lrr: unknown config key; allowed:"),
+    (["--set", "evall.every=1"], "evall: unknown config key; allowed: run, env, agent, eval"),
+    (["--set", "agent.meta_batch=0"], "agent.meta_batch: must be > 0, got 0"),
+    (["--set", "agent.meta_batch=-3"], "agent.meta_batch: must be > 0, got -3"),
+    (["--set", "agent.discount=1.5"], "agent.discount: must be in (0, 1], got 1.5"),
+    (["--set", "agent.discount=0"], "agent.discount: must be in (0, 1], got 0"),
+    (["--set", "agent.name=dqn"], "agent.name: unknown agent 'dqn'; allowed: maml_trpo"),
+    (["--set", "run.env_steps=ten"], "run.env_steps: must be an integer, got 'ten'"),
+    (["--device", "tpu"], "run.device: unknown device 'tpu'; allowed: auto, cpu, cuda"),
+]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "metarl.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path, toy_config, extra, message):
+    r = _cli("train", toy_config, "--set", f"run.out_dir={tmp_path / 'out'}", *extra)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_cuda_is_refused(tmp_path, toy_config):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = _cli("train", toy_config, "--device", "cuda", "--set", f"run.out_dir={tmp_path / 'out'}")
+    assert r.returncode == 2 and "run.device: 'cuda' requested but no CUDA device is available" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_unwritable_run_dir_is_refused(tmp_path, toy_config):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = _cli("train", toy_config, "--set", f"run.out_dir={blocker / 'runs'}")
+    assert r.returncode == 2 and r.stderr.startswith("metarl: error: run.out_dir:"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and blocker.read_text() == "not a directory"
+
+
+def test_missing_or_corrupt_checkpoint_is_refused(tmp_path, toy_config):
+    r = _cli("eval", str(tmp_path / "nope.pt"))
+    assert r.returncode == 2 and "checkpoint: no such file" in r.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    r = _cli("eval", str(bad))
+    assert r.returncode == 2 and "is corrupt or truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("train", "--resume", str(tmp_path / "no_run"))
+    assert r.returncode == 2 and "--resume: no such run dir" in r.stderr
+    (tmp_path / "empty_run").mkdir()
+    r = _cli("train", "--resume", str(tmp_path / "empty_run"))
+    assert r.returncode == 2 and "--resume: no checkpoint in" in r.stderr
+    r = _cli("train", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "config: file not found" in r.stderr

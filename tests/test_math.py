@@ -1,0 +1,116 @@
+import numpy as np
+import torch
+
+from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from envs import TaskVectorEnv, make_benchmark
+from metarl.nn import call, flat, gaussian_kl, unflat_like
+from metarl.optim import backtracking_line_search, conjugate_gradient
+from metarl.returns import LinearFeatureBaseline, discount_cumsum, gae
+from metarl.sampler import Sampler
+
+
+def test_conjugate_gradient_solves_spd_system():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    a = m @ m.T + 8 * torch.eye(8, dtype=torch.float64)
+    b = torch.randn(8, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=8)
+    assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-8)
+
+
+def test_gae_matches_hand_computed_case():
+    r = np.array([[1.0, 0.0, 2.0]])
+    v = np.array([[0.5, 1.0, 1.5]])
+    gamma, lam = 0.9, 0.8
+    # deltas: d2 = 2 - 1.5 = 0.5 ; d1 = 0 + 0.9*1.5 - 1.0 = 0.35 ; d0 = 1 + 0.9*1.0 - 0.5 = 1.4
+    a2 = 0.5
+    a1 = 0.35 + 0.72 * a2
+    a0 = 1.4 + 0.72 * a1
+    np.testing.assert_allclose(gae(r, v, gamma, lam), [[a0, a1, a2]], rtol=1e-12)
+    # lambda = 1 and zero values: advantages are the discounted returns
+    np.testing.assert_allclose(gae(r, np.zeros_like(r), gamma, 1.0), discount_cumsum(r, gamma))
+    np.testing.assert_allclose(discount_cumsum(r, gamma), [[1 + 0.81 * 2, 0.9 * 2, 2.0]])
+
+
+def test_linear_baseline_fits_linear_returns():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(4, 30, 3))
+    target = 2 * obs[..., 0] - obs[..., 1] + 0.5
+    pred = LinearFeatureBaseline().fit(obs, target).predict(obs)
+    np.testing.assert_allclose(pred, target, atol=1e-3)
+
+
+def test_line_search_rejects_nan_and_kl_violations_and_restores():
+    x = torch.zeros(2)
+    x0 = x.clone()
+
+    def apply(d):
+        x.copy_(x0 + d)
+
+    # every step gives NaN loss: rejected, parameters restored
+    ok, k, _, _ = backtracking_line_search(torch.ones(2), apply, lambda: (float("nan"), 0.0), 1.0, 0.01, 5)
+    assert not ok and k == 5 and torch.equal(x, x0)
+    # KL too large everywhere: rejected
+    ok, _, _, _ = backtracking_line_search(torch.ones(2), apply, lambda: (0.0, 1.0), 1.0, 0.01, 5)
+    assert not ok and torch.equal(x, x0)
+    # loss improves only once the step is small enough
+    ok, k, loss, _ = backtracking_line_search(
+        torch.ones(2), apply, lambda: (0.0 if float(x[0]) < 0.5 else 2.0, 0.0), 1.0, 0.01, 10, 0.5)
+    assert ok and k == 2 and loss == 0.0 and torch.allclose(x, torch.full((2,), 0.25))
+
+
+def _maml_batches():
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=3, episodes_per_task=4, hidden_sizes=(8,), inner_lr=0.5),
+                     bench.obs_dim, bench.act_dim)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 3), bench.max_episode_steps)
+    rng = np.random.default_rng(0)
+    state = agent.initial_task_state(3)
+    pre, _ = sampler.sample(agent, bench.train_tasks[:3], state, 4, rng)
+    adapted = agent.adapt(state, pre)
+    post, _ = sampler.sample(agent, bench.train_tasks[:3], adapted, 4, rng)
+    return agent, pre, post
+
+
+def test_maml_meta_gradient_matches_finite_differences():
+    agent, pre_b, post_b = _maml_batches()
+    agent.policy.double()
+    pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+    params = list(agent.policy.parameters())
+    # old distributions: the adapted policies at the current parameters (fixed)
+    with torch.enable_grad():
+        ad = agent.adapted_params(agent.params, pre, create_graph=False)
+    old = [tuple(t.detach() for t in call(agent.policy, {k: v.detach() for k, v in a.items()}, d[0]))
+           for a, d in zip(ad, post)]
+    loss = agent.meta_objective(pre, post, old)
+    grad = flat(torch.autograd.grad(loss, params))
+    # first-order MAML (inner gradient treated as a constant) for contrast
+    fo_adapted = agent.adapted_params(agent.params, pre, create_graph=False)
+    fo_grad = flat(torch.autograd.grad(agent.surrogate_and_kl(fo_adapted, post, old)[0], params))
+    fo_mismatch = 0.0
+    x0 = flat([p.detach() for p in params]).clone()
+    rng = torch.Generator().manual_seed(1)
+    eps = 1e-5
+    for _ in range(3):
+        v = torch.randn(x0.shape, generator=rng, dtype=torch.float64)
+        v /= v.norm()
+        vals = []
+        for sign in (1, -1):
+            with torch.no_grad():
+                for p, new in zip(params, unflat_like(x0 + sign * eps * v, params)):
+                    p.copy_(new)
+            vals.append(float(agent.meta_objective(pre, post, old)))
+        fd = (vals[0] - vals[1]) / (2 * eps)
+        assert abs(fd - float(grad @ v)) <= 1e-6 + 1e-4 * abs(fd), (fd, float(grad @ v))
+        fo_mismatch = max(fo_mismatch, abs(fd - float(fo_grad @ v)) / (abs(fd) + 1e-12))
+    assert fo_mismatch > 1e-2, "second-order term vanished: the test would not tell MAML from FOMAML"
+    with torch.no_grad():
+        for p, new in zip(params, unflat_like(x0, params)):
+            p.copy_(new)
+
+
+def test_gaussian_kl_zero_for_same_and_positive_otherwise():
+    m, s = torch.zeros(5, 2), torch.zeros(5, 2)
+    assert torch.allclose(gaussian_kl(m, s, m, s), torch.zeros(5))
+    assert (gaussian_kl(m, s, m + 0.3, s - 0.2) > 0).all()
