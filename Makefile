@@ -1,0 +1,28 @@
+# The README's commands. `make train` and `make test` each set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= configs/ml1_reach_maml_trpo.yaml
+
+.PHONY: setup train test test-slow bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+train: setup
+	$(VENV)/bin/metarl train $(PRESET)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) benchmarks/run_preset.py $(PRESET) --seeds 1
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
