@@ -5,6 +5,10 @@ episodes of `horizon` steps, with one batched `actor.act` call per step. It
 runs in the main process (in-process backend) or inside each worker on that
 worker's slots (multiprocess backend): same code, same numbers.
 
+After every step, an actor that defines `observe(task_state, action, reward, done)`
+gets to fold what happened into its per-task state (RL2 feeds the previous
+action, reward and episode-end flag back into its recurrent policy).
+
 Exploration noise is an input (standard normal, [S, M, T, A], drawn per slot
 from the slot's seed), so trajectories do not depend on how slots are grouped
 into workers.
@@ -40,6 +44,7 @@ def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
     suc = np.zeros((s, n_episodes, horizon), bool)
     warn = np.zeros((s, n_episodes), np.int64)
     obs_buf = next_buf = act_buf = None
+    observe = getattr(actor, "observe", None)
     for m in range(n_episodes):
         obs = np.stack([env.reset() for env in envs])
         w0 = np.array([env.sim_warnings() for env in envs])
@@ -64,5 +69,9 @@ def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
             next_buf[:, m, k] = obs
             rew[:, m, k] = [o[1] for o in out]
             suc[:, m, k] = [o[2] for o in out]
+            if observe is not None:
+                with torch.no_grad():
+                    task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, m, k]),
+                                         k == horizon - 1)
         warn[:, m] = np.array([env.sim_warnings() for env in envs]) - w0
     return Rollout(obs_buf, act_buf, rew, next_buf, suc, warn), task_state

@@ -1,0 +1,268 @@
+"""RL²-PPO: a recurrent policy that learns to adapt inside its hidden state.
+
+A *trial* is `episodes_per_task` consecutive episodes on one task. The GRU sees
+the observation plus the previous action, reward and episode-end flag; its
+hidden state is carried across episode boundaries and reset only when a new
+trial starts. The outer loop is PPO (clipped objective, GAE over the whole
+trial, value head, advantage normalisation, gradient clipping) with truncated
+back-propagation through time over chunks of the trial: the hidden state at
+each chunk start comes from the rollout-time forward pass.
+
+Per-task state of the MetaAgent protocol: {"h": [S, H], "prev_a": [S, A],
+"prev_r": [S, 1], "prev_d": [S, 1]}. `adapt` keeps it (the trial continues), so
+the evaluator's round k is episode k of a trial.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarl.nn import gaussian_log_prob, mlp
+from metarl.returns import gae
+from metarl.types import ConfigError, EpisodeBatch, Task
+
+
+@dataclass(frozen=True)
+class RL2PPOConfig:
+    name: str = "rl2_ppo"
+    meta_batch: int = 20
+    episodes_per_task: int = 10     # episodes per trial
+    hidden_size: int = 256          # GRU units
+    head_hidden: tuple[int, ...] = ()  # optional MLP between GRU and the heads
+    init_log_std: float = 0.0
+    lr: float = 5e-4
+    clip: float = 0.2
+    epochs: int = 10
+    minibatches: int = 4            # minibatches of trial chunks per epoch
+    bptt_chunk: int = 0             # steps per TBPTT chunk (0: one episode)
+    discount: float = 0.99
+    gae_lambda: float = 0.95
+    entropy_coef: float = 5e-3
+    value_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
+
+    def __post_init__(self):
+        for n in ("meta_batch", "episodes_per_task", "hidden_size", "lr", "clip", "epochs", "minibatches",
+                  "max_grad_norm"):
+            if not getattr(self, n) > 0:
+                raise ConfigError(f"agent.{n}: must be > 0, got {getattr(self, n)}")
+        if self.bptt_chunk < 0:
+            raise ConfigError(f"agent.bptt_chunk: must be >= 0 (0: one episode), got {self.bptt_chunk}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
+        if self.entropy_coef < 0 or self.value_coef < 0:
+            raise ConfigError("agent.entropy_coef and agent.value_coef: must be >= 0")
+
+
+class RecurrentGaussianPolicy(nn.Module):
+    """GRU trunk over [obs, prev action, prev reward, prev done] with a Gaussian policy head and a value head."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, head_hidden: Sequence[int], init_log_std: float):
+        super().__init__()
+        self.in_dim = obs_dim + act_dim + 2
+        self.gru = nn.GRU(self.in_dim, hidden, batch_first=True)
+        self.pi = mlp([hidden, *head_hidden, act_dim], out_gain=0.01)
+        self.v = mlp([hidden, *head_hidden, 1], out_gain=1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def forward(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, F], h0 [B, H] -> mean [B, L, A], value [B, L], outputs [B, L, H]."""
+        out, _ = self.gru(x, h0.unsqueeze(0).contiguous())
+        return self.pi(out), self.v(out).squeeze(-1), out
+
+
+class _Actor:
+    """What the sampler acts with (picklable, CPU): policy network + RL² state handling."""
+
+    def __init__(self, net: RecurrentGaussianPolicy, reward_scale: float):
+        self.net = net
+        self.reward_scale = reward_scale
+
+    def act(self, obs: Tensor, state: dict[str, Tensor], *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        h = state["h"]
+        x = torch.cat([obs.to(h), state["prev_a"], state["prev_r"], state["prev_d"]], dim=-1)
+        mean, _, out = self.net(x.unsqueeze(1), h)
+        mean = mean.squeeze(1)
+        new = dict(state, h=out.squeeze(1))
+        if deterministic:
+            return mean, new
+        if noise is None:
+            noise = torch.randn_like(mean)
+        return mean + self.net.log_std.exp() * noise.to(mean), new
+
+    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor, done: bool) -> dict[str, Tensor]:
+        h = state["h"]
+        return dict(state, prev_a=action.to(h), prev_r=(reward.to(h) * self.reward_scale).unsqueeze(-1),
+                    prev_d=torch.full_like(state["prev_d"], float(done)))
+
+
+def trial_inputs(batch: EpisodeBatch, reward_scale: float) -> np.ndarray:
+    """[S, M*T, D+A+2]: each step's observation with the previous step's action, reward and
+    episode-end flag (zeros at the start of the trial), exactly what the actor saw."""
+    s, m, t = batch.rewards.shape
+    obs = batch.obs.reshape(s, m * t, -1)
+    act = batch.actions.reshape(s, m * t, -1)
+    rew = batch.rewards.reshape(s, m * t, 1) * reward_scale
+    done = np.zeros((s, m, t, 1), np.float32)
+    done[:, :, -1] = 1.0
+    done = done.reshape(s, m * t, 1)
+    shift = lambda a: np.concatenate([np.zeros_like(a[:, :1]), a[:, :-1]], axis=1)  # noqa: E731
+    return np.concatenate([obs, shift(act), shift(rew), shift(done)], axis=-1).astype(np.float32)
+
+
+class RL2PPO:
+    Config = RL2PPOConfig
+
+    def __init__(self, cfg: RL2PPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.meta_batch = cfg.meta_batch
+        self.act_dim = act_dim
+        self.device = torch.device(device)
+        self.net = RecurrentGaussianPolicy(obs_dim, act_dim, cfg.hidden_size, cfg.head_hidden,
+                                           cfg.init_log_std).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        # the value head predicts returns divided by a running scale of the returns, so the
+        # value loss keeps the same size whatever the reward scale of the benchmark
+        self.value_scale = torch.ones((), dtype=torch.float64)
+
+    # ---- MetaAgent protocol ---------------------------------------------------------
+    def initial_task_state(self, n_tasks: int) -> dict[str, Tensor]:
+        z = lambda *shape: torch.zeros(n_tasks, *shape, device=self.device)  # noqa: E731
+        return {"h": z(self.cfg.hidden_size), "prev_a": z(self.act_dim), "prev_r": z(1), "prev_d": z(1)}
+
+    def actor(self) -> _Actor:
+        net = self.net if self.device.type == "cpu" else copy.deepcopy(self.net).cpu()
+        return _Actor(net, self.cfg.reward_input_scale)
+
+    def act(self, obs, task_state, *, deterministic: bool, noise=None):
+        return _Actor(self.net, self.cfg.reward_input_scale).act(obs, task_state, deterministic=deterministic,
+                                                                 noise=noise)
+
+    def observe(self, task_state, action, reward, done):
+        return _Actor(self.net, self.cfg.reward_input_scale).observe(task_state, action, reward, done)
+
+    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch) -> dict[str, Tensor]:
+        return task_state  # the trial goes on: what was seen already lives in the hidden state
+
+    # ---- learner --------------------------------------------------------------------
+    def chunk_len(self, horizon: int) -> int:
+        return self.cfg.bptt_chunk or horizon
+
+    def forward_chunks(self, x: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Full-trial forward in chunks of `chunk` steps, carrying the hidden state
+        (detached at chunk boundaries). x [B, L, F] -> mean, value, chunk-start hidden [B, n_chunks, H]."""
+        b, length, _ = x.shape
+        h = torch.zeros(b, self.cfg.hidden_size, device=x.device, dtype=x.dtype)
+        means, values, starts = [], [], []
+        for a in range(0, length, chunk):
+            starts.append(h)
+            m, v, out = self.net(x[:, a:a + chunk], h)
+            means.append(m)
+            values.append(v)
+            h = out[:, -1].detach()
+        return torch.cat(means, 1), torch.cat(values, 1), torch.stack(starts, 1)
+
+    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+        idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
+        batch, _ = sampler.sample(self, [tasks[i] for i in idx], self.initial_task_state(self.meta_batch),
+                                  self.cfg.episodes_per_task, rng)
+        metrics = {
+            "rollout/return_mean": float(batch.episode_returns().mean()),
+            "rollout/success_rate": float(batch.episode_success().mean()),
+            "rollout/return_first_episode": float(batch.episode_returns()[:, 0].mean()),
+            "rollout/return_last_episode": float(batch.episode_returns()[:, -1].mean()),
+            "rollout/success_last_episode": float(batch.episode_success()[:, -1].mean()),
+        }
+        metrics.update(self.update(batch, rng))
+        return metrics
+
+    def update(self, batch: EpisodeBatch, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        s, m, t = batch.rewards.shape
+        chunk = self.chunk_len(t)
+        x = torch.as_tensor(trial_inputs(batch, cfg.reward_input_scale), device=self.device)
+        act = torch.as_tensor(batch.actions.reshape(s, m * t, -1), device=self.device)
+        with torch.no_grad():
+            mean, values, h_starts = self.forward_chunks(x, chunk)
+            logp_old = gaussian_log_prob(mean, self.net.log_std.expand_as(mean), act)
+        rewards = batch.rewards.reshape(s, m * t).astype(np.float64)
+        values = values.cpu().numpy().astype(np.float64) * float(self.value_scale)
+        adv = gae(rewards, values, cfg.discount, cfg.gae_lambda)
+        ret = adv + values
+        self.value_scale = 0.9 * self.value_scale + 0.1 * torch.tensor(max(float(ret.std()), 1e-3),
+                                                                        dtype=torch.float64)
+        returns = torch.as_tensor(ret / float(self.value_scale), dtype=torch.float32, device=self.device)
+        adv = torch.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=self.device)
+
+        # split trials into chunks: [S * n_chunks, chunk, ...]
+        n_chunks = math.ceil(m * t / chunk)
+        pad = n_chunks * chunk - m * t
+
+        def chunks(a: Tensor) -> Tensor:
+            if pad:
+                a = torch.cat([a, a.new_zeros(a.shape[0], pad, *a.shape[2:])], 1)
+            return a.reshape(s * n_chunks, chunk, *a.shape[2:])
+
+        valid = chunks(torch.ones(s, m * t, device=self.device))
+        cx, cact, cadv, cret, clogp = map(chunks, (x, act, adv, returns, logp_old))
+        ch0 = h_starts.reshape(s * n_chunks, -1)
+        n = s * n_chunks
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+        rejected, steps = 0, 0
+        for _ in range(cfg.epochs):
+            perm = rng.permutation(n)
+            for mb in np.array_split(perm, min(cfg.minibatches, n)):
+                mb = torch.as_tensor(mb, device=self.device)
+                mean, value, _ = self.net(cx[mb], ch0[mb])
+                log_std = self.net.log_std.expand_as(mean)
+                logp = gaussian_log_prob(mean, log_std, cact[mb])
+                w = valid[mb]
+                denom = w.sum()
+                ratio = torch.exp(logp - clogp[mb])
+                a = cadv[mb]
+                pi_loss = -(torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a) * w).sum() / denom
+                v_loss = 0.5 * ((value - cret[mb]).pow(2) * w).sum() / denom
+                entropy = (self.net.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                loss = pi_loss + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+                self.opt.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    rejected += 1
+                    continue
+                loss.backward()
+                norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                if not torch.isfinite(norm):
+                    self.opt.zero_grad(set_to_none=True)
+                    rejected += 1
+                    continue
+                self.opt.step()
+                steps += 1
+                with torch.no_grad():
+                    sums["policy_loss"] += float(pi_loss)
+                    sums["value_loss"] += float(v_loss)
+                    sums["entropy"] += float(entropy)
+                    sums["approx_kl"] += float(((clogp[mb] - logp) * w).sum() / denom)
+                    sums["clip_fraction"] += float((((ratio - 1).abs() > cfg.clip).float() * w).sum() / denom)
+        out = {f"train/{k}": v / max(steps, 1) for k, v in sums.items()}
+        out.update({"train/rejected_updates": float(rejected), "train/policy_std": float(self.net.log_std.detach().exp().mean()),
+                    "train/value_scale": float(self.value_scale)})
+        return out
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+                "opt": copy.deepcopy(self.opt.state_dict()), "value_scale": self.value_scale.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.value_scale = state["value_scale"].clone()
