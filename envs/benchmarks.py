@@ -58,7 +58,8 @@ def _metaworld_benchmark(name: str, env_name: str | None, seed: int):
 
 
 def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
-                   max_episode_steps: int | None = None, toy_tasks: int = 40) -> Benchmark:
+                   max_episode_steps: int | None = None, toy_tasks: int = 40,
+                   toy_goals: str = "square") -> Benchmark:
     """Build a task distribution once per process (ML10 takes ~7 s, ML45 ~24 s).
 
     ML1 needs `env_name` (e.g. "reach-v3"); its train and test splits hold
@@ -69,9 +70,11 @@ def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
         raise ConfigError(f"env.benchmark: unknown benchmark {name!r}; allowed: {', '.join(BENCHMARKS)}")
     if name == "toy":
         from envs import toy
+        if toy_goals not in toy.GOAL_SHAPES:
+            raise ConfigError(f"env.toy_goals: unknown goal shape {toy_goals!r}; allowed: {', '.join(toy.GOAL_SHAPES)}")
         horizon = max_episode_steps or 20
-        return Benchmark("toy", None, seed, toy.make_tasks(toy_tasks, seed, "train"),
-                         toy.make_tasks(toy_tasks, seed, "test"), toy.OBS_DIM, toy.ACT_DIM,
+        return Benchmark("toy", None, seed, toy.make_tasks(toy_tasks, seed, "train", toy_goals),
+                         toy.make_tasks(toy_tasks, seed, "test", toy_goals), toy.OBS_DIM, toy.ACT_DIM,
                          horizon, EnvFactory("toy", horizon))
     from envs.metaworld import META_WORLD_MAX_STEPS, MetaWorldEnv
     if name == "ML1":

@@ -1,7 +1,9 @@
 """2-D point navigation (the MAML paper's toy task), in NumPy, for fast tests.
 
-The agent starts at the origin; each task is a goal drawn uniformly from
-[-0.5, 0.5]^2 that the agent does not observe. Actions in [-1, 1]^2 move the
+The agent starts at the origin; each task is a goal it does not observe, drawn
+uniformly from [-0.5, 0.5]^2 ("square", the MAML paper's setting) or on the
+upper half of the circle of radius 0.5 ("semicircle", a one-parameter family as
+in PEARL's point-robot tasks). Actions in [-1, 1]^2 move the
 point by 0.1 * action; the reward is minus the distance to the goal, and a
 step succeeds when the point is within 0.1 of it.
 """
@@ -17,10 +19,19 @@ STEP_SIZE = 0.1
 SUCCESS_RADIUS = 0.1
 
 
-def make_tasks(n: int, seed: int, split: str) -> list[Task]:
+GOAL_SHAPES = ("square", "semicircle")
+
+
+def make_tasks(n: int, seed: int, split: str, shape: str = "square") -> list[Task]:
     offset = {"train": 0, "test": 1_000_003}[split]
     rng = np.random.default_rng(seed + offset)
-    goals = rng.uniform(-0.5, 0.5, size=(n, 2))
+    if shape == "square":
+        goals = rng.uniform(-0.5, 0.5, size=(n, 2))
+    elif shape == "semicircle":
+        angle = rng.uniform(0, np.pi, size=n)
+        goals = 0.5 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    else:
+        raise ValueError(f"unknown goal shape {shape!r}; allowed: {', '.join(GOAL_SHAPES)}")
     return [Task("point", i, goals[i].copy()) for i in range(n)]
 
 

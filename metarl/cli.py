@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
         run_dir = None
     device = config.resolve_device(cfg.run.device)
     make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed, cfg.env.max_episode_steps,
-                   cfg.env.toy_tasks)  # validates names before anything is written
+                   cfg.env.toy_tasks, cfg.env.toy_goals)  # validates names before anything is written
     created = False
     if run_dir is None:
         run_dir = _prepare_run_dir(cfg)

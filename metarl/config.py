@@ -46,6 +46,7 @@ class EnvSection:
     max_episode_steps: int | None = None  # None: 500 for Meta-World, 20 for toy
     n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
     toy_tasks: int = 40             # tasks per split of the toy distribution
+    toy_goals: str = "square"       # toy goal shape: square | semicircle
 
     def __post_init__(self):
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")

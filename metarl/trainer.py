@@ -23,7 +23,7 @@ from metarl.types import AdaptationCurve
 def build(cfg: RunConfig, device: torch.device):
     """Benchmark, sampler and agent for a config (used by train and eval)."""
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
-                           cfg.env.max_episode_steps, cfg.env.toy_tasks)
+                           cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
     return bench, Sampler(vec, bench.max_episode_steps), agent
