@@ -30,12 +30,15 @@ class RunSection:
     checkpoint_every: int = 1       # iterations between checkpoints
     keep_checkpoints: int = 3
     progress: bool = True           # rich progress bar on the console
+    torch_threads: int = 1          # learner threads (0: torch's default). 1 is robust when other
+                                    # processes share the cores; oversubscribed OpenMP threads stall
 
     def __post_init__(self):
         _check(self.env_steps > 0, "run.env_steps", f"must be > 0, got {self.env_steps}")
         _check(self.seed >= 0, "run.seed", f"must be >= 0, got {self.seed}")
         _check(self.device in DEVICES, "run.device", f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
         _check(self.checkpoint_every > 0, "run.checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
+        _check(self.torch_threads >= 0, "run.torch_threads", f"must be >= 0, got {self.torch_threads}")
         _check(self.keep_checkpoints > 0, "run.keep_checkpoints", f"must be > 0, got {self.keep_checkpoints}")
 
 
@@ -90,7 +93,7 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of everything that shapes training (not the budget, device, output or console)."""
         d = self.to_dict()
-        for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints"):
+        for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
 

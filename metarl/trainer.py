@@ -61,6 +61,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = device
         self.console = console
+        if cfg.run.torch_threads:
+            torch.set_num_threads(cfg.run.torch_threads)
         torch.manual_seed(cfg.run.seed)
         self.rng = np.random.default_rng(cfg.run.seed)
         self.bench, self.sampler, self.agent = build(cfg, device)
