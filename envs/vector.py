@@ -15,6 +15,8 @@ Two ways to drive it:
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -67,11 +69,26 @@ def _worker(conn, env_factory: Callable, n_slots: int) -> None:
         conn.close()
 
 
+class WorkerError(RuntimeError):
+    """A sampler worker died or hung and could not be recovered."""
+
+
+class _Dead(Exception):
+    pass
+
+
 class TaskVectorEnv:
     """E = n_slots task slots. n_workers = 0 steps them in this process;
-    n_workers = W > 0 spreads them over W processes (forkserver start)."""
+    n_workers = W > 0 spreads them over W processes (forkserver start).
 
-    def __init__(self, env_factory: Callable, n_slots: int, n_workers: int = 0):
+    A worker that dies (or gives no answer within `timeout_s`) during `set_tasks`
+    or `rollout` is restarted with the same tasks and seeds and its share of the
+    call is run again: the episodes are exactly those it would have returned.
+    After `max_restarts` restarts in the life of the vector env, WorkerError.
+    """
+
+    def __init__(self, env_factory: Callable, n_slots: int, n_workers: int = 0,
+                 max_restarts: int = 3, timeout_s: float = WORKER_TIMEOUT_S):
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
         if n_workers < 0:
@@ -79,37 +96,101 @@ class TaskVectorEnv:
         self.n_slots = n_slots
         self.n_workers = min(n_workers, n_slots)
         self.n_active = 0
+        self.restarts = 0
+        self.max_restarts = max_restarts
+        self.timeout_s = timeout_s
         self._closed = False
+        self._factory = env_factory
         if self.n_workers == 0:
             self._envs = [env_factory() for _ in range(n_slots)]
             return
         bounds = np.linspace(0, n_slots, self.n_workers + 1).round().astype(int)
         self._ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        ctx = mp.get_context("forkserver")
-        self._conns, self._procs = [], []
-        for a, b in self._ranges:
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, env_factory, b - a), daemon=True)
-            p.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(p)
+        self._ctx = mp.get_context("forkserver")
+        self._conns: list = [None] * self.n_workers
+        self._procs: list = [None] * self.n_workers
+        self._last_set: list = [None] * self.n_workers
+        for i in range(self.n_workers):
+            self._start(i)
         self._active_ranges = self._ranges
 
     # -- multiprocess plumbing ---------------------------------------------------------
-    def _recv(self, i: int):
-        conn = self._conns[i]
-        if not conn.poll(WORKER_TIMEOUT_S):
-            raise RuntimeError(f"sampler worker {i} gave no answer in {WORKER_TIMEOUT_S:.0f} s")
-        try:
-            return conn.recv()
-        except EOFError as e:
-            raise RuntimeError(f"sampler worker {i} died (exit code {self._procs[i].exitcode})") from e
+    def _start(self, i: int) -> None:
+        a, b = self._ranges[i]
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(target=_worker, args=(child, self._factory, b - a), daemon=True)
+        p.start()
+        child.close()
+        self._conns[i], self._procs[i] = parent, p
 
-    def _broadcast(self, cmd: str, args: Sequence) -> list:
-        for conn, arg in zip(self._conns, args):
-            conn.send((cmd, arg))
-        return [self._recv(i) for i in range(len(self._conns))]
+    def _send(self, i: int, msg) -> None:
+        try:
+            self._conns[i].send(msg)
+        except (BrokenPipeError, ConnectionResetError, OSError) as e:
+            raise _Dead() from e
+
+    def _wait(self, i: int):
+        """The worker's answer; _Dead if it died or hung (checked every 0.2 s)."""
+        conn, proc = self._conns[i], self._procs[i]
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if conn.poll(0.2):
+                try:
+                    return conn.recv()
+                except (EOFError, ConnectionResetError, OSError) as e:
+                    raise _Dead() from e
+            if not proc.is_alive() and not conn.poll(0):
+                raise _Dead()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise _Dead()
+
+    def _recover(self, i: int, cmd: str, arg):
+        while True:
+            old = self._procs[i]
+            code = old.exitcode
+            if old.is_alive():
+                old.kill()
+            old.join(timeout=5)
+            self._conns[i].close()
+            if self.restarts >= self.max_restarts:
+                raise WorkerError(f"sampler worker {i} died (exit code {code}) and {self.restarts} restarts "
+                                  f"were already used (max_restarts={self.max_restarts}); giving up")
+            self.restarts += 1
+            warnings.warn(f"sampler worker {i} died (exit code {code}); restarting it "
+                          f"({self.restarts}/{self.max_restarts}) and re-collecting its episodes", stacklevel=3)
+            self._start(i)
+            try:
+                if self._last_set[i] is not None:
+                    self._send(i, ("set", self._last_set[i]))
+                    self._wait(i)
+                if cmd == "set":
+                    return None
+                self._send(i, (cmd, arg))
+                return self._wait(i)
+            except _Dead:
+                continue
+
+    def _broadcast(self, cmd: str, args: Sequence, retry: bool = False) -> list:
+        sent = []
+        for i, arg in enumerate(args):
+            try:
+                self._send(i, (cmd, arg))
+                sent.append(True)
+            except _Dead:
+                sent.append(False)
+        out = []
+        for i, arg in enumerate(args):
+            try:
+                if not sent[i]:
+                    raise _Dead()
+                out.append(self._wait(i))
+            except _Dead:
+                if not retry:
+                    raise WorkerError(f"sampler worker {i} died in the middle of step-wise use "
+                                      f"(exit code {self._procs[i].exitcode}); its episodes cannot be resumed")
+                out.append(self._recover(i, cmd, arg))
+        return out
 
     # -- public API --------------------------------------------------------------------
     def set_tasks(self, tasks: Sequence[Task], seeds: Sequence[int]) -> None:
@@ -124,8 +205,8 @@ class TaskVectorEnv:
                 env.set_task(task)
             return
         self._active_ranges = [(min(a, self.n_active), min(b, self.n_active)) for a, b in self._ranges]
-        self._broadcast("set", [(list(tasks[a:b]), [int(s) for s in seeds[a:b]])
-                                for a, b in self._active_ranges])
+        self._last_set = [(list(tasks[a:b]), [int(s) for s in seeds[a:b]]) for a, b in self._active_ranges]
+        self._broadcast("set", self._last_set, retry=True)
 
     def reset(self) -> np.ndarray:
         """[n_active, D] first observations."""
@@ -160,7 +241,8 @@ class TaskVectorEnv:
         args = [(actor, pytree.tree_map(lambda x: x[a:b], cpu_state), n_episodes, horizon,
                  None if noise is None else noise[a:b]) for a, b in self._active_ranges]
         parts = [p for p in self._broadcast("rollout", [arg if b > a else None for arg, (a, b)
-                                                         in zip(args, self._active_ranges)]) if p is not None]
+                                                         in zip(args, self._active_ranges)], retry=True)
+                 if p is not None]
         rollout = Rollout(*[np.concatenate([getattr(r, f) for r, _ in parts])
                             for f in Rollout.__dataclass_fields__])
         states = [st for _, st in parts]
@@ -179,7 +261,7 @@ class TaskVectorEnv:
         for conn in self._conns:
             try:
                 conn.send(("close", None))
-            except (BrokenPipeError, OSError):
+            except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
         for p in self._procs:
             p.join(timeout=10)

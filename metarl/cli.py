@@ -63,7 +63,8 @@ def cmd_train(args) -> int:
         cfg = config.from_dict(raw, base.preset)
         if cfg.hash() != resume_payload["config_hash"] and not args.allow_config_change:
             raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
-                              "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints "
+                              "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
+                              "run.torch_threads, eval.* "
                               "(pass --allow-config-change to override)")
         if args.config:
             print(f"note: resuming {run_dir}; its saved config.yaml is used, {args.config} is ignored",
@@ -235,12 +236,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.trainer import RunStopped
+
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunStopped as e:
+        print(f"metarl: stopped: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

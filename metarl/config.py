@@ -29,6 +29,7 @@ class RunSection:
     name: str | None = None         # run dir name; default <preset>-s<seed>-<timestamp>
     checkpoint_every: int = 1       # iterations between checkpoints
     keep_checkpoints: int = 3
+    max_rejected_streak: int = 5    # stop after this many iterations in a row with non-finite updates
     progress: bool = True           # rich progress bar on the console
     torch_threads: int = 1          # learner threads (0: torch's default). 1 is robust when other
                                     # processes share the cores; oversubscribed OpenMP threads stall
@@ -39,6 +40,8 @@ class RunSection:
         _check(self.device in DEVICES, "run.device", f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
         _check(self.checkpoint_every > 0, "run.checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
         _check(self.torch_threads >= 0, "run.torch_threads", f"must be >= 0, got {self.torch_threads}")
+        _check(self.max_rejected_streak > 0, "run.max_rejected_streak",
+               f"must be > 0, got {self.max_rejected_streak}")
         _check(self.keep_checkpoints > 0, "run.keep_checkpoints", f"must be > 0, got {self.keep_checkpoints}")
 
 
@@ -91,8 +94,10 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """Hash of everything that shapes training (not the budget, device, output or console)."""
+        """Hash of everything that shapes training: not the budget, device, output, console or
+        evaluation (evaluation draws from its own generator, so it never changes training)."""
         d = self.to_dict()
+        d.pop("eval")
         for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]

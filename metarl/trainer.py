@@ -1,6 +1,7 @@
 """The training loop: budget, evaluation cadence, logging, checkpoints, signals."""
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import time
@@ -12,6 +13,7 @@ import torch
 
 import agents
 from envs import TaskVectorEnv, make_benchmark
+from envs.vector import WorkerError
 from metarl import checkpoint
 from metarl.config import RunConfig
 from metarl.evaluation import evaluate, select_tasks
@@ -27,6 +29,10 @@ def build(cfg: RunConfig, device: torch.device):
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
     return bench, Sampler(vec, bench.max_episode_steps), agent
+
+
+class RunStopped(RuntimeError):
+    """Training cannot go on (workers keep dying, updates keep going non-finite); a checkpoint was written."""
 
 
 class _StopFlag:
@@ -70,6 +76,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_seconds = 0.0
         self.last_success = float("nan")
+        self.rejected_streak = 0
         if resume is not None:
             self._restore(resume)
 
@@ -121,7 +128,28 @@ class Trainer:
                                    success="-")
                 while self.env_steps < cfg.run.env_steps and not stop.requested:
                     t0, steps0, sample0 = time.perf_counter(), self.sampler.env_steps, self.sampler.sample_seconds
-                    metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
+                    rng_snapshot = (copy.deepcopy(self.rng.bit_generator.state), torch.get_rng_state())
+                    try:
+                        metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
+                    except WorkerError as e:
+                        # nothing of this iteration was applied: rewind its random streams, then save
+                        self.rng.bit_generator.state, _ = rng_snapshot[0], torch.set_rng_state(rng_snapshot[1])
+                        self.save_checkpoint()
+                        raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
+                                         f"metarl train --resume {self.run_dir}") from e
+                    if metrics.get("train/rejected_updates", 0.0) > 0:
+                        self.rejected_streak += 1
+                        if self.rejected_streak >= cfg.run.max_rejected_streak:
+                            self.iteration += 1
+                            self.env_steps += self.sampler.env_steps - steps0
+                            self.save_checkpoint()
+                            raise RunStopped(
+                                f"updates were rejected as non-finite in {self.rejected_streak} iterations in a row "
+                                f"(run.max_rejected_streak={cfg.run.max_rejected_streak}); checkpoint written at "
+                                f"iteration {self.iteration}. Lower the learning rate / step size and resume with "
+                                f"metarl train --resume {self.run_dir} --allow-config-change")
+                    else:
+                        self.rejected_streak = 0
                     dt = time.perf_counter() - t0
                     steps = self.sampler.env_steps - steps0
                     sample_s = self.sampler.sample_seconds - sample0

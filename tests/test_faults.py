@@ -1,0 +1,130 @@
+"""Fault injection: dead sampler workers, signals, checkpoint refusal."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from envs import TaskVectorEnv, make_benchmark
+from envs.faults import DieAtStepFactory
+from envs.vector import WorkerError
+from metarl import checkpoint
+from metarl.sampler import Sampler
+
+
+def _collect(factory, n_workers, bench, **kw):
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, hidden_sizes=(16,)), bench.obs_dim, bench.act_dim)
+    vec = TaskVectorEnv(factory, 4, n_workers, **kw)
+    try:
+        sampler = Sampler(vec, bench.max_episode_steps)
+        batches = [sampler.sample(agent, bench.train_tasks[i:i + 4], agent.initial_task_state(4), 3,
+                                  np.random.default_rng(i))[0] for i in range(2)]
+        return batches, vec.restarts, list(getattr(vec, "_procs", []))
+    finally:
+        vec.close()
+
+
+def test_killed_worker_is_restarted_and_its_episodes_recollected_exactly(tmp_path):
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    ref, _, _ = _collect(bench.env_factory, 0, bench)
+    # the first env to reach its 15th step (mid-rollout, second episode) kills its worker
+    faulty = DieAtStepFactory(bench.env_factory, at_step=15, marker=str(tmp_path / "died"))
+    with pytest.warns(UserWarning, match="restarting it"):
+        got, restarts, procs = _collect(faulty, 2, bench)
+    assert (tmp_path / "died").exists() and restarts == 1
+    for a, b in zip(ref, got):
+        for f in ("obs", "actions", "rewards", "next_obs", "successes"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f   # none lost, none duplicated
+    assert not any(p.is_alive() for p in procs)
+
+
+def test_restarts_are_capped():
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    always = DieAtStepFactory(bench.env_factory, at_step=3)
+    t0 = time.monotonic()
+    with pytest.warns(UserWarning), pytest.raises(WorkerError, match="max_restarts=2"):
+        _collect(always, 2, bench, max_restarts=2)
+    assert time.monotonic() - t0 < 60  # noticed within a bounded time, no endless wait
+
+
+def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy_config):
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "metarl.cli", "train", toy_config, "--set", f"run.out_dir={tmp_path}",
+           "--set", "run.name=r", "--set", "run.progress=false", "--set", "env.n_workers=2",
+           "--set", "run.env_steps=4000000", "--set", "eval.every=0", "--set", "run.checkpoint_every=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "progress.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "checkpoint written" in err and "--resume" in err
+    path, payload = checkpoint.load_latest(run)
+    assert payload["counters"]["iteration"] >= 1
+    time.sleep(0.5)
+    alive = [c for c in children if os.path.exists(f"/proc/{c}") and
+             "zombie" not in open(f"/proc/{c}/status").read().lower()]
+    assert not alive, f"orphan processes: {alive}"
+    # it resumes from there (and finishes once the budget is lowered)
+    r = subprocess.run([sys.executable, "-m", "metarl.cli", "train", "--resume", str(run),
+                        "--set", f"run.env_steps={payload['counters']['env_steps'] + 4000}",
+                        "--set", "eval.final_tasks_per_class=1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load_latest(run)[1]["counters"]["iteration"] == payload["counters"]["iteration"] + 1
+
+
+def test_resume_with_changed_training_config_is_refused(tmp_path, toy_config):
+    from metarl.cli import main
+
+    assert main(["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r",
+                 "--set", "run.progress=false", "--set", "run.env_steps=4000",
+                 "--set", "eval.final_tasks_per_class=1"]) == 0
+    r = subprocess.run([sys.executable, "-m", "metarl.cli", "train", "--resume", str(tmp_path / "r"),
+                        "--set", "agent.inner_lr=0.5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--allow-config-change" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_update_is_rejected_and_parameters_kept():
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=3, hidden_sizes=(8,)), bench.obs_dim, bench.act_dim)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 3), bench.max_episode_steps)
+    state = agent.initial_task_state(3)
+    pre, _ = sampler.sample(agent, bench.train_tasks[:3], state, 2, np.random.default_rng(0))
+    adapted = agent.adapt(state, pre)
+    post, _ = sampler.sample(agent, bench.train_tasks[:3], adapted, 2, np.random.default_rng(1))
+    post.rewards[0, 0, 3] = np.inf
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    m = agent.update(pre, post, adapted)
+    assert m["train/rejected_updates"] == 1.0
+    for k, v in agent.policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config, monkeypatch):
+    from metarl import config
+    from metarl.trainer import RunStopped, Trainer
+
+    cfg = config.load(toy_config, ["run.progress=false", "run.max_rejected_streak=2"])
+    trainer = Trainer(cfg, tmp_path, torch.device("cpu"))
+    real = trainer.agent.train_iteration
+
+    def poisoned(*a, **k):
+        m = real(*a, **k)
+        m["train/rejected_updates"] = 1.0
+        return m
+
+    monkeypatch.setattr(trainer.agent, "train_iteration", poisoned)
+    with pytest.raises(RunStopped, match="2 iterations in a row"):
+        trainer.run()
+    assert checkpoint.load_latest(tmp_path)[1]["counters"]["iteration"] == 2
