@@ -1,0 +1,203 @@
+"""Sampling throughput on ML10 train tasks (meta-batch 20), metarl against its peers.
+
+    python benchmarks/throughput.py [--repeats 3] [--steps-per-env 500]
+
+Measures, in one process and one run, env steps per second of:
+  limit              one env stepped in a tight loop (random actions), times the number of cores
+  metarl             TaskVectorEnv (one worker per core) driven by the Sampler with the real
+                     MAML-TRPO policy network
+  metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
+  metaworld_sync     the same with vector_strategy="sync"
+  sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks
+Every vectorized variant acts with the same policy network (batched over the 20 envs) and
+runs whole episodes of `steps-per-env` steps. Reports the median of the repeats and writes
+benchmarks/results/throughput.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+META_BATCH = 20
+
+
+def _policy(obs_dim=39, act_dim=4):
+    from metarl.nn import GaussianMLPPolicy
+    torch.manual_seed(0)
+    return GaussianMLPPolicy(obs_dim, act_dim, (100, 100))
+
+
+def _act(policy, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
+        return (mean + log_std.exp() * torch.randn_like(mean)).clamp(-1, 1).numpy()
+
+
+def _tasks(bench):
+    """Two goals of each of the 10 ML10 train classes."""
+    seen: dict[str, int] = {}
+    out = []
+    for t in bench.train_tasks:
+        if seen.get(t.name, 0) < META_BATCH // 10:
+            seen[t.name] = seen.get(t.name, 0) + 1
+            out.append(t)
+    return out
+
+
+def measure_limit(env, tasks, steps: int) -> float:
+    """Only env.step is timed (set_task and reset are not)."""
+    rng = np.random.default_rng(0)
+    n, elapsed = 0, 0.0
+    for task in tasks[::2]:  # one goal per class, `steps` steps each
+        env.set_task(task)
+        env.reset()
+        actions = rng.uniform(-1, 1, (steps, 4))
+        t0 = time.perf_counter()
+        for a in actions:
+            env.step(a)
+        elapsed += time.perf_counter() - t0
+        n += steps
+    return n / elapsed * os.cpu_count()
+
+
+def measure_metarl(vec, sampler, agent, tasks, rng) -> float:
+    t0 = time.perf_counter()
+    batch, _ = sampler.sample(agent, tasks, agent.initial_task_state(len(tasks)), 1, rng)
+    return batch.env_steps / (time.perf_counter() - t0)
+
+
+def _gym_loop(envs, policy, steps: int) -> float:
+    envs.call("sample_tasks")  # metaworld's vector envs assert on reset() before a task is drawn
+    obs, _ = envs.reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        obs, *_ = envs.step(_act(policy, obs))
+    return steps * META_BATCH / (time.perf_counter() - t0)
+
+
+def _sb3_env_fn(cls, task):
+    def make():
+        import gymnasium as gym
+
+        class OneTask(gym.Wrapper):
+            def reset(self, **kw):
+                return self.env.reset()
+
+        env = cls()
+        env.set_task(task.payload)
+        return OneTask(env)
+    return make
+
+
+def _sb3_loop(venv, policy, steps: int) -> float:
+    obs = venv.reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        obs, *_ = venv.step(_act(policy, obs))
+    return steps * META_BATCH / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps-per-env", type=int, default=500)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput"))
+    p.add_argument("--skip", nargs="*", default=[], help="variants to skip (metaworld_async, sb3_subproc, ...)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    import gymnasium as gym
+    import metaworld  # noqa: F401  (registers the Meta-World/* vector envs)
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from envs import TaskVectorEnv, make_benchmark
+    from metarl.sampler import Sampler
+
+    bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps_per_env)
+    tasks = _tasks(bench)
+    policy = _policy()
+    results: dict[str, list[float]] = {}
+
+    def run(name, fn):
+        if name in args.skip:
+            return
+        vals = [fn() for _ in range(args.repeats)]
+        results[name] = vals
+        print(f"{name:18s} {statistics.median(vals):8.0f} steps/s  ({', '.join(f'{v:.0f}' for v in vals)})",
+              flush=True)
+
+    env = bench.env_factory()
+    measure_limit(env, tasks, 2)  # warm-up: builds one env per class
+    run("limit", lambda: measure_limit(env, tasks, args.steps_per_env))
+
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=META_BATCH), bench.obs_dim, bench.act_dim)
+    agent.policy.load_state_dict(policy.state_dict())
+    with TaskVectorEnv(bench.env_factory, META_BATCH, args.workers) as vec:
+        sampler = Sampler(vec, args.steps_per_env)
+        rng = np.random.default_rng(0)
+        sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)  # warm-up: workers build envs
+        run("metarl", lambda: measure_metarl(vec, sampler, agent, tasks, rng))
+
+    for strategy in ("async", "sync"):
+        name = f"metaworld_{strategy}"
+        if name in args.skip:
+            continue
+        envs = gym.make_vec("Meta-World/ML10-train", vector_strategy=strategy, seed=0, meta_batch_size=META_BATCH)
+        try:
+            _gym_loop(envs, policy, 10)
+            run(name, lambda: _gym_loop(envs, policy, args.steps_per_env))
+        finally:
+            envs.close()
+
+    if "sb3_subproc" not in args.skip:
+        classes = dict(bench.env_factory.classes)
+        venv = SubprocVecEnv([_sb3_env_fn(classes[t.name], t) for t in tasks], start_method="forkserver")
+        try:
+            _sb3_loop(venv, policy, 10)
+            run("sb3_subproc", lambda: _sb3_loop(venv, policy, args.steps_per_env))
+        finally:
+            venv.close()
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    out = {
+        "cores": os.cpu_count(), "workers": args.workers, "meta_batch": META_BATCH,
+        "steps_per_env": args.steps_per_env, "repeats": args.repeats,
+        "limit_steps_per_s": med.get("limit"), "metarl_steps_per_s": med.get("metarl"),
+        "metaworld_async_steps_per_s": med.get("metaworld_async"),
+        "metaworld_sync_steps_per_s": med.get("metaworld_sync"),
+        "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
+        "all_repeats": results,
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "load_average_at_end": os.getloadavg(),
+    }
+    if med.get("metarl") and med.get("limit"):
+        out["metarl_over_limit"] = med["metarl"] / med["limit"]
+    if med.get("metarl") and med.get("metaworld_async"):
+        out["metarl_over_metaworld_async"] = med["metarl"] / med["metaworld_async"]
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    rows = "\n".join(f"| {k} | {v:,.0f} |" for k, v in med.items())
+    path.with_suffix(".md").write_text(
+        f"# Sampling throughput, ML10 train tasks, meta-batch {META_BATCH}, {os.cpu_count()} cores\n\n"
+        f"Median of {args.repeats} repeats, episodes of {args.steps_per_env} steps, same policy network "
+        f"for every vectorized variant.\n\n| variant | env steps/s |\n|---|---|\n{rows}\n\n"
+        f"metarl / limit = {out.get('metarl_over_limit', float('nan')):.2f}; metarl / metaworld async = "
+        f"{out.get('metarl_over_metaworld_async', float('nan')):.2f}. Load average at the end: "
+        f"{out['load_average_at_end'][0]:.2f}.\n\nCommand: `{out['command']}`\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
