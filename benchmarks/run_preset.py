@@ -74,11 +74,10 @@ def main(argv=None) -> int:
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         t0 = time.time()
         trainer = Trainer(cfg, run_dir, device)
-        curve = trainer.run()
-        if curve is None:
-            print("run_preset: interrupted; no result written", file=sys.stderr)
-            return 1
+        # SIGINT / SIGTERM: stop training, evaluate the policy as it is, write the result (marked)
+        curve = trainer.run(final_eval_on_stop=True)
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
+                         "stopped_early": trainer.stopped_early,
                          "wall_seconds": time.time() - t0, "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
     name = args.name or cfg.preset
@@ -88,6 +87,8 @@ def main(argv=None) -> int:
         "preset": cfg.preset, "agent": cfg.agent.name, "benchmark": cfg.env.benchmark,
         "env_name": cfg.env.env_name, "seeds": list(args.seeds),
         "env_steps": int(np.mean([r["env_steps"] for r in per_seed])),
+        "budget_env_steps": cfg.run.env_steps,
+        "stopped_early": any(r["stopped_early"] for r in per_seed),
         "wall_seconds": time.time() - t_start, "machine": machine(), "device": args.device,
         "torch": torch.__version__, "command": command, "git_commit": git, "config": cfg.to_dict(),
         "meta_test": {"success_by_round": succ, "return_by_round": ret, "n_tasks": per_seed[0]["n_tasks"],
@@ -107,7 +108,9 @@ def main(argv=None) -> int:
         f"# {name}\n\n{cfg.agent.name} on {cfg.env.benchmark} {cfg.env.env_name or ''}, seeds {args.seeds}, "
         f"{result['env_steps']:,} training env steps, {result['wall_seconds'] / 60:.1f} min on {result['machine']}.\n\n"
         f"Meta-test on {result['meta_test']['n_tasks']} held-out tasks, "
-        f"{cfg.eval.episodes_per_round} episodes per round (round 0 = before adaptation):\n\n"
+        f"{cfg.eval.episodes_per_round} episodes per round (round 0 = before adaptation)"
+        + (f". Stopped early at {result['env_steps']:,} of the preset's {cfg.run.env_steps:,} env steps"
+           if result["stopped_early"] else "") + ":\n\n"
         f"| round k | success | return |\n|---|---|---|\n{rows}\n\nCommand: `{command}` at commit `{git}`\n")
     print(json.dumps(result["meta_test"], indent=2))
     return 0

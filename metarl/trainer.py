@@ -77,6 +77,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.last_success = float("nan")
         self.rejected_streak = 0
+        self.stopped_early = False
         if resume is not None:
             self._restore(resume)
 
@@ -111,7 +112,10 @@ class Trainer:
                         ev.deterministic, on_progress=progress)
 
     # ---- the loop -------------------------------------------------------------------
-    def run(self) -> AdaptationCurve | None:
+    def run(self, final_eval_on_stop: bool = False) -> AdaptationCurve | None:
+        """Train to the budget, then evaluate on the held-out tasks. A SIGINT/SIGTERM stops after
+        the current iteration with a checkpoint and returns None, or, with `final_eval_on_stop`,
+        runs the final evaluation on the policy as it is (`stopped_early` is then True)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.cfg
@@ -171,7 +175,8 @@ class Trainer:
                         bar.update(job, description="train")
                     if self.iteration % cfg.run.checkpoint_every == 0 or done or stop.requested:
                         self.save_checkpoint()
-                if self.env_steps >= cfg.run.env_steps and not stop.requested:
+                finished = self.env_steps >= cfg.run.env_steps and not stop.requested
+                if finished or (stop.requested and final_eval_on_stop):
                     tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
                     total = len(tasks) * (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round \
                         * self.sampler.horizon
@@ -181,14 +186,15 @@ class Trainer:
                                                 progress=lambda n: bar.advance(ev_job, n))
                     self.wall_seconds += time.perf_counter() - t1
                     logger.log_eval(final_curve, self.env_steps)
-                    self._write_final(final_curve)
+                    self._write_final(final_curve, stopped_early=not finished)
+                    self.stopped_early = not finished
         finally:
             logger.close()
             self.sampler.vec_env.close()
         return final_curve
 
-    def _write_final(self, curve: AdaptationCurve) -> None:
-        out = {"env_steps": self.env_steps, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
+    def _write_final(self, curve: AdaptationCurve, stopped_early: bool = False) -> None:
+        out = {"env_steps": self.env_steps, "stopped_early": stopped_early, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
                "n_tasks": len(curve.tasks), "success_by_round": curve.success_by_round(),
                "return_by_round": curve.return_by_round(),
                "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
