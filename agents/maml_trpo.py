@@ -13,6 +13,7 @@ The per-task state of the MetaAgent protocol is the stack of per-task parameters
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -172,7 +173,9 @@ class MAMLTRPO:
         batch_tasks = [tasks[i] for i in idx]
         state = self.initial_task_state(len(batch_tasks))
         pre_batch, _ = sampler.sample(self, batch_tasks, state, self.cfg.episodes_per_task, rng)
+        t0 = time.perf_counter()
         adapted_state = self.adapt(state, pre_batch)
+        adapt_s = time.perf_counter() - t0
         post_batch, _ = sampler.sample(self, batch_tasks, adapted_state, self.cfg.episodes_per_task, rng)
         metrics = {
             "rollout/return_mean_pre": float(pre_batch.episode_returns().mean()),
@@ -180,7 +183,9 @@ class MAMLTRPO:
             "rollout/return_mean": float(post_batch.episode_returns().mean()),
             "rollout/success_rate": float(post_batch.episode_success().mean()),
         }
+        t0 = time.perf_counter()
         metrics.update(self.update(pre_batch, post_batch, adapted_state))
+        metrics.update({"time/inner_adapt_s": adapt_s, "time/trpo_s": time.perf_counter() - t0})
         return metrics
 
     def update(self, pre_batch: EpisodeBatch, post_batch: EpisodeBatch, adapted_state: Params) -> dict[str, float]:
