@@ -44,6 +44,7 @@ class MAMLTRPOConfig:
     discount: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
+    fvp_subsample: float = 1.0      # fraction of the post-adaptation samples used for Fisher-vector products
 
     def __post_init__(self):
         _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
@@ -56,6 +57,8 @@ class MAMLTRPOConfig:
             raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
         if not 0.0 < self.backtrack_ratio < 1.0:
             raise ConfigError(f"agent.backtrack_ratio: must be in (0, 1), got {self.backtrack_ratio}")
+        if not 0.0 < self.fvp_subsample <= 1.0:
+            raise ConfigError(f"agent.fvp_subsample: must be in (0, 1], got {self.fvp_subsample}")
         if self.inner_lr < 0 or self.cg_damping < 0:
             raise ConfigError("agent.inner_lr and agent.cg_damping: must be >= 0")
 
@@ -199,6 +202,10 @@ class MAMLTRPO:
         loss, kl = self.surrogate_and_kl(adapted, post, old)
         grads = torch.autograd.grad(loss, params, retain_graph=True)
         g = flat(grads).detach()
+        if cfg.fvp_subsample < 1.0:  # Fisher-vector products on an evenly strided subset of the samples
+            stride = max(1, round(1.0 / cfg.fvp_subsample))
+            kl = self.surrogate_and_kl(adapted, [tuple(x[::stride] for x in d) for d in post],
+                                       [tuple(x[::stride] for x in o) for o in old])[1]
         kl_grad = flat(torch.autograd.grad(kl, params, create_graph=True))
 
         def fvp(v: Tensor) -> Tensor:
