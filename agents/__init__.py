@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from agents.maml_trpo import MAMLTRPO
+from agents.pearl import PEARL
 from agents.rl2_ppo import RL2PPO
 
-AGENTS: dict[str, type] = {"maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO}
+AGENTS: dict[str, type] = {"maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL}
 
 
 def make(cfg, obs_dim: int, act_dim: int, device="cpu"):

@@ -1,0 +1,619 @@
+"""PEARL: off-policy meta-RL with a probabilistic context encoder (Rakelly et al. 2019).
+
+A task is summarised by a latent z. A context encoder maps every context
+transition c_n = (s, a, r[, s']) to a Gaussian factor N(mu_n, sigma_n^2); the
+posterior over z is their product, in closed form:
+
+    sigma^2 = 1 / sum_n 1/sigma_n^2,      mu = sigma^2 * sum_n mu_n / sigma_n^2
+
+so it does not depend on the order of the transitions. With no context, z is
+drawn from the prior N(0, I). SAC (twin Q + target twin Q, tanh-Gaussian policy,
+automatic or fixed entropy weight) acts and learns on [obs, z]. The encoder is
+trained through the critic loss plus kl_weight * KL(q(z|c) || N(0, I)); the
+policy loss sees z detached.
+
+Data (per training task, kept as preallocated numpy arrays [n_tasks, capacity, ...]):
+- the replay buffer (ring, `replay_capacity` transitions a task) feeds the SAC batches;
+- the context buffer holds the task's most recent prior- and posterior-z episodes
+  and feeds the encoder; it is cleared whenever the task is collected on again.
+
+Collection schedule per iteration (the paper's, counted in episodes):
+- once, before the first update: `num_initial_episodes` per training task, z ~ prior;
+- `tasks_per_iteration` training tasks sampled; on each (their context cleared):
+  `num_prior_episodes` with z ~ prior (replay + context), then
+  `num_posterior_episodes` with z ~ posterior of the context (replay + context), then
+  `num_extra_posterior_episodes` with z ~ posterior (replay only: the policy must
+  learn to act on posterior samples, the encoder keeps prior-like contexts);
+- then `grad_steps_per_iteration` gradient steps, each on `meta_batch` tasks.
+
+MetaAgent protocol: the per-task state is {"z": [S, latent], "ctx": [S, N, F]}.
+Round 0 acts with z ~ prior and an empty context; `adapt` appends the new
+episodes' transitions to the context and samples z from the posterior.
+Rewards enter the context unscaled (in training and in `adapt` alike);
+`reward_scale` multiplies them in the critic target only. Episodes are truncated,
+never terminal: the critic always bootstraps from the next observation.
+
+Randomness: training draws from `rng` (tasks, minibatches, sampler seeds) and torch's
+global CPU generator (z and action noise), both saved by the trainer's checkpoints.
+`initial_task_state` / `adapt` (the evaluator's verbs) use a generator of their own,
+reseeded from `rng` after every iteration, so evaluating never shifts training.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarl.nn import mlp
+from metarl.types import ConfigError, EpisodeBatch, Task
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+MIN_VAR = 1e-7
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class PEARLConfig:
+    name: str = "pearl"
+    meta_batch: int = 16                      # tasks per gradient step; also the sampler's task slots
+    latent_dim: int = 7
+    hidden_sizes: tuple[int, ...] = (300, 300, 300)   # policy and Q networks
+    encoder_hidden: tuple[int, ...] = (200, 200, 200)
+    batch_size: int = 256                     # SAC transitions per task per gradient step
+    embedding_batch_size: int = 100           # context transitions per task per gradient step
+    lr: float = 3e-4
+    kl_weight: float = 0.1
+    reward_scale: float = 10.0
+    discount: float = 0.99
+    tau: float = 0.005                        # target-network Polyak rate
+    auto_entropy: bool = True                 # tune the entropy weight to target_entropy
+    alpha: float = 1.0                        # the fixed entropy weight, or the initial one with auto_entropy
+    target_entropy: float | None = None       # None: -act_dim
+    num_initial_episodes: int = 10            # per training task, z ~ prior, before the first update
+    tasks_per_iteration: int = 5              # training tasks collected on per iteration (<= meta_batch)
+    num_prior_episodes: int = 2               # per sampled task, z ~ prior, into replay and context
+    num_posterior_episodes: int = 0           # per sampled task, z ~ posterior, into replay and context
+    num_extra_posterior_episodes: int = 2     # per sampled task, z ~ posterior, into replay only
+    grad_steps_per_iteration: int = 1000
+    replay_capacity: int = 100_000            # transitions kept per training task (ring buffer)
+    use_next_obs_in_context: bool = False
+
+    def __post_init__(self):
+        if self.name != "pearl":
+            raise ConfigError(f"agent.name: must be 'pearl' for PEARLConfig, got {self.name!r}")
+        for n in ("meta_batch", "latent_dim", "batch_size", "embedding_batch_size", "num_initial_episodes",
+                  "tasks_per_iteration", "grad_steps_per_iteration", "replay_capacity"):
+            v = getattr(self, n)
+            if not v > 0:
+                raise ConfigError(f"agent.{n}: must be > 0, got {v}")
+        for n in ("num_prior_episodes", "num_posterior_episodes", "num_extra_posterior_episodes"):
+            v = getattr(self, n)
+            if v < 0:
+                raise ConfigError(f"agent.{n}: must be >= 0, got {v}")
+        if self.num_prior_episodes + self.num_posterior_episodes < 1:
+            raise ConfigError("agent.num_prior_episodes: num_prior_episodes + num_posterior_episodes must be >= 1 "
+                              "(the context buffer of a sampled task needs episodes), got "
+                              f"{self.num_prior_episodes} + {self.num_posterior_episodes}")
+        if self.tasks_per_iteration > self.meta_batch:
+            raise ConfigError(f"agent.tasks_per_iteration: must be <= agent.meta_batch ({self.meta_batch}, "
+                              f"the sampler's task slots), got {self.tasks_per_iteration}")
+        for n in ("hidden_sizes", "encoder_hidden"):
+            sizes = getattr(self, n)
+            if not sizes or not all(h > 0 for h in sizes):
+                raise ConfigError(f"agent.{n}: must be a non-empty list of layer sizes > 0, got {list(sizes)}")
+        for n in ("lr", "reward_scale", "alpha"):
+            v = getattr(self, n)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"agent.{n}: must be a finite number > 0, got {v}")
+        if not (self.kl_weight >= 0 and math.isfinite(self.kl_weight)):
+            raise ConfigError(f"agent.kl_weight: must be a finite number >= 0, got {self.kl_weight}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"agent.tau: must be in (0, 1], got {self.tau}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ConfigError(f"agent.target_entropy: must be a finite number or null (-act_dim), "
+                              f"got {self.target_entropy}")
+
+    @property
+    def episodes_per_task(self) -> int:
+        """Episodes collected per sampled task per iteration."""
+        return self.num_prior_episodes + self.num_posterior_episodes + self.num_extra_posterior_episodes
+
+
+# ---- math ----------------------------------------------------------------------------------
+def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Product of N diagonal Gaussian factors over dim -2: mu, var [..., N, L] -> [..., L].
+
+    No factors (N = 0) gives the prior N(0, I)."""
+    if mu.shape[-2] == 0:
+        shape = mu.shape[:-2] + mu.shape[-1:]
+        return mu.new_zeros(shape), mu.new_ones(shape)
+    prec = 1.0 / var
+    post_var = 1.0 / prec.sum(-2)
+    return post_var * (mu * prec).sum(-2), post_var
+
+
+def kl_to_prior(mu: Tensor, var: Tensor) -> Tensor:
+    """KL(N(mu, var) || N(0, I)), summed over the last dim."""
+    return 0.5 * (var + mu.pow(2) - 1.0 - torch.log(var)).sum(-1)
+
+
+def _squash_log_prob(u: Tensor, eps: Tensor, log_std: Tensor) -> Tensor:
+    """log pi(tanh(u)) for u = mean + std * eps: Gaussian log-density minus log|d tanh/du|."""
+    gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return gauss - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(a | obs, z) = tanh(N(mean, std^2)), mean and log-std from one MLP."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = mlp([in_dim, *hidden, 2 * act_dim], activation=nn.ReLU, out_gain=0.01)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.net(x).chunk(2, -1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised action and its log-probability, from standard-normal `eps`."""
+        mean, log_std = self(x)
+        u = mean + log_std.exp() * eps
+        return torch.tanh(u), _squash_log_prob(u, eps, log_std)
+
+    def act(self, obs: Tensor, z: Tensor, deterministic: bool, noise: Tensor | None) -> Tensor:
+        dev = next(self.parameters()).device
+        mean, log_std = self(torch.cat([obs.to(dev, torch.float32), z.to(dev, torch.float32)], -1))
+        if deterministic:
+            return torch.tanh(mean)
+        if noise is None:
+            noise = torch.randn(mean.shape).to(dev)
+        return torch.tanh(mean + log_std.exp() * noise.to(dev, mean.dtype))
+
+
+class PEARLActor:
+    """What sampler workers act with: the z-conditioned policy (a CPU copy) and nothing
+    else, so the replay buffers never travel to worker processes."""
+
+    def __init__(self, policy: TanhGaussianPolicy):
+        self.policy = policy
+        self.act_dim = policy.act_dim
+
+    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.policy.act(obs, task_state["z"], deterministic, noise), task_state
+
+
+# ---- buffers -------------------------------------------------------------------------------
+_FIELDS = ("obs", "actions", "rewards", "next_obs")
+
+
+class TaskRingBuffers:
+    """One ring buffer per task, all in preallocated arrays [n_tasks, capacity, ...]."""
+
+    def __init__(self, n_tasks: int, capacity: int, obs_dim: int, act_dim: int):
+        self.n_tasks, self.capacity = n_tasks, capacity
+        self.arrays = {
+            "obs": np.zeros((n_tasks, capacity, obs_dim), np.float32),
+            "actions": np.zeros((n_tasks, capacity, act_dim), np.float32),
+            "rewards": np.zeros((n_tasks, capacity), np.float32),
+            "next_obs": np.zeros((n_tasks, capacity, obs_dim), np.float32),
+        }
+        self.ptr = np.zeros(n_tasks, np.int64)
+        self.size = np.zeros(n_tasks, np.int64)
+
+    @staticmethod
+    def bytes_needed(n_tasks: int, capacity: int, obs_dim: int, act_dim: int) -> int:
+        return 4 * n_tasks * capacity * (2 * obs_dim + act_dim + 1) + 16 * n_tasks
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values()) + self.ptr.nbytes + self.size.nbytes
+
+    def clear(self, task: int) -> None:
+        self.ptr[task] = 0
+        self.size[task] = 0
+
+    def add(self, task: int, data: dict[str, np.ndarray]) -> None:
+        """data[field]: [n, ...] transitions in order; the oldest are overwritten when full."""
+        n = len(data["rewards"])
+        c = self.capacity
+        start = int(self.ptr[task])
+        if n > c:  # only the newest `c` survive
+            data = {k: v[n - c:] for k, v in data.items()}
+            start, n = (start + n - c) % c, c
+        pos = (start + np.arange(n)) % c
+        for k in _FIELDS:
+            self.arrays[k][task, pos] = data[k]
+        self.ptr[task] = (start + n) % c
+        self.size[task] = min(int(self.size[task]) + n, c)
+
+    def sample(self, tasks: np.ndarray, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """n transitions per task (uniform, with replacement): field -> [len(tasks), n, ...]."""
+        idx = rng.integers(0, self.size[tasks][:, None], size=(len(tasks), n))
+        return {k: a[tasks[:, None], idx] for k, a in self.arrays.items()}
+
+    def state(self) -> dict[str, Any]:
+        """Arrays up to the fullest task's size, as tensors sharing memory with the buffers
+        where no copy is needed (serialise before adding more data)."""
+        m = int(self.size.max()) if self.n_tasks else 0
+        out = {k: torch.from_numpy(a if m == self.capacity else np.ascontiguousarray(a[:, :m]))
+               for k, a in self.arrays.items()}
+        out["ptr"] = torch.from_numpy(self.ptr.copy())
+        out["size"] = torch.from_numpy(self.size.copy())
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        m = state["obs"].shape[1]
+        for k, a in self.arrays.items():
+            a.fill(0)
+            a[:, :m] = _numpy(state[k])
+        self.ptr[:] = _numpy(state["ptr"])
+        self.size[:] = _numpy(state["size"])
+
+
+def _numpy(x) -> np.ndarray:
+    return x.numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def available_ram_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo; else available physical pages; else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ---- the agent -----------------------------------------------------------------------------
+class PEARL:
+    Config = PEARLConfig
+
+    def __init__(self, cfg: PEARLConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
+                 n_train_tasks: int | None = None, horizon: int | None = None):
+        """`n_train_tasks` and `horizon`, when given, size the buffers now (checked against
+        available RAM); otherwise they are sized on the first `train_iteration`."""
+        self.cfg = cfg
+        self.meta_batch = cfg.meta_batch
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = torch.device(device)
+        self.latent_dim = cfg.latent_dim
+        self.ctx_dim = obs_dim + act_dim + 1 + (obs_dim if cfg.use_next_obs_in_context else 0)
+        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
+
+        L, H = cfg.latent_dim, cfg.hidden_sizes
+        self.encoder = mlp([self.ctx_dim, *cfg.encoder_hidden, 2 * L], activation=nn.ReLU).to(self.device)
+        self.policy = TanhGaussianPolicy(obs_dim + L, act_dim, H).to(self.device)
+        self.q1 = mlp([obs_dim + L + act_dim, *H, 1], activation=nn.ReLU).to(self.device)
+        self.q2 = mlp([obs_dim + L + act_dim, *H, 1], activation=nn.ReLU).to(self.device)
+        self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
+        self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.auto_entropy)
+
+        self.critic_params = [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()]
+        self.policy_params = list(self.policy.parameters())
+        self.target_params = [*self.q1_target.parameters(), *self.q2_target.parameters()]
+        self.source_params = [*self.q1.parameters(), *self.q2.parameters()]
+        self.optimizers = {
+            "encoder": torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr),
+            "q": torch.optim.Adam(self.source_params, lr=cfg.lr),
+            "policy": torch.optim.Adam(self.policy_params, lr=cfg.lr),
+        }
+        if cfg.auto_entropy:
+            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+
+        self.replay: TaskRingBuffers | None = None
+        self.context: TaskRingBuffers | None = None
+        self.horizon: int | None = None
+        self.collected_initial = False
+        self.iterations = 0
+        self._reseed_protocol(0)
+        per_task = self.buffer_bytes(1, horizon or 1)
+        if n_train_tasks is not None and horizon is not None:
+            self._allocate(n_train_tasks, horizon)
+        else:
+            self._check_ram(per_task, 1)  # one task is a lower bound: refuse the absurd at once
+            print(f"pearl: buffers need {per_task / 2**20:,.1f} MiB per training task (replay "
+                  f"{cfg.replay_capacity:,} transitions); allocated on the first iteration", file=sys.stderr)
+
+    # ---- buffers ----------------------------------------------------------------------
+    def context_capacity(self, horizon: int) -> int:
+        """Transitions the context buffer of one task must hold: its largest between-clear fill."""
+        c = self.cfg
+        return horizon * max(c.num_initial_episodes, c.num_prior_episodes + c.num_posterior_episodes)
+
+    def buffer_bytes(self, n_tasks: int, horizon: int) -> int:
+        return (TaskRingBuffers.bytes_needed(n_tasks, self.cfg.replay_capacity, self.obs_dim, self.act_dim)
+                + TaskRingBuffers.bytes_needed(n_tasks, self.context_capacity(horizon), self.obs_dim,
+                                               self.act_dim))
+
+    def memory_bytes(self) -> int | None:
+        """Bytes held by the replay and context buffers (None before they are sized)."""
+        if self.replay is None:
+            return None
+        return self.replay.nbytes + self.context.nbytes
+
+    def _check_ram(self, need: int, n_tasks: int) -> None:
+        avail = available_ram_bytes()
+        if avail is not None and need > avail:
+            raise ConfigError(
+                f"agent.replay_capacity: buffers need {need / GIB:,.2f} GiB but only {avail / GIB:,.2f} GiB of "
+                f"RAM is available; lower agent.replay_capacity (now {self.cfg.replay_capacity:,} transitions "
+                f"per task, {n_tasks} training task{'s' if n_tasks != 1 else ''})")
+
+    def _allocate(self, n_tasks: int, horizon: int, announce: bool = True) -> None:
+        need = self.buffer_bytes(n_tasks, horizon)
+        self._check_ram(need, n_tasks)
+        self.replay = TaskRingBuffers(n_tasks, self.cfg.replay_capacity, self.obs_dim, self.act_dim)
+        self.context = TaskRingBuffers(n_tasks, self.context_capacity(horizon), self.obs_dim, self.act_dim)
+        self.horizon = horizon
+        if announce:
+            avail = available_ram_bytes()
+            print(f"pearl: replay + context buffers for {n_tasks} training tasks: {need / GIB:,.3f} GiB "
+                  f"({self.cfg.replay_capacity:,} + {self.context.capacity:,} transitions per task"
+                  + (f"; {avail / GIB:,.1f} GiB of RAM available)" if avail is not None else ")"),
+                  file=sys.stderr)
+
+    def _add(self, positions: Sequence[int], batch: EpisodeBatch, to_context: bool) -> None:
+        s, m, t = batch.rewards.shape
+        flat = {"obs": batch.obs.reshape(s, m * t, -1), "actions": batch.actions.reshape(s, m * t, -1),
+                "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1)}
+        for i, p in enumerate(positions):
+            data = {k: v[i] for k, v in flat.items()}
+            self.replay.add(int(p), data)
+            if to_context:
+                self.context.add(int(p), data)
+
+    # ---- context and posterior --------------------------------------------------------
+    def _ctx_features(self, obs, actions, rewards, next_obs) -> Tensor:
+        """Context transitions [..., F] from numpy fields (rewards unscaled)."""
+        parts = [obs, actions, rewards[..., None]] + ([next_obs] if self.cfg.use_next_obs_in_context else [])
+        return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32, copy=False)).to(self.device)
+
+    def factors(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-transition Gaussian factors: ctx [..., N, F] -> mu, var [..., N, L]."""
+        mu, raw = self.encoder(ctx).chunk(2, -1)
+        return mu, F.softplus(raw).clamp_min(MIN_VAR)
+
+    def posterior(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z | context) for ctx [S, N, F]: mean and variance [S, L]."""
+        if ctx.shape[-2] == 0:
+            return product_of_gaussians(ctx.new_zeros(ctx.shape[:-1] + (self.latent_dim,)),
+                                        ctx.new_ones(ctx.shape[:-1] + (self.latent_dim,)))
+        return product_of_gaussians(*self.factors(ctx))
+
+    def _randn(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal drawn on the CPU (torch's global generator, which checkpoints save,
+        unless `generator` is given), then moved to the device."""
+        return torch.randn(*shape, generator=generator).to(self.device)
+
+    def _sample_z(self, mu: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return mu + var.sqrt() * self._randn(*mu.shape, generator=generator)
+
+    def _prior_state(self, n_tasks: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return {"z": self._randn(n_tasks, self.latent_dim, generator=generator),
+                "ctx": torch.zeros(n_tasks, 0, self.ctx_dim, device=self.device)}
+
+    def _reseed_protocol(self, seed: int) -> None:
+        self.protocol_seed = int(seed)
+        self._protocol_gen = torch.Generator().manual_seed(self.protocol_seed)
+
+    def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> dict[str, Tensor]:
+        """Task state for collection: z from the posterior of a context sampled from the
+        tasks' context buffers (the prior where they are empty)."""
+        if int(self.context.size[positions].min()) == 0:
+            return self._prior_state(len(positions))
+        d = self.context.sample(positions, self.cfg.embedding_batch_size, rng)
+        ctx = self._ctx_features(d["obs"], d["actions"], d["rewards"], d["next_obs"])
+        with torch.no_grad():
+            z = self._sample_z(*self.posterior(ctx))
+        return {"z": z, "ctx": ctx}
+
+    # ---- MetaAgent protocol -----------------------------------------------------------
+    # initial_task_state and adapt (the evaluator's verbs) draw z from a generator of their
+    # own, reseeded from `rng` after every training iteration: evaluating never perturbs
+    # training randomness, so a run that skipped an evaluation (or resumed) trains identically.
+    def initial_task_state(self, n_tasks: int) -> dict[str, Tensor]:
+        """z ~ the prior N(0, I), empty context."""
+        return self._prior_state(n_tasks, self._protocol_gen)
+
+    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """tanh-Gaussian action on [obs, z]; `noise` [S, A] standard normal; deterministic: tanh(mean)."""
+        dev = task_state["z"].device
+        with torch.no_grad():
+            a = self.policy.act(obs, task_state["z"].to(self.device), deterministic, noise)
+        return a.to(dev), task_state
+
+    def actor(self) -> PEARLActor:
+        if self.device.type == "cpu":
+            return PEARLActor(self.policy)
+        return PEARLActor(copy.deepcopy(self.policy).cpu())
+
+    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch) -> dict[str, Tensor]:
+        """Append the episodes' transitions to each task's context; z ~ the new posterior."""
+        s, m, t = episodes.rewards.shape
+        new = self._ctx_features(episodes.obs.reshape(s, m * t, -1), episodes.actions.reshape(s, m * t, -1),
+                                 episodes.rewards.reshape(s, m * t), episodes.next_obs.reshape(s, m * t, -1))
+        ctx = torch.cat([task_state["ctx"].to(self.device), new], 1)
+        with torch.no_grad():
+            z = self._sample_z(*self.posterior(ctx), generator=self._protocol_gen)
+        return {"z": z, "ctx": ctx}
+
+    # ---- one iteration ----------------------------------------------------------------
+    def _collect(self, sampler, tasks: Sequence[Task], positions: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[list[EpisodeBatch], list[EpisodeBatch]]:
+        c = self.cfg
+        sel = [tasks[i] for i in positions]
+        for p in positions:
+            self.context.clear(int(p))
+        prior, post = [], []
+        if c.num_prior_episodes:
+            batch, _ = sampler.sample(self, sel, self._prior_state(len(sel)), c.num_prior_episodes, rng)
+            self._add(positions, batch, to_context=True)
+            prior.append(batch)
+        for k in range(c.num_posterior_episodes + c.num_extra_posterior_episodes):
+            batch, _ = sampler.sample(self, sel, self._posterior_state(positions, rng), 1, rng)
+            self._add(positions, batch, to_context=k < c.num_posterior_episodes)
+            post.append(batch)
+        return prior, post
+
+    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+        c = self.cfg
+        n = len(tasks)
+        if self.replay is None:
+            self._allocate(n, int(sampler.horizon))
+        elif self.replay.n_tasks != n:
+            raise ValueError(f"PEARL buffers were sized for {self.replay.n_tasks} training tasks, got {n}")
+        slots = int(getattr(sampler, "n_slots", self.meta_batch))
+        if not self.collected_initial:
+            for start in range(0, n, slots):
+                pos = np.arange(start, min(start + slots, n))
+                batch, _ = sampler.sample(self, [tasks[i] for i in pos], self._prior_state(len(pos)),
+                                          c.num_initial_episodes, rng)
+                self._add(pos, batch, to_context=True)
+            self.collected_initial = True
+        positions = np.sort(rng.choice(n, size=min(c.tasks_per_iteration, n), replace=False))
+        prior, post = self._collect(sampler, tasks, positions, rng)
+
+        sums: dict[str, float] = {}
+        rejected = 0
+        for _ in range(c.grad_steps_per_iteration):
+            m = self._update(rng)
+            if m is None:
+                rejected += 1
+                continue
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+        ok = max(c.grad_steps_per_iteration - rejected, 1)
+        self.iterations += 1
+        self._reseed_protocol(rng.integers(0, 2**63 - 1))
+
+        def stats(batches):
+            ret = np.concatenate([b.episode_returns().ravel() for b in batches])
+            suc = np.concatenate([b.episode_success().ravel() for b in batches])
+            return float(ret.mean()), float(suc.mean())
+
+        main = post or prior
+        metrics = {"rollout/return_mean": stats(main)[0], "rollout/success_rate": stats(main)[1]}
+        if prior:
+            metrics["rollout/return_mean_prior"], metrics["rollout/success_rate_prior"] = stats(prior)
+        metrics.update({f"train/{k}": v / ok for k, v in sums.items()})
+        metrics["train/rejected_updates"] = float(rejected)
+        metrics["buffer/transitions"] = float(self.replay.size.sum())
+        return metrics
+
+    def _update(self, rng: np.random.Generator) -> dict[str, float] | None:
+        """One SAC + encoder gradient step on `meta_batch` tasks; None (nothing changed) when
+        a loss or gradient is not finite."""
+        c = self.cfg
+        n = self.replay.n_tasks
+        tasks = rng.choice(n, size=c.meta_batch, replace=n < c.meta_batch)
+        cd = self.context.sample(tasks, c.embedding_batch_size, rng)
+        rd = self.replay.sample(tasks, c.batch_size, rng)
+        ctx = self._ctx_features(cd["obs"], cd["actions"], cd["rewards"], cd["next_obs"])
+        obs, act, nobs = (torch.from_numpy(rd[k]).to(self.device) for k in ("obs", "actions", "next_obs"))
+        rew = torch.from_numpy(rd["rewards"]).to(self.device)
+        B, b = len(tasks), c.batch_size
+
+        mu, var = self.posterior(ctx)
+        z = mu + var.sqrt() * self._randn(B, self.latent_dim)
+        kl = kl_to_prior(mu, var)                                   # [B]
+        zb = z[:, None, :].expand(B, b, self.latent_dim)
+        zd = zb.detach()
+        alpha = self.log_alpha.detach().exp()
+
+        with torch.no_grad():
+            a2, logp2 = self.policy.sample(torch.cat([nobs, zd], -1), self._randn(B, b, self.act_dim))
+            x2 = torch.cat([nobs, zd, a2], -1)
+            q_next = torch.min(self.q1_target(x2), self.q2_target(x2)).squeeze(-1)
+            y = c.reward_scale * rew + c.discount * (q_next - alpha * logp2)
+        x = torch.cat([obs, zb, act], -1)
+        q1, q2 = self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        qf_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        critic_loss = qf_loss + c.kl_weight * kl.sum()  # KL summed over the meta-batch, as in the paper's code
+
+        so = torch.cat([obs, zd], -1)
+        a, logp = self.policy.sample(so, self._randn(B, b, self.act_dim))
+        xa = torch.cat([obs, zd, a], -1)
+        q_pi = torch.min(self.q1(xa), self.q2(xa)).squeeze(-1)
+        policy_loss = (alpha * logp - q_pi).mean()
+
+        losses = [critic_loss, policy_loss]
+        g_critic = torch.autograd.grad(critic_loss, self.critic_params)
+        g_policy = torch.autograd.grad(policy_loss, self.policy_params)
+        grads = [*g_critic, *g_policy]
+        if c.auto_entropy:
+            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            g_alpha = torch.autograd.grad(alpha_loss, [self.log_alpha])
+            losses.append(alpha_loss)
+            grads.extend(g_alpha)
+        finite = all(bool(torch.isfinite(t).all()) for t in (*losses, *grads))
+        if not finite:
+            return None
+        for p, g in zip(self.critic_params + self.policy_params + ([self.log_alpha] if c.auto_entropy else []),
+                        grads):
+            p.grad = g
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(self.target_params, self.source_params, c.tau)
+        return {"qf_loss": float(qf_loss.detach()), "policy_loss": float(policy_loss.detach()), "kl": float(kl.detach().mean()),
+                "alpha": float(alpha), "q_mean": float(q1.detach().mean()),
+                "z_std": float(var.detach().sqrt().mean()), "entropy": float(-logp.detach().mean())}
+
+    # ---- checkpoints ------------------------------------------------------------------
+    _NETS = ("encoder", "policy", "q1", "q2", "q1_target", "q2_target")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, target networks, optimizers, log_alpha, counters and the buffers. Buffer
+        entries are tensors that may share memory with the live arrays: serialise the state
+        before training further."""
+        out: dict[str, Any] = {k: {n: v.detach().cpu().clone() for n, v in getattr(self, k).state_dict().items()}
+                               for k in self._NETS}
+        out["log_alpha"] = self.log_alpha.detach().cpu().clone()
+        out["optimizers"] = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
+        out["collected_initial"] = self.collected_initial
+        out["iterations"] = self.iterations
+        out["protocol_seed"] = self.protocol_seed
+        out["buffers"] = None if self.replay is None else {
+            "n_tasks": self.replay.n_tasks, "horizon": self.horizon,
+            "replay": self.replay.state(), "context": self.context.state()}
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self._NETS:
+            getattr(self, k).load_state_dict(state[k])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.collected_initial = bool(state["collected_initial"])
+        self.iterations = int(state["iterations"])
+        self._reseed_protocol(state["protocol_seed"])
+        buf = state.get("buffers")
+        if buf is None:
+            self.replay = self.context = None
+            self.horizon = None
+            return
+        if self.replay is None or self.replay.n_tasks != buf["n_tasks"] or self.horizon != buf["horizon"]:
+            self._allocate(int(buf["n_tasks"]), int(buf["horizon"]))
+        self.replay.load(buf["replay"])
+        self.context.load(buf["context"])

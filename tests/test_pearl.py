@@ -1,0 +1,232 @@
+"""PEARL: posterior math, permutation invariance, KL at the prior, buffers and their RAM
+check, non-finite updates, resume with buffers, and meta-learning on the toy semicircle goals."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import agents.pearl as pearl_mod
+from agents.pearl import PEARL, PEARLConfig, kl_to_prior, product_of_gaussians
+from envs import TaskVectorEnv, make_benchmark
+from metarl import checkpoint, config
+from metarl.cli import main
+from metarl.evaluation import evaluate
+from metarl.sampler import Sampler
+from metarl.types import ConfigError, EpisodeBatch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_PEARL = os.path.join(ROOT, "configs", "toy_pearl.yaml")
+SMALL = dict(meta_batch=4, latent_dim=3, hidden_sizes=(16,), encoder_hidden=(16,), batch_size=8,
+             embedding_batch_size=8, num_initial_episodes=1, tasks_per_iteration=2, num_prior_episodes=1,
+             num_posterior_episodes=1, num_extra_posterior_episodes=1, grad_steps_per_iteration=3,
+             replay_capacity=100, use_next_obs_in_context=True)
+
+
+def _toy_cfg(**over) -> PEARLConfig:
+    return config.load(TOY_PEARL, [f"agent.{k}={v}" for k, v in over.items()]).agent
+
+
+def test_product_of_gaussians_matches_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(5, 7, 3, generator=g, dtype=torch.float64)
+    var = torch.rand(5, 7, 3, generator=g, dtype=torch.float64) * 2 + 0.05
+    m, v = product_of_gaussians(mu, var)
+    # pairwise folding: N(m1, v1) N(m2, v2) ∝ N((m1 v2 + m2 v1) / (v1 + v2), v1 v2 / (v1 + v2))
+    fm, fv = mu[:, 0], var[:, 0]
+    for n in range(1, 7):
+        fm, fv = (fm * var[:, n] + mu[:, n] * fv) / (fv + var[:, n]), fv * var[:, n] / (fv + var[:, n])
+    torch.testing.assert_close(m, fm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(v, fv, rtol=1e-12, atol=1e-12)
+    # and the log-density of the product equals the sum of the factors' up to a constant in x
+    x = torch.randn(11, 5, 1, 3, generator=g, dtype=torch.float64)
+
+    def logn(x, m, v):
+        return (-0.5 * (x - m) ** 2 / v - 0.5 * torch.log(2 * torch.pi * v)).sum(-1)
+
+    diff = logn(x, mu, var).sum(-1) - logn(x[:, :, 0], m, v)  # [11, 5]
+    torch.testing.assert_close(diff, diff[:1].expand_as(diff), rtol=0, atol=1e-9)
+    # no factors: the prior
+    m0, v0 = product_of_gaussians(mu[:, :0], var[:, :0])
+    assert torch.equal(m0, torch.zeros(5, 3, dtype=torch.float64)) and torch.equal(v0, torch.ones(5, 3, dtype=torch.float64))
+
+
+def test_posterior_is_invariant_to_the_order_of_context_transitions():
+    torch.manual_seed(0)
+    agent = PEARL(PEARLConfig(**SMALL), obs_dim=3, act_dim=2)
+    ctx = torch.randn(4, 50, agent.ctx_dim)
+    mu, var = agent.posterior(ctx)
+    for seed in range(3):
+        perm = torch.randperm(50, generator=torch.Generator().manual_seed(seed))
+        mu2, var2 = agent.posterior(ctx[:, perm])
+        torch.testing.assert_close(mu2, mu, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(var2, var, rtol=1e-5, atol=1e-6)
+    # through adapt: the same episodes in another order give the same posterior
+    rng = np.random.default_rng(0)
+    S, M, T = 2, 3, 5
+    eps = EpisodeBatch(rng.normal(size=(S, M, T, 3)).astype(np.float32),
+                       rng.uniform(-1, 1, size=(S, M, T, 2)).astype(np.float32),
+                       rng.normal(size=(S, M, T)).astype(np.float32),
+                       rng.normal(size=(S, M, T, 3)).astype(np.float32), np.zeros((S, M, T), bool), [None] * S)
+    a = agent.adapt(agent.initial_task_state(S), eps)
+    b = agent.adapt(agent.initial_task_state(S), eps.select_episodes(np.array([2, 0, 1])))
+    torch.testing.assert_close(agent.posterior(a["ctx"]), agent.posterior(b["ctx"]), rtol=1e-5, atol=1e-6)
+    assert a["ctx"].shape == (S, M * T, agent.ctx_dim) and a["z"].shape == (S, 3)
+
+
+def test_kl_term_is_zero_at_the_prior():
+    L = 7
+    assert float(kl_to_prior(torch.zeros(4, L), torch.ones(4, L)).abs().max()) == 0.0
+    assert bool((kl_to_prior(torch.full((4, L), 0.3), torch.ones(4, L)) > 0).all())
+    assert bool((kl_to_prior(torch.zeros(4, L), torch.full((4, L), 0.5)) > 0).all())
+    agent = PEARL(PEARLConfig(**SMALL), obs_dim=3, act_dim=2)
+    mu, var = agent.posterior(agent.initial_task_state(4)["ctx"])  # no context: the prior
+    assert float(kl_to_prior(mu, var).abs().max()) == 0.0
+
+
+def test_config_fields_are_validated():
+    with pytest.raises(ConfigError, match=r"agent.tasks_per_iteration: must be <= agent.meta_batch \(4"):
+        PEARLConfig(**{**SMALL, "tasks_per_iteration": 5})
+    with pytest.raises(ConfigError, match="agent.num_prior_episodes: num_prior_episodes"):
+        PEARLConfig(**{**SMALL, "num_prior_episodes": 0, "num_posterior_episodes": 0})
+    with pytest.raises(ConfigError, match=r"agent.tau: must be in \(0, 1\], got 0.0"):
+        PEARLConfig(tau=0.0)
+    with pytest.raises(ConfigError, match="agent.replay_capacity: must be > 0, got 0"):
+        PEARLConfig(replay_capacity=0)
+    with pytest.raises(ConfigError, match="agent.encoder_hidden: must be a non-empty list"):
+        PEARLConfig(encoder_hidden=())
+
+
+def test_absurd_replay_capacity_is_refused(monkeypatch, tmp_path, capsys):
+    # one task alone exceeds RAM: refused at construction, even before the task count is known
+    with pytest.raises(ConfigError, match=r"^agent.replay_capacity: buffers need [\d,.]+ GiB but only [\d,.]+ GiB "
+                                          r"of RAM is available; lower agent.replay_capacity"):
+        PEARL(PEARLConfig(**{**SMALL, "replay_capacity": 10**12}), obs_dim=39, act_dim=4)
+    # with a known count: 40 tasks x 10M transitions x 28 B = 10.4 GiB > 1 GiB
+    monkeypatch.setattr(pearl_mod, "available_ram_bytes", lambda: 2**30)
+    cfg = PEARLConfig(**{**SMALL, "replay_capacity": 10**7})
+    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 10.43 GiB but only 1.00 GiB"):
+        PEARL(cfg, obs_dim=2, act_dim=2, n_train_tasks=40, horizon=20)
+    # sized lazily: the same refusal on the first iteration, before any sampling
+    agent = PEARL(cfg, obs_dim=2, act_dim=2)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=20)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 20)
+    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 10.43 GiB"):
+        agent.train_iteration(sampler, bench.train_tasks, np.random.default_rng(0))
+    assert sampler.env_steps == 0
+    monkeypatch.undo()
+    # and through the CLI: one line, exit 2, no run dir left behind
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["train", TOY_PEARL, "--set", f"run.out_dir={out}", "--set", "agent.replay_capacity=1000000000000",
+                 "--set", "run.progress=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metarl: error: agent.replay_capacity: buffers need"), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_buffers_actor_and_non_finite_updates():
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    agent = PEARL(PEARLConfig(**SMALL), bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+    assert agent.memory_bytes() == agent.buffer_bytes(6, 5)
+    assert agent.replay.arrays["obs"].shape == (6, 100, 2) and agent.context.arrays["obs"].shape == (6, 10, 2)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    rng = np.random.default_rng(0)
+    m = agent.train_iteration(sampler, bench.train_tasks, rng)
+    # initial: 6 tasks x 1 episode; then 2 tasks x (1 prior + 1 posterior + 1 extra) episodes of 5 steps
+    assert sampler.env_steps == 6 * 5 + 2 * 3 * 5
+    assert agent.replay.size.sum() == sampler.env_steps and m["buffer/transitions"] == sampler.env_steps
+    assert sorted(agent.context.size.tolist()) == [5, 5, 5, 5, 10, 10]  # sampled tasks: prior + posterior only
+    for k in ("rollout/return_mean", "rollout/success_rate", "train/qf_loss", "train/policy_loss", "train/kl",
+              "train/alpha", "train/rejected_updates"):
+        assert np.isfinite(m[k]), k
+    assert m["train/rejected_updates"] == 0.0
+    # the workers' actor carries the policy only, never the buffers
+    agent.replay.arrays["obs"][:] = 1.0
+    assert len(pickle.dumps(agent.actor())) < 20_000
+    obs = torch.zeros(3, 2)
+    st = agent.initial_task_state(3)
+    a, _ = agent.actor().act(obs, st, deterministic=True)
+    b, _ = agent.act(obs, st, deterministic=True)
+    assert torch.equal(a, b) and bool((a.abs() < 1).all())
+    # a non-finite loss skips the step and keeps every parameter and optimizer state
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    q_before = {k: v.clone() for k, v in agent.q1.state_dict().items()}
+    agent.replay.arrays["rewards"][:] = np.nan
+    m = agent.train_iteration(sampler, bench.train_tasks, rng)
+    assert m["train/rejected_updates"] == SMALL["grad_steps_per_iteration"]
+    assert all(torch.equal(v, before[k]) for k, v in agent.policy.state_dict().items())
+    assert all(torch.equal(v, q_before[k]) for k, v in agent.q1.state_dict().items())
+
+
+def _assert_same(a, b, path="agent"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
+    common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=2",
+              "--set", "eval.tasks_per_class=4", "--set", "eval.final_tasks_per_class=2",
+              "--set", "eval.episodes_per_round=1", "--set", "agent.grad_steps_per_iteration=20"]
+    # iteration 1: 40 tasks x 2 initial episodes + 10 tasks x 2 episodes, 20 steps each; then 400 steps each
+    assert main(["train", TOY_PEARL, "--set", "run.env_steps=3600", "--set", "run.name=straight", *common]) == 0
+    assert main(["train", TOY_PEARL, "--set", "run.env_steps=2400", "--set", "run.name=split", *common]) == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.env_steps=3600"]) == 0
+    a = checkpoint.load_latest(tmp_path / "straight")[1]
+    b = checkpoint.load_latest(tmp_path / "split")[1]
+    assert a["counters"]["iteration"] == b["counters"]["iteration"] == 5
+    assert a["agent"]["buffers"]["replay"]["size"].sum() == 3600
+    assert a["agent"]["optimizers"]["encoder"]["state"]  # Adam moments are there and compared
+    _assert_same(a["agent"], b["agent"])
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]
+    # load_state_dict restores the buffers into a fresh agent bit for bit
+    agent = PEARL(_toy_cfg(), 2, 2)
+    agent.load_state_dict(b["agent"])
+    _assert_same(agent.state_dict(), b["agent"])
+
+
+def test_pearl_meta_learns_on_toy_semicircle_goals():
+    """After meta-training, one round of context on a held-out goal beats acting with z from the
+    prior by a clear margin (returns: minus the summed distance to the goal over 20 steps;
+    staying at the origin gives -10 on these goals, which lie at distance 0.5)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        cfg = _toy_cfg()
+        bench = make_benchmark("toy", seed=0, max_episode_steps=20, toy_goals="semicircle")
+        agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=len(bench.train_tasks), horizon=20)
+        sampler = Sampler(TaskVectorEnv(bench.env_factory, cfg.meta_batch), bench.max_episode_steps)
+
+        def held_out():
+            c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=3,
+                         rng=np.random.default_rng(123))
+            return c.return_by_round(), c.success_by_round()
+
+        (prior0, post0), _ = held_out()
+        rng = np.random.default_rng(0)
+        for _ in range(70):
+            m = agent.train_iteration(sampler, bench.train_tasks, rng)
+            assert m["train/rejected_updates"] == 0.0
+        (prior, post), (s_prior, s_post) = held_out()
+    finally:
+        torch.set_num_threads(threads)
+    print(f"untrained {prior0:.2f} -> {post0:.2f}; trained: prior z {prior:.2f} ({s_prior:.0%}), "
+          f"posterior {post:.2f} ({s_post:.0%})")
+    assert post > prior + 2.5, (prior, post)   # context helps, by a clear margin
+    assert post > -7.0, (prior, post)          # and the adapted policy heads for the goal (staying put: -10)
+    assert post > post0 + 2.5, (post0, post)   # meta-training is what made it so
