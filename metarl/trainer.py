@@ -26,7 +26,8 @@ def build(cfg: RunConfig, device: torch.device):
     """Benchmark, sampler and agent for a config (used by train and eval)."""
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
                            cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals)
-    agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device)
+    agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
+                        n_train_tasks=len(bench.train_tasks), horizon=bench.max_episode_steps)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
     return bench, Sampler(vec, bench.max_episode_steps), agent
 
@@ -108,8 +109,9 @@ class Trainer:
         ev = self.cfg.eval
         tasks = select_tasks(self.bench.test_tasks, per_class)
         rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1])
-        return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
-                        ev.deterministic, on_progress=progress)
+        with torch.random.fork_rng(devices=[]):  # evaluation never shifts training's random streams
+            return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
+                            ev.deterministic, on_progress=progress)
 
     # ---- the loop -------------------------------------------------------------------
     def run(self, final_eval_on_stop: bool = False) -> AdaptationCurve | None:

@@ -85,7 +85,7 @@ BAD_INPUTS = [
     (["--set", "agent.meta_batch=-3"], "agent.meta_batch: must be > 0, got -3"),
     (["--set", "agent.discount=1.5"], "agent.discount: must be in (0, 1], got 1.5"),
     (["--set", "agent.discount=0"], "agent.discount: must be in (0, 1], got 0"),
-    (["--set", "agent.name=dqn"], "agent.name: unknown agent 'dqn'; allowed: maml_trpo"),
+    (["--set", "agent.name=dqn"], "agent.name: unknown agent 'dqn'; allowed: maml_trpo, rl2_ppo, pearl"),
     (["--set", "run.env_steps=ten"], "run.env_steps: must be an integer, got 'ten'"),
     (["--device", "tpu"], "run.device: unknown device 'tpu'; allowed: auto, cpu, cuda"),
 ]
