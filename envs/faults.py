@@ -40,3 +40,36 @@ class _DieAtStep:
             if first:
                 os.kill(os.getpid(), signal.SIGKILL)
         return self.env.step(action)
+
+
+@dataclass(frozen=True)
+class UnstableEpisodeFactory:
+    """Wraps an env factory; each env reports a MuJoCo warning during its `episode`-th
+    episode (counting resets from 1) -- the first time only -- as if the simulation had
+    gone unstable."""
+
+    inner: Callable
+    episode: int
+
+    def __call__(self):
+        return _Unstable(self.inner(), self.episode)
+
+
+class _Unstable:
+    def __init__(self, env, episode: int):
+        self.env, self.episode, self.resets, self.fired = env, episode, 0, False
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self):
+        self.resets += 1
+        return self.env.reset()
+
+    def sim_warnings(self) -> int:
+        if self.resets == self.episode and not self.fired:
+            self._armed = getattr(self, "_armed", 0) + 1
+            if self._armed == 2:  # read at the end of the episode
+                self.fired = True
+                return self.env.sim_warnings() + 1
+        return self.env.sim_warnings()

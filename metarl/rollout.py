@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils import _pytree as pytree
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Rollout:
     rewards: np.ndarray    # [S, M, T]
     next_obs: np.ndarray   # [S, M, T, D]
     successes: np.ndarray  # [S, M, T]
-    sim_warnings: np.ndarray  # [S, M] MuJoCo warnings raised during each episode
+    sim_warnings: np.ndarray  # [S, M] episodes discarded (and re-collected) for MuJoCo warnings
 
 
 def slot_noise(seeds, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray:
@@ -37,41 +38,85 @@ def slot_noise(seeds, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray
                      for s in seeds]).astype(np.float32)
 
 
-def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
-                 noise: np.ndarray | None) -> tuple[Rollout, object]:
+def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None):
+    """One episode on every env: obs, actions, rewards, next_obs, successes [S, T, ...],
+    MuJoCo warnings raised during it [S], and the task state after it."""
     s = len(envs)
-    rew = np.zeros((s, n_episodes, horizon), np.float32)
-    suc = np.zeros((s, n_episodes, horizon), bool)
-    warn = np.zeros((s, n_episodes), np.int64)
-    obs_buf = next_buf = act_buf = None
     observe = getattr(actor, "observe", None)
-    for m in range(n_episodes):
-        obs = np.stack([env.reset() for env in envs])
-        w0 = np.array([env.sim_warnings() for env in envs])
-        if obs_buf is None:
-            obs_buf = np.zeros((s, n_episodes, horizon, obs.shape[-1]), np.float32)
-            next_buf = np.zeros_like(obs_buf)
-        for k in range(horizon):
-            eps = None if noise is None else torch.from_numpy(noise[:, m, k])
+    obs = np.stack([env.reset() for env in envs])
+    w0 = np.array([env.sim_warnings() for env in envs])
+    obs_buf = np.zeros((s, horizon, obs.shape[-1]), np.float32)
+    next_buf = np.zeros_like(obs_buf)
+    act_buf = None
+    rew = np.zeros((s, horizon), np.float32)
+    suc = np.zeros((s, horizon), bool)
+    for k in range(horizon):
+        eps = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise[:, k]))
+        with torch.no_grad():
+            action, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
+                                           deterministic=noise is None, noise=eps)
+        action = action.cpu().numpy()
+        if act_buf is None:
+            act_buf = np.zeros((s, horizon, action.shape[-1]), np.float32)
+        bad = ~np.isfinite(action).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(f"non-finite actions for slots {np.flatnonzero(bad).tolist()}")
+        obs_buf[:, k] = obs
+        act_buf[:, k] = action
+        out = [env.step(a) for env, a in zip(envs, action)]
+        obs = np.stack([o[0] for o in out])
+        next_buf[:, k] = obs
+        rew[:, k] = [o[1] for o in out]
+        suc[:, k] = [o[2] for o in out]
+        if observe is not None:
             with torch.no_grad():
-                action, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
-                                               deterministic=noise is None, noise=eps)
-            action = action.cpu().numpy()
-            if act_buf is None:
-                act_buf = np.zeros((s, n_episodes, horizon, action.shape[-1]), np.float32)
-            bad = ~np.isfinite(action).all(axis=1)
-            if bad.any():
-                raise FloatingPointError(f"non-finite actions for slots {np.flatnonzero(bad).tolist()}")
-            obs_buf[:, m, k] = obs
-            act_buf[:, m, k] = action
-            out = [env.step(a) for env, a in zip(envs, action)]
-            obs = np.stack([o[0] for o in out])
-            next_buf[:, m, k] = obs
-            rew[:, m, k] = [o[1] for o in out]
-            suc[:, m, k] = [o[2] for o in out]
-            if observe is not None:
-                with torch.no_grad():
-                    task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, m, k]),
-                                         k == horizon - 1)
-        warn[:, m] = np.array([env.sim_warnings() for env in envs]) - w0
-    return Rollout(obs_buf, act_buf, rew, next_buf, suc, warn), task_state
+                task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, k]),
+                                     k == horizon - 1)
+    warn = np.array([env.sim_warnings() for env in envs]) - w0
+    return (obs_buf, act_buf, rew, next_buf, suc), warn, task_state
+
+
+def _take(state, idx: np.ndarray):
+    return pytree.tree_map(lambda x: x[torch.as_tensor(idx)] if torch.is_tensor(x) else x, state)
+
+
+def _put(state, idx: np.ndarray, part):
+    def put(full, p):
+        if not torch.is_tensor(full):
+            return full
+        out = full.clone()
+        out[torch.as_tensor(idx)] = p
+        return out
+    return pytree.tree_map(put, state, part)
+
+
+def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
+                 noise: np.ndarray | None, max_recollect: int = 3) -> tuple[Rollout, object]:
+    """An episode during which MuJoCo raised a warning (the simulation went unstable) is
+    discarded and collected again on that slot, from the task state it started with and with
+    the slot's noise shifted in time, up to `max_recollect` times; `sim_warnings` counts the
+    discarded episodes."""
+    s = len(envs)
+    fields: list[list[np.ndarray]] = [[] for _ in range(5)]
+    discarded = np.zeros((s, n_episodes), np.int64)
+    for m in range(n_episodes):
+        start_state = task_state
+        ep_noise = None if noise is None else noise[:, m]
+        data, warn, task_state = _episode(envs, actor, task_state, horizon, ep_noise)
+        for r in range(1, max_recollect + 1):
+            bad = np.flatnonzero(warn > 0)
+            if bad.size == 0:
+                break
+            discarded[bad, m] += 1
+            sub_noise = None if noise is None else np.roll(noise[bad, m], r, axis=1)
+            sub, sub_warn, sub_state = _episode([envs[i] for i in bad], actor, _take(start_state, bad),
+                                                horizon, sub_noise)
+            for full, part in zip(data, sub):
+                full[bad] = part
+            warn = warn.copy()
+            warn[bad] = sub_warn
+            task_state = _put(task_state, bad, sub_state)
+        for f, d in zip(fields, data):
+            f.append(d)
+    obs, act, rew, nxt, suc = (np.stack(f, axis=1) for f in fields)
+    return Rollout(obs, act, rew, nxt, suc, discarded), task_state

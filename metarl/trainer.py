@@ -134,6 +134,7 @@ class Trainer:
                                    success="-")
                 while self.env_steps < cfg.run.env_steps and not stop.requested:
                     t0, steps0, sample0 = time.perf_counter(), self.sampler.env_steps, self.sampler.sample_seconds
+                    warn0 = self.sampler.sim_warnings
                     rng_snapshot = (copy.deepcopy(self.rng.bit_generator.state), torch.get_rng_state())
                     try:
                         metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
@@ -162,7 +163,8 @@ class Trainer:
                     self.iteration += 1
                     self.env_steps += steps
                     self.wall_seconds += dt
-                    metrics.update({"time/sps": steps / dt, "time/sample_s": sample_s,
+                    metrics.update({"rollout/sim_warnings": float(self.sampler.sim_warnings - warn0),
+                                    "time/sps": steps / dt, "time/sample_s": sample_s,
                                     "time/update_s": dt - sample_s, "time/iteration": float(self.iteration)})
                     logger.log(metrics, self.env_steps)
                     self.last_success = metrics.get("rollout/success_rate", float("nan"))

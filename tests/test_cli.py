@@ -29,7 +29,7 @@ def test_train_writes_run_dir_and_tensorboard_tags(tmp_path, toy_config):
 
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
     tags = set(acc.Tags()["scalars"])
-    for t in ("rollout/success_rate", "rollout/return_mean", "train/loss_before", "train/loss_after", "train/kl",
+    for t in ("rollout/success_rate", "rollout/return_mean", "rollout/sim_warnings", "train/loss_before", "train/loss_after", "train/kl",
               "train/line_search_accepted", "time/sps", "time/sample_s", "time/update_s",
               "eval/success@0", "eval/success@2", "eval/return@0", "eval/return@1",
               "eval/point/success@1", "eval/point/return@2"):

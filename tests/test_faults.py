@@ -128,3 +128,19 @@ def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config
     with pytest.raises(RunStopped, match="2 iterations in a row"):
         trainer.run()
     assert checkpoint.load_latest(tmp_path)[1]["counters"]["iteration"] == 2
+
+
+def test_unstable_episode_is_discarded_and_recollected():
+    from envs.faults import UnstableEpisodeFactory
+
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    ref, _, _ = _collect(bench.env_factory, 0, bench)
+    got, _, _ = _collect(UnstableEpisodeFactory(bench.env_factory, episode=2), 0, bench)
+    # every slot's 2nd episode (of 3) in the first sample call was flagged once and collected again
+    assert got[0].extras["sim_warnings"].tolist() == [[0, 1, 0]] * 4
+    assert got[1].extras["sim_warnings"].sum() == 0
+    same = lambda a, b: np.array_equal(a, b)  # noqa: E731
+    assert same(got[0].actions[:, 0], ref[0].actions[:, 0]) and same(got[1].actions, ref[1].actions)
+    assert not same(got[0].actions[:, 1], ref[0].actions[:, 1])  # a new episode, not the discarded one
+    # the trial goes on from the re-collected episode: episode 3 starts where episode 2 left the state
+    assert same(got[0].actions[:, 2], ref[0].actions[:, 2])  # MAML's state does not change within a trial
