@@ -144,3 +144,19 @@ def test_unstable_episode_is_discarded_and_recollected():
     assert not same(got[0].actions[:, 1], ref[0].actions[:, 1])  # a new episode, not the discarded one
     # the trial goes on from the re-collected episode: episode 3 starts where episode 2 left the state
     assert same(got[0].actions[:, 2], ref[0].actions[:, 2])  # MAML's state does not change within a trial
+
+
+def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
+    checkpoint.save(tmp_path, 1, {"agent": {"w": torch.ones(3)}, "counters": {"iteration": 1}})
+    code = ("import sys, torch; from metarl import checkpoint; "
+            "checkpoint.save(sys.argv[1], 2, {'agent': {'w': torch.ones(60_000_000)}, 'counters': {'iteration': 2}})")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    tmp = tmp_path / "checkpoints" / ".ckpt_0000002.pt.tmp"
+    deadline = time.monotonic() + 60
+    while not (tmp.exists() and tmp.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert tmp.exists(), "the save finished before it could be killed"
+    path, payload = checkpoint.load_latest(tmp_path)
+    assert path.name == "ckpt_0000001.pt" and payload["counters"]["iteration"] == 1
