@@ -51,18 +51,47 @@ def test_train_writes_run_dir_and_tensorboard_tags(tmp_path, toy_config):
     assert png.stat().st_size > 1000
 
 
-def test_resume_gives_exactly_the_uninterrupted_parameters(tmp_path, toy_config):
+def assert_same(a, b, path="agent"):
+    """Recursively: tensors equal bit for bit, arrays equal, everything else =="""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("preset,per_iter", [("toy_maml_trpo", 4000), ("toy_rl2_ppo", 400)])
+def test_resume_gives_exactly_the_uninterrupted_parameters(tmp_path, preset, per_iter):
+    config = str(Path(__file__).resolve().parent.parent / "configs" / f"{preset}.yaml")
     common = ["--set", "eval.every=2", "--set", "eval.tasks_per_class=4", "--set", "eval.final_tasks_per_class=2"]
-    assert train(tmp_path, toy_config, "--set", "run.env_steps=28000", *common, name="straight") == 0
-    assert train(tmp_path, toy_config, "--set", "run.env_steps=12000", *common, name="split") == 0
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.env_steps=28000"]) == 0
+    total, split = 7 * per_iter, 3 * per_iter
+    assert train(tmp_path, config, "--set", f"run.env_steps={total}", *common, name="straight") == 0
+    assert train(tmp_path, config, "--set", f"run.env_steps={split}", *common, name="split") == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", f"run.env_steps={total}"]) == 0
     a = checkpoint.load_latest(tmp_path / "straight")[1]
     b = checkpoint.load_latest(tmp_path / "split")[1]
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 7
-    for k, v in a["agent"]["policy"].items():
-        assert torch.equal(v, b["agent"]["policy"][k]), k
+    assert_same(a["agent"], b["agent"])  # parameters (and optimizer state where there is one)
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert a["rng"]["numpy"] == b["rng"]["numpy"]
+
+
+def test_eval_and_plot_work_on_rl2_runs(tmp_path):
+    config = str(Path(__file__).resolve().parent.parent / "configs" / "toy_rl2_ppo.yaml")
+    assert train(tmp_path, config, "--set", "run.env_steps=2000", "--set", "eval.final_tasks_per_class=3") == 0
+    out = tmp_path / "e.csv"
+    assert main(["eval", str(tmp_path / "r"), "--rounds", "3", "--tasks-per-class", "2", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 * 4 and {r["round"] for r in rows} == {"0", "1", "2", "3"}
+    assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
 
 
 def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, toy_config):
