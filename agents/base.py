@@ -8,7 +8,15 @@ seen", repeated:
     state = agent.adapt(state, episodes)
 
 The per-task state is opaque to everyone but the agent (MAML: adapted
-parameters; RL2: hidden state; PEARL: context and posterior).
+parameters; RL2: hidden state; PEARL: context and posterior), but it must be a
+pytree of tensors with a leading task dimension so that a vector env can slice it
+across its worker processes.
+
+Two optional verbs:
+- `actor()` returns what the sampler's workers act with (picklable, on the CPU,
+  with `act` and, if needed, `observe`); default: the agent itself.
+- `observe(task_state, action, reward, done)` is called after every env step
+  (RL2 feeds the previous action, reward and episode end back to its GRU).
 """
 from __future__ import annotations
 
@@ -29,11 +37,14 @@ class SamplerLike(Protocol):
 
 
 class MetaAgent(Protocol):
-    meta_batch: int
+    meta_batch: int   # task slots the sampler needs
+    act_dim: int      # size of the exploration noise the sampler draws per step
 
     def initial_task_state(self, n_tasks: int) -> TaskState: ...
 
-    def act(self, obs: Tensor, task_state: TaskState, *, deterministic: bool) -> tuple[Tensor, TaskState]: ...
+    def act(self, obs: Tensor, task_state: TaskState, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, TaskState]:
+        """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
 
     def adapt(self, task_state: TaskState, episodes: EpisodeBatch) -> TaskState: ...
 
