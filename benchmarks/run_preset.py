@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +99,12 @@ def main(argv=None) -> int:
     }
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
+    for r in per_seed:  # the training and evaluation curves behind the result
+        suffix = "" if len(per_seed) == 1 else f".s{r['seed']}"
+        for f in ("progress", "eval"):
+            src = ROOT / r["run_dir"] / f"{f}.csv"
+            if src.exists():
+                shutil.copyfile(src, out / f"{name}{suffix}.{f}.csv")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     curves = {f"seed {r['seed']}": (r["success_by_round"], r["return_by_round"]) for r in per_seed}
     if len(per_seed) > 1:
