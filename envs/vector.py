@@ -104,21 +104,28 @@ class TaskVectorEnv:
         if self.n_workers == 0:
             self._envs = [env_factory() for _ in range(n_slots)]
             return
-        bounds = np.linspace(0, n_slots, self.n_workers + 1).round().astype(int)
-        self._ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        # strided slot assignment: tasks usually come grouped by env class (whose step costs
+        # differ up to 3.5x on ML10), so worker i takes slots i, i+W, ... to balance the load
+        self._slots = [np.arange(i, n_slots, self.n_workers) for i in range(self.n_workers)]
         self._ctx = mp.get_context("forkserver")
         self._conns: list = [None] * self.n_workers
         self._procs: list = [None] * self.n_workers
         self._last_set: list = [None] * self.n_workers
         for i in range(self.n_workers):
             self._start(i)
-        self._active_ranges = self._ranges
+        self._set_active(n_slots)
 
     # -- multiprocess plumbing ---------------------------------------------------------
+    def _set_active(self, n_active: int) -> None:
+        self._active = [idx[idx < n_active] for idx in self._slots]
+        self._inverse = np.argsort(np.concatenate(self._active))  # worker order -> slot order
+
+    def _merge(self, parts: list) -> np.ndarray:
+        return np.concatenate(parts)[self._inverse]
+
     def _start(self, i: int) -> None:
-        a, b = self._ranges[i]
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=_worker, args=(child, self._factory, b - a), daemon=True)
+        p = self._ctx.Process(target=_worker, args=(child, self._factory, len(self._slots[i])), daemon=True)
         p.start()
         child.close()
         self._conns[i], self._procs[i] = parent, p
@@ -204,8 +211,8 @@ class TaskVectorEnv:
                 env.seed(int(seed))
                 env.set_task(task)
             return
-        self._active_ranges = [(min(a, self.n_active), min(b, self.n_active)) for a, b in self._ranges]
-        self._last_set = [(list(tasks[a:b]), [int(s) for s in seeds[a:b]]) for a, b in self._active_ranges]
+        self._set_active(self.n_active)
+        self._last_set = [([tasks[j] for j in idx], [int(seeds[j]) for j in idx]) for idx in self._active]
         self._broadcast("set", self._last_set, retry=True)
 
     def reset(self) -> np.ndarray:
@@ -213,7 +220,7 @@ class TaskVectorEnv:
         if self.n_workers == 0:
             return np.stack([env.reset() for env in self._envs[: self.n_active]])
         parts = self._broadcast("reset", [None] * len(self._conns))
-        return np.concatenate([p for p in parts if p is not None])
+        return self._merge([p for p in parts if p is not None])
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """actions [n_active, A] -> obs [n_active, D], rewards, successes, sim warning counts."""
@@ -228,9 +235,9 @@ class TaskVectorEnv:
             return (np.stack([o[0] for o in out]), np.array([o[1] for o in out]),
                     np.array([o[2] for o in out]),
                     np.array([env.sim_warnings() for env in self._envs[: self.n_active]]))
-        parts = self._broadcast("step", [actions[a:b] for a, b in self._active_ranges])
+        parts = self._broadcast("step", [actions[idx] for idx in self._active])
         parts = [p for p in parts if p is not None]
-        return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))  # type: ignore[return-value]
+        return tuple(self._merge([p[j] for p in parts]) for j in range(4))  # type: ignore[return-value]
 
     def rollout(self, actor, task_state, n_episodes: int, horizon: int,
                 noise: np.ndarray | None) -> tuple[Rollout, object]:
@@ -238,16 +245,18 @@ class TaskVectorEnv:
         if self.n_workers == 0:
             return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise)
         cpu_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
-        args = [(actor, pytree.tree_map(lambda x: x[a:b], cpu_state), n_episodes, horizon,
-                 None if noise is None else noise[a:b]) for a, b in self._active_ranges]
-        parts = [p for p in self._broadcast("rollout", [arg if b > a else None for arg, (a, b)
-                                                         in zip(args, self._active_ranges)], retry=True)
-                 if p is not None]
-        rollout = Rollout(*[np.concatenate([getattr(r, f) for r, _ in parts])
-                            for f in Rollout.__dataclass_fields__])
+        def take(idx):
+            t = torch.as_tensor(idx)
+            return pytree.tree_map(lambda x: x[t] if torch.is_tensor(x) else x, cpu_state)
+
+        args = [(actor, take(idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
+                for idx in self._active]
+        parts = [p for p in self._broadcast("rollout", args, retry=True) if p is not None]
+        rollout = Rollout(*[self._merge([getattr(r, f) for r, _ in parts]) for f in Rollout.__dataclass_fields__])
+        inverse = torch.as_tensor(self._inverse)
         states = [st for _, st in parts]
-        merged = pytree.tree_map(lambda *xs: torch.cat(xs), states[0], *states[1:]) if len(states) > 1 \
-            else states[0]
+        merged = pytree.tree_map(lambda *xs: torch.cat(xs)[inverse] if torch.is_tensor(xs[0]) else xs[0],
+                                 states[0], *states[1:])
         return rollout, merged
 
     def close(self) -> None:

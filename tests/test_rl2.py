@@ -71,7 +71,9 @@ def test_multiprocess_backend_carries_rl2_state_like_in_process():
                                       np.random.default_rng(1))
         sampler.vec_env.close()
         out.append((batch, state))
-    assert np.array_equal(out[0][0].actions, out[1][0].actions)
+    # the GRU's float rounding depends on how many slots share a matmul (1e-9 here), so close, not equal
+    np.testing.assert_allclose(out[0][0].actions, out[1][0].actions, atol=1e-6)
+    np.testing.assert_allclose(out[0][0].obs, out[1][0].obs, atol=1e-6)
     torch.testing.assert_close(out[0][1]["h"], out[1][1]["h"])
 
 
