@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.nn import GaussianMLPPolicy, Params, batched_call, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
+from metarl.nn import GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
 from metarl.optim import backtracking_line_search, conjugate_gradient
 from metarl.returns import task_advantages
 from metarl.types import ConfigError, EpisodeBatch, Task
@@ -102,7 +102,7 @@ class MAMLTRPO:
         """Slot i acts with parameters task_state[.][i]; `noise` is standard normal [S, A]."""
         dev = next(iter(task_state.values())).device
         obs = obs.to(dev, self.dtype)
-        mean, log_std = batched_call(self.policy, task_state, obs.unsqueeze(1))
+        mean, log_std = self.policy.batched(task_state, obs.unsqueeze(1))
         mean, log_std = mean.squeeze(1), log_std.squeeze(1)
         if deterministic:
             return mean, task_state

@@ -114,3 +114,18 @@ def test_gaussian_kl_zero_for_same_and_positive_otherwise():
     m, s = torch.zeros(5, 2), torch.zeros(5, 2)
     assert torch.allclose(gaussian_kl(m, s, m, s), torch.zeros(5))
     assert (gaussian_kl(m, s, m + 0.3, s - 0.2) > 0).all()
+
+
+def test_batched_mlp_matches_vmap_functional_call():
+    from metarl.nn import GaussianMLPPolicy, batched_call
+
+    torch.manual_seed(0)
+    pol = GaussianMLPPolicy(5, 3, (16, 16))
+    stacked = {k: v.detach().unsqueeze(0).repeat(4, *[1] * v.dim()) + 0.01 * torch.randn(4, *v.shape)
+               for k, v in pol.named_parameters()}
+    obs = torch.randn(4, 7, 5)
+    with torch.no_grad():
+        m1, s1 = pol.batched(stacked, obs)
+        m2, s2 = batched_call(pol, stacked, obs)
+    torch.testing.assert_close(m1, m2, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s1, s2)
