@@ -46,8 +46,7 @@ def cmd_train(args) -> int:
     import torch
 
     from metarl import checkpoint, config
-    from metarl.trainer import Trainer
-    from envs import make_benchmark
+    from metarl.trainer import Trainer, benchmark_for
 
     resume_payload = None
     if args.resume:
@@ -76,8 +75,7 @@ def cmd_train(args) -> int:
         cfg = config.load(args.config, args.set or [], seed=args.seed, device=args.device)
         run_dir = None
     device = config.resolve_device(cfg.run.device)
-    make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed, cfg.env.max_episode_steps,
-                   cfg.env.toy_tasks, cfg.env.toy_goals)  # validates names before anything is written
+    benchmark_for(cfg)  # validates names and sizes before anything is written
     created = False
     if run_dir is None:
         run_dir = _prepare_run_dir(cfg)

@@ -19,13 +19,22 @@ from metarl.config import RunConfig
 from metarl.evaluation import evaluate, select_tasks
 from metarl.logging import RunLogger
 from metarl.sampler import Sampler
-from metarl.types import AdaptationCurve
+from metarl.types import AdaptationCurve, ConfigError
+
+
+def benchmark_for(cfg: RunConfig):
+    """The config's task distribution, checked against the agent's meta-batch."""
+    bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
+                           cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals)
+    if cfg.agent.meta_batch > len(bench.train_tasks):
+        raise ConfigError(f"agent.meta_batch: {cfg.agent.meta_batch} exceeds the {len(bench.train_tasks)} training "
+                          f"tasks of {bench.name}; allowed: 1..{len(bench.train_tasks)}")
+    return bench
 
 
 def build(cfg: RunConfig, device: torch.device):
     """Benchmark, sampler and agent for a config (used by train and eval)."""
-    bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
-                           cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals)
+    bench = benchmark_for(cfg)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
                         n_train_tasks=len(bench.train_tasks), horizon=bench.max_episode_steps)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
@@ -94,6 +103,9 @@ class Trainer:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        if payload.get("agent_name") != self.cfg.agent.name:
+            raise ConfigError(f"--resume: the checkpoint holds a {payload.get('agent_name')!r} agent but the config "
+                              f"asks for {self.cfg.agent.name!r}; allowed: agent.name={payload.get('agent_name')}")
         self.agent.load_state_dict(payload["agent"])
         c = payload["counters"]
         self.iteration, self.env_steps, self.wall_seconds = c["iteration"], c["env_steps"], c["wall_seconds"]

@@ -117,6 +117,8 @@ BAD_INPUTS = [
     (["--set", "agent.name=dqn"], "agent.name: unknown agent 'dqn'; allowed: maml_trpo, rl2_ppo, pearl"),
     (["--set", "run.env_steps=ten"], "run.env_steps: must be an integer, got 'ten'"),
     (["--device", "tpu"], "run.device: unknown device 'tpu'; allowed: auto, cpu, cuda"),
+    (["--set", "agent.meta_batch=41"], "agent.meta_batch: 41 exceeds the 40 training tasks of toy; allowed: 1..40"),
+    (["--set", "env.benchmark=toy", "--set", "env.toy_goals=circle"], "env.toy_goals: unknown goal shape 'circle'"),
 ]
 
 
@@ -132,6 +134,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path, toy_config
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_another_agent_is_refused(tmp_path, toy_config):
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
+    # through the CLI the agent's own config keys already refuse the switch ...
+    r = _cli("train", "--resume", str(tmp_path / "r"), "--allow-config-change", "--set", "agent.name=rl2_ppo")
+    assert r.returncode == 2 and "agent.hidden_sizes: unknown config key" in r.stderr, r.stderr
+    # ... and a trainer handed another agent's checkpoint refuses it by name
+    from metarl import config
+    from metarl.trainer import Trainer
+    from metarl.types import ConfigError
+
+    rl2 = config.load(Path(toy_config).parent / "toy_rl2_ppo.yaml", ["run.progress=false"])
+    with pytest.raises(ConfigError, match="the checkpoint holds a 'maml_trpo' agent but the config asks for 'rl2_ppo'"):
+        Trainer(rl2, tmp_path / "other", torch.device("cpu"), checkpoint.load_latest(tmp_path / "r")[1])
 
 
 def test_cuda_without_cuda_is_refused(tmp_path, toy_config):
