@@ -5,6 +5,8 @@ import time
 from typing import Sequence
 
 import numpy as np
+import torch
+from torch.utils import _pytree as pytree
 
 from metarl.rollout import slot_noise
 from metarl.types import EpisodeBatch, Task
@@ -36,6 +38,8 @@ class Sampler:
         seeds = rng.integers(0, 2**31 - 1, size=s)
         self.vec_env.set_tasks(list(tasks), seeds.tolist())
         actor = agent.actor() if hasattr(agent, "actor") else agent
+        # acting happens on the CPU (the actor is a CPU copy when the learner is on CUDA)
+        task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
         noise = None if deterministic else slot_noise(seeds, n_episodes, self.horizon, agent.act_dim)
         ro, task_state = self.vec_env.rollout(actor, task_state, n_episodes, self.horizon, noise)
         self.env_steps += s * n_episodes * self.horizon
