@@ -198,8 +198,13 @@ class Trainer:
                         * self.sampler.horizon
                     ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
                     t1 = time.perf_counter()
-                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class,
-                                                progress=lambda n: bar.advance(ev_job, n))
+
+                    def advance(n: int) -> None:
+                        bar.advance(ev_job, n)
+                        done_steps = bar.tasks[ev_job].completed
+                        bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
+
+                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
                     self.wall_seconds += time.perf_counter() - t1
                     logger.log_eval(final_curve, self.env_steps)
                     self._write_final(final_curve, stopped_early=not finished)
