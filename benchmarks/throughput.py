@@ -6,6 +6,7 @@ Measures, in one process and one run, env steps per second of:
   limit              one env stepped in a tight loop (random actions), times the number of cores
   metarl             TaskVectorEnv (one worker per core) driven by the Sampler with the real
                      MAML-TRPO policy network
+  metarl_fast_path   the same with the parity-tested Meta-World fast path (envs/fastpath.py)
   metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
   metaworld_sync     the same with vector_strategy="sync"
   sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks
@@ -16,6 +17,7 @@ benchmarks/results/throughput.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -143,11 +145,15 @@ def main(argv=None) -> int:
 
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=META_BATCH), bench.obs_dim, bench.act_dim)
     agent.policy.load_state_dict(policy.state_dict())
-    with TaskVectorEnv(bench.env_factory, META_BATCH, args.workers) as vec:
-        sampler = Sampler(vec, args.steps_per_env)
-        rng = np.random.default_rng(0)
-        sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)  # warm-up: workers build envs
-        run("metarl", lambda: measure_metarl(vec, sampler, agent, tasks, rng))
+    for name, factory in (("metarl", bench.env_factory),
+                          ("metarl_fast_path", dataclasses.replace(bench.env_factory, fast_path=True))):
+        if name in args.skip:
+            continue
+        with TaskVectorEnv(factory, META_BATCH, args.workers) as vec:
+            sampler = Sampler(vec, args.steps_per_env)
+            rng = np.random.default_rng(0)
+            sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)  # warm-up: build envs
+            run(name, lambda: measure_metarl(vec, sampler, agent, tasks, rng))
 
     for strategy in ("async", "sync"):
         name = f"metaworld_{strategy}"
@@ -176,6 +182,7 @@ def main(argv=None) -> int:
         "limit_steps_per_s": med.get("limit"), "metarl_steps_per_s": med.get("metarl"),
         "metaworld_async_steps_per_s": med.get("metaworld_async"),
         "metaworld_sync_steps_per_s": med.get("metaworld_sync"),
+        "metarl_fast_path_steps_per_s": med.get("metarl_fast_path"),
         "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
         "all_repeats": results,
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),

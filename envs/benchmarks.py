@@ -17,8 +17,12 @@ class EnvFactory:
     kind: str  # "metaworld" | "toy"
     max_episode_steps: int
     classes: tuple[tuple[str, type], ...] = ()
+    fast_path: bool = False  # envs.fastpath (parity-tested replacements of Meta-World hot spots)
 
     def __call__(self):
+        if self.fast_path:
+            from envs import fastpath
+            fastpath.enable()
         if self.kind == "toy":
             from envs.toy import PointEnv
             return PointEnv(self.max_episode_steps)
@@ -59,7 +63,7 @@ def _metaworld_benchmark(name: str, env_name: str | None, seed: int):
 
 def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
                    max_episode_steps: int | None = None, toy_tasks: int = 40,
-                   toy_goals: str = "square") -> Benchmark:
+                   toy_goals: str = "square", fast_path: bool = False) -> Benchmark:
     """Build a task distribution once per process (ML10 takes ~7 s, ML45 ~24 s).
 
     ML1 needs `env_name` (e.g. "reach-v3"); its train and test splits hold
@@ -101,4 +105,4 @@ def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
 
     return Benchmark(name, env_name, seed, to_tasks(mw.train_tasks), to_tasks(mw.test_tasks),
                      MetaWorldEnv.obs_dim, MetaWorldEnv.act_dim, horizon,
-                     EnvFactory("metaworld", horizon, classes))
+                     EnvFactory("metaworld", horizon, classes, fast_path))

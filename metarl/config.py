@@ -53,6 +53,7 @@ class EnvSection:
     n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
     toy_tasks: int = 40             # tasks per split of the toy distribution
     toy_goals: str = "square"       # toy goal shape: square | semicircle
+    fast_path: bool = False         # Meta-World hot spots replaced by parity-tested code (envs/fastpath.py)
 
     def __post_init__(self):
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")

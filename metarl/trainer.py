@@ -25,7 +25,8 @@ from metarl.types import AdaptationCurve, ConfigError
 def benchmark_for(cfg: RunConfig):
     """The config's task distribution, checked against the agent's meta-batch."""
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
-                           cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals)
+                           cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals,
+                           cfg.env.fast_path)
     if cfg.agent.meta_batch > len(bench.train_tasks):
         raise ConfigError(f"agent.meta_batch: {cfg.agent.meta_batch} exceeds the {len(bench.train_tasks)} training "
                           f"tasks of {bench.name}; allowed: 1..{len(bench.train_tasks)}")
