@@ -12,7 +12,6 @@ Replaced so far:
 """
 from __future__ import annotations
 
-import numpy as np
 
 _ORIGINAL = {}
 

@@ -1,7 +1,6 @@
 """The optional Meta-World fast path changes nothing: same observations, rewards and success
 flags as upstream on every ML45 env class over randomized rollouts."""
 import numpy as np
-import pytest
 
 from envs import fastpath, make_benchmark
 

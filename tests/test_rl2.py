@@ -49,7 +49,6 @@ def test_chunked_forward_equals_full_sequence_forward():
     bench, agent, sampler = _setup()
     batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
     x = torch.as_tensor(trial_inputs(batch, 1.0))
-    act = torch.as_tensor(batch.actions.reshape(3, 18, -1))
     with torch.no_grad():
         full_mean, full_v, _ = agent.forward_chunks(x, 18)
         for chunk in (1, 4, 6, 7):
