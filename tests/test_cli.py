@@ -10,6 +10,7 @@ import torch
 
 from metarl import checkpoint
 from metarl.cli import main
+from helpers import assert_same
 
 
 def train(tmp_path, toy_config, *extra, name="r"):
@@ -49,22 +50,6 @@ def test_train_writes_run_dir_and_tensorboard_tags(tmp_path, toy_config):
     png = tmp_path / "p.png"
     assert main(["plot", str(run), "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
-
-
-def assert_same(a, b, path="agent"):
-    """Recursively: tensors equal bit for bit, arrays equal, everything else =="""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), path
-    else:
-        assert a == b, path
 
 
 @pytest.mark.parametrize("preset,per_iter", [("toy_maml_trpo", 4000), ("toy_rl2_ppo", 400)])

@@ -15,6 +15,7 @@ from metarl.cli import main
 from metarl.evaluation import evaluate
 from metarl.sampler import Sampler
 from metarl.types import ConfigError, EpisodeBatch
+from helpers import assert_same
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_PEARL = os.path.join(ROOT, "configs", "toy_pearl.yaml")
@@ -161,23 +162,6 @@ def test_buffers_actor_and_non_finite_updates():
     assert all(torch.equal(v, q_before[k]) for k, v in agent.q1.state_dict().items())
 
 
-def _assert_same(a, b, path="agent"):
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), path
-    else:
-        assert a == b, path
-
-
 def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
     common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=2",
               "--set", "eval.tasks_per_class=4", "--set", "eval.final_tasks_per_class=2",
@@ -191,12 +175,12 @@ def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 5
     assert a["agent"]["buffers"]["replay"]["size"].sum() == 3600
     assert a["agent"]["optimizers"]["encoder"]["state"]  # Adam moments are there and compared
-    _assert_same(a["agent"], b["agent"])
+    assert_same(a["agent"], b["agent"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]
     # load_state_dict restores the buffers into a fresh agent bit for bit
     agent = PEARL(_toy_cfg(), 2, 2)
     agent.load_state_dict(b["agent"])
-    _assert_same(agent.state_dict(), b["agent"])
+    assert_same(agent.state_dict(), b["agent"])
 
 
 def test_pearl_meta_learns_on_toy_semicircle_goals():
