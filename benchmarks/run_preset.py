@@ -14,7 +14,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ def main(argv=None) -> int:
     import torch
 
     from metarl import config
+    from metarl.cli import _git_commit
     from metarl.logging import curve_figure
     from metarl.trainer import Trainer
     from metarl.types import ConfigError
@@ -54,10 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="result file stem (default: the preset name)")
     args = p.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    except OSError:
-        git = None
+    git = _git_commit()
     per_seed, t_start = [], time.time()
     cfg = None
     for seed in args.seeds:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from metarl.rollout import Rollout, run_episodes
+from metarl.rollout import Rollout, run_episodes, take_slots
 from metarl.types import Task
 
 WORKER_TIMEOUT_S = 120.0
@@ -245,11 +245,7 @@ class TaskVectorEnv:
         if self.n_workers == 0:
             return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise)
         cpu_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
-        def take(idx):
-            t = torch.as_tensor(idx)
-            return pytree.tree_map(lambda x: x[t] if torch.is_tensor(x) else x, cpu_state)
-
-        args = [(actor, take(idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
+        args = [(actor, take_slots(cpu_state, idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
                 for idx in self._active]
         parts = [p for p in self._broadcast("rollout", args, retry=True) if p is not None]
         rollout = Rollout(*[self._merge([getattr(r, f) for r, _ in parts]) for f in Rollout.__dataclass_fields__])

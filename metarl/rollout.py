@@ -76,7 +76,8 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None):
     return (obs_buf, act_buf, rew, next_buf, suc), warn, task_state
 
 
-def _take(state, idx: np.ndarray):
+def take_slots(state, idx: np.ndarray):
+    """The per-task state of slots `idx` (a pytree of tensors with a leading slot dimension)."""
     return pytree.tree_map(lambda x: x[torch.as_tensor(idx)] if torch.is_tensor(x) else x, state)
 
 
@@ -109,7 +110,7 @@ def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
                 break
             discarded[bad, m] += 1
             sub_noise = None if noise is None else np.roll(noise[bad, m], r, axis=1)
-            sub, sub_warn, sub_state = _episode([envs[i] for i in bad], actor, _take(start_state, bad),
+            sub, sub_warn, sub_state = _episode([envs[i] for i in bad], actor, take_slots(start_state, bad),
                                                 horizon, sub_noise)
             for full, part in zip(data, sub):
                 full[bad] = part

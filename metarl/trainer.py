@@ -153,7 +153,8 @@ class Trainer:
                         metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
                     except WorkerError as e:
                         # nothing of this iteration was applied: rewind its random streams, then save
-                        self.rng.bit_generator.state, _ = rng_snapshot[0], torch.set_rng_state(rng_snapshot[1])
+                        self.rng.bit_generator.state = rng_snapshot[0]
+                        torch.set_rng_state(rng_snapshot[1])
                         self.save_checkpoint()
                         raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
                                          f"metarl train --resume {self.run_dir}") from e
