@@ -1,10 +1,14 @@
 """Run a preset end to end (train + final meta-test) and write benchmarks/results/<preset>.{json,md,png}.
 
     python benchmarks/run_preset.py configs/ml1_reach_maml_trpo.yaml --seeds 1 2 3
+    python benchmarks/run_preset.py --resume runs/bench/ml1_reach_pearl-s1-20261125-184229
 
 Each seed trains in its own run dir under runs/bench/; the result files hold
 the meta-test adaptation curve (mean over seeds, and each seed's) of the final
-evaluation on the held-out tasks.
+evaluation on the held-out tasks. `--resume RUN_DIR` continues one stopped run
+from its newest checkpoint (its saved config; `--set` may change only fields
+that do not shape training, such as run.env_steps) and rewrites the result;
+the wall time then adds the earlier segments recorded in RUN_DIR/segments.jsonl.
 """
 from __future__ import annotations
 
@@ -35,17 +39,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def _commands(per_seed: list[dict], command: str, git: str | None) -> str:
+    segments = [s for r in per_seed for s in r["segments"]]
+    if len(segments) == 1:
+        return f"Command: `{command}` at commit `{git}`\n"
+    lines = [f"- env steps {s['from_env_steps']:,} to {s['to_env_steps']:,} ({s['wall_seconds'] / 60:.1f} min): "
+             f"`{s['command']}`" + (f" at commit `{s['git_commit']}`" if s.get("git_commit") else "")
+             for s in segments]
+    return "Trained in segments, each resumed from the previous one's last checkpoint:\n\n" + "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     import torch
 
     from metarl import config
-    from metarl.cli import _git_commit
+    from metarl.cli import _git_commit, resume_config
     from metarl.logging import curve_figure
     from metarl.trainer import Trainer
     from metarl.types import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this stopped run instead of starting new ones")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="cpu")
@@ -53,30 +68,50 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--name", help="result file stem (default: the preset name)")
     args = p.parse_args(argv)
+    if (args.config is None) == (args.resume is None):
+        p.error("give a preset CONFIG or --resume RUN_DIR (not both)")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     git = _git_commit()
-    per_seed, t_start = [], time.time()
+    per_seed = []
     cfg = None
-    for seed in args.seeds:
+    if args.resume:
+        args.seeds = [None]  # the run's own seed, read from its checkpoint below
+    for seed in list(args.seeds):
+        payload = None
         try:
-            cfg = config.load(args.config, args.set, seed=seed, device=args.device)
-            cfg = config.from_dict({**cfg.to_dict(), "run": {
-                **cfg.to_dict()["run"], "out_dir": args.runs,
-                "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}})
+            if args.resume:
+                run_dir = Path(args.resume)
+                cfg, payload = resume_config(run_dir, args.set)
+                args.seeds = [cfg.run.seed]
+            else:
+                cfg = config.load(args.config, args.set, seed=seed, device=args.device)
+                cfg = config.from_dict({**cfg.to_dict(), "run": {
+                    **cfg.to_dict()["run"], "out_dir": args.runs,
+                    "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}})
+                run_dir = Path(cfg.run.out_dir) / cfg.run.name
             device = config.resolve_device(cfg.run.device)
         except ConfigError as e:
             print(f"run_preset: error: {e}", file=sys.stderr)
             return 2
-        run_dir = Path(cfg.run.out_dir) / cfg.run.name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        segments = run_dir / "segments.jsonl"
+        earlier = [json.loads(line) for line in segments.read_text().splitlines()] if segments.exists() else []
         t0 = time.time()
-        trainer = Trainer(cfg, run_dir, device)
+        trainer = Trainer(cfg, run_dir, device, payload)
+        start_steps = trainer.env_steps
         # SIGINT / SIGTERM: stop training, evaluate the policy as it is, write the result (marked)
         curve = trainer.run(final_eval_on_stop=True)
+        wall = time.time() - t0
+        with segments.open("a") as f:
+            f.write(json.dumps({"command": command, "git_commit": git, "from_env_steps": start_steps,
+                                "to_env_steps": trainer.env_steps, "wall_seconds": wall}) + "\n")
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
                          "stopped_early": trainer.stopped_early,
-                         "wall_seconds": time.time() - t0, "success_by_round": curve.success_by_round(),
+                         "wall_seconds": wall + sum(e["wall_seconds"] for e in earlier),
+                         "segments": [*earlier, {"command": command, "git_commit": git,
+                                                 "from_env_steps": start_steps,
+                                                 "to_env_steps": trainer.env_steps, "wall_seconds": wall}], "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
     name = args.name or cfg.preset
     succ = np.mean([r["success_by_round"] for r in per_seed], axis=0).tolist()
@@ -87,7 +122,7 @@ def main(argv=None) -> int:
         "env_steps": int(np.mean([r["env_steps"] for r in per_seed])),
         "budget_env_steps": cfg.run.env_steps,
         "stopped_early": any(r["stopped_early"] for r in per_seed),
-        "wall_seconds": time.time() - t_start, "machine": machine(), "device": args.device,
+        "wall_seconds": sum(r["wall_seconds"] for r in per_seed), "machine": machine(), "device": args.device,
         "torch": torch.__version__, "command": command, "git_commit": git, "config": cfg.to_dict(),
         "meta_test": {"success_by_round": succ, "return_by_round": ret, "n_tasks": per_seed[0]["n_tasks"],
                       "rounds": len(succ) - 1, "episodes_per_round": cfg.eval.episodes_per_round,
@@ -115,7 +150,7 @@ def main(argv=None) -> int:
         f"{cfg.eval.episodes_per_round} episodes per round (round 0 = before adaptation)"
         + (f". Stopped early at {result['env_steps']:,} of the preset's {cfg.run.env_steps:,} env steps"
            if result["stopped_early"] else "") + ":\n\n"
-        f"| round k | success | return |\n|---|---|---|\n{rows}\n\nCommand: `{command}` at commit `{git}`\n")
+        f"| round k | success | return |\n|---|---|---|\n{rows}\n\n" + _commands(per_seed, command, git))
     print(json.dumps(result["meta_test"], indent=2))
     return 0
 

@@ -42,29 +42,40 @@ def _prepare_run_dir(cfg) -> Path:
     return run_dir
 
 
+def resume_config(run_dir, overrides, allow_config_change: bool = False, seed=None, device=None):
+    """(config, checkpoint payload) to continue `run_dir` from its newest readable checkpoint:
+    the checkpoint's config with `overrides` applied; a change to a field that shapes training
+    is refused unless `allow_config_change`."""
+    from metarl import checkpoint, config
+
+    _, payload = checkpoint.load_latest(run_dir)
+    base = config.from_dict(payload["config"])
+    raw = base.to_dict()
+    for key, value in config.parse_overrides(overrides):
+        config._set_dotted(raw, key, value)
+    for key, value in (("seed", seed), ("device", device)):
+        if value is not None:
+            config._set_dotted(raw, f"run.{key}", value)
+    cfg = config.from_dict(raw, base.preset)
+    if cfg.hash() != payload["config_hash"] and not allow_config_change:
+        raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
+                          "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
+                          "run.torch_threads, eval.* "
+                          "(pass --allow-config-change to override)")
+    return cfg, payload
+
+
 def cmd_train(args) -> int:
     import torch
 
-    from metarl import checkpoint, config
+    from metarl import config
     from metarl.trainer import Trainer, benchmark_for
 
     resume_payload = None
     if args.resume:
-        ckpt_path, resume_payload = checkpoint.load_latest(args.resume)
         run_dir = Path(args.resume)
-        base = config.from_dict(resume_payload["config"])
-        raw = base.to_dict()
-        for key, value in config.parse_overrides(args.set or []):
-            config._set_dotted(raw, key, value)
-        for key, value in (("seed", args.seed), ("device", args.device)):
-            if value is not None:
-                config._set_dotted(raw, f"run.{key}", value)
-        cfg = config.from_dict(raw, base.preset)
-        if cfg.hash() != resume_payload["config_hash"] and not args.allow_config_change:
-            raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
-                              "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
-                              "run.torch_threads, eval.* "
-                              "(pass --allow-config-change to override)")
+        cfg, resume_payload = resume_config(run_dir, args.set or [], args.allow_config_change,
+                                            seed=args.seed, device=args.device)
         if args.config:
             print(f"note: resuming {run_dir}; its saved config.yaml is used, {args.config} is ignored",
                   file=sys.stderr)
