@@ -57,7 +57,9 @@ def resume_config(run_dir, overrides, allow_config_change: bool = False, seed=No
         if value is not None:
             config._set_dotted(raw, f"run.{key}", value)
     cfg = config.from_dict(raw, base.preset)
-    if cfg.hash() != payload["config_hash"] and not allow_config_change:
+    # compare with the checkpoint's config as this code reads it (fields added since it was
+    # written take their defaults), not with its stored hash, so new fields don't block resume
+    if cfg.hash() != base.hash() and not allow_config_change:
         raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
                           "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
                           "run.torch_threads, eval.* "

@@ -166,3 +166,18 @@ def test_missing_or_corrupt_checkpoint_is_refused(tmp_path, toy_config):
     assert r.returncode == 2 and "--resume: no checkpoint in" in r.stderr
     r = _cli("train", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "config: file not found" in r.stderr
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path, toy_config):
+    from metarl.cli import resume_config
+    from metarl.types import ConfigError
+
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
+    path, payload = checkpoint.load_latest(tmp_path / "r")
+    del payload["config"]["env"]["fast_path"]  # as written by a version without that field
+    payload["config_hash"] = "hash-of-an-older-version"
+    torch.save(payload, path)
+    cfg, _ = resume_config(tmp_path / "r", ["run.env_steps=8000"])
+    assert cfg.run.env_steps == 8000 and cfg.env.fast_path is False
+    with pytest.raises(ConfigError, match="fields that shape training"):
+        resume_config(tmp_path / "r", ["agent.inner_lr=0.5"])
