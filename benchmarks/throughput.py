@@ -3,10 +3,13 @@
     python benchmarks/throughput.py [--repeats 3] [--steps-per-env 500]
 
 Measures, in one process and one run, env steps per second of:
-  limit              one env stepped in a tight loop (random actions), times the number of cores
+  limit              one upstream Meta-World env stepped in a tight loop (random actions), times
+                     the number of cores
+  limit_fast_path    the same with the fast path (envs/fastpath.py: bit-identical replacements
+                     of Meta-World hot spots, on by default)
   metarl             TaskVectorEnv (one worker per core) driven by the Sampler with the real
-                     MAML-TRPO policy network
-  metarl_fast_path   the same with the parity-tested Meta-World fast path (envs/fastpath.py)
+                     MAML-TRPO policy network, default settings (fast path on)
+  metarl_upstream_env  the same with `env.fast_path: false` (upstream Meta-World code)
   metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
   metaworld_sync     the same with vector_strategy="sync"
   sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks
@@ -139,14 +142,20 @@ def main(argv=None) -> int:
         print(f"{name:18s} {statistics.median(vals):8.0f} steps/s  ({', '.join(f'{v:.0f}' for v in vals)})",
               flush=True)
 
-    env = bench.env_factory()
-    measure_limit(env, tasks, 2)  # warm-up: builds one env per class
-    run("limit", lambda: measure_limit(env, tasks, args.steps_per_env))
+    # the fast path patches classes process-wide: each limit variant builds its env from a
+    # factory that switches it on or off, and steps only while that holds
+    for name, fast in (("limit", False), ("limit_fast_path", True)):
+        if name in args.skip:
+            continue
+        env = dataclasses.replace(bench.env_factory, fast_path=fast)()
+        measure_limit(env, tasks, 2)  # warm-up: builds one env per class
+        run(name, lambda: measure_limit(env, tasks, args.steps_per_env))
+    dataclasses.replace(bench.env_factory, fast_path=False)()  # upstream again in this process
 
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=META_BATCH), bench.obs_dim, bench.act_dim)
     agent.policy.load_state_dict(policy.state_dict())
     for name, factory in (("metarl", bench.env_factory),
-                          ("metarl_fast_path", dataclasses.replace(bench.env_factory, fast_path=True))):
+                          ("metarl_upstream_env", dataclasses.replace(bench.env_factory, fast_path=False))):
         if name in args.skip:
             continue
         with TaskVectorEnv(factory, META_BATCH, args.workers) as vec:
@@ -182,7 +191,8 @@ def main(argv=None) -> int:
         "limit_steps_per_s": med.get("limit"), "metarl_steps_per_s": med.get("metarl"),
         "metaworld_async_steps_per_s": med.get("metaworld_async"),
         "metaworld_sync_steps_per_s": med.get("metaworld_sync"),
-        "metarl_fast_path_steps_per_s": med.get("metarl_fast_path"),
+        "limit_fast_path_steps_per_s": med.get("limit_fast_path"),
+        "metarl_upstream_env_steps_per_s": med.get("metarl_upstream_env"),
         "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
         "all_repeats": results,
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
@@ -190,6 +200,10 @@ def main(argv=None) -> int:
     }
     if med.get("metarl") and med.get("limit"):
         out["metarl_over_limit"] = med["metarl"] / med["limit"]
+    if med.get("metarl") and med.get("limit_fast_path"):
+        out["metarl_over_limit_fast_path"] = med["metarl"] / med["limit_fast_path"]
+    if med.get("metarl_upstream_env") and med.get("limit"):
+        out["metarl_upstream_env_over_limit"] = med["metarl_upstream_env"] / med["limit"]
     if med.get("metarl") and med.get("metaworld_async"):
         out["metarl_over_metaworld_async"] = med["metarl"] / med["metaworld_async"]
     path = Path(args.out)
@@ -201,7 +215,10 @@ def main(argv=None) -> int:
         f"Median of {args.repeats} repeats, episodes of {args.steps_per_env} steps, same policy network "
         f"for every vectorized variant.\n\n| variant | env steps/s |\n|---|---|\n{rows}\n\n"
         f"metarl / limit = {out.get('metarl_over_limit', float('nan')):.2f}; metarl / metaworld async = "
-        f"{out.get('metarl_over_metaworld_async', float('nan')):.2f}. Load average at the end: "
+        f"{out.get('metarl_over_metaworld_async', float('nan')):.2f}; metarl / limit_fast_path (the "
+        f"sampler's own efficiency, same env code) = {out.get('metarl_over_limit_fast_path', float('nan')):.2f}; "
+        f"metarl_upstream_env / limit = {out.get('metarl_upstream_env_over_limit', float('nan')):.2f}. "
+        f"The fast path is on by default and changes no number (tests/test_fastpath.py). Load average at the end: "
         f"{out['load_average_at_end'][0]:.2f}.\n\nCommand: `{out['command']}`\n")
     return 0
 

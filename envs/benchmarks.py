@@ -17,12 +17,15 @@ class EnvFactory:
     kind: str  # "metaworld" | "toy"
     max_episode_steps: int
     classes: tuple[tuple[str, type], ...] = ()
-    fast_path: bool = False  # envs.fastpath (parity-tested replacements of Meta-World hot spots)
+    fast_path: bool = True  # envs.fastpath: bit-identical replacements of Meta-World hot spots
 
     def __call__(self):
-        if self.fast_path:
+        if self.kind == "metaworld":
             from envs import fastpath
-            fastpath.enable()
+            if self.fast_path:
+                fastpath.enable()
+            else:
+                fastpath.disable()
         if self.kind == "toy":
             from envs.toy import PointEnv
             return PointEnv(self.max_episode_steps)
@@ -63,7 +66,7 @@ def _metaworld_benchmark(name: str, env_name: str | None, seed: int):
 
 def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
                    max_episode_steps: int | None = None, toy_tasks: int = 40,
-                   toy_goals: str = "square", fast_path: bool = False) -> Benchmark:
+                   toy_goals: str = "square", fast_path: bool = True) -> Benchmark:
     """Build a task distribution once per process (ML10 takes ~7 s, ML45 ~24 s).
 
     ML1 needs `env_name` (e.g. "reach-v3"); its train and test splits hold

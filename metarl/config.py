@@ -53,7 +53,7 @@ class EnvSection:
     n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
     toy_tasks: int = 40             # tasks per split of the toy distribution
     toy_goals: str = "square"       # toy goal shape: square | semicircle
-    fast_path: bool = False         # Meta-World hot spots replaced by parity-tested code (envs/fastpath.py)
+    fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (envs/fastpath.py)
 
     def __post_init__(self):
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
@@ -96,9 +96,11 @@ class RunConfig:
 
     def hash(self) -> str:
         """Hash of everything that shapes training: not the budget, device, output, console or
-        evaluation (evaluation draws from its own generator, so it never changes training)."""
+        evaluation (evaluation draws from its own generator, so it never changes training), nor the
+        env fast path (identical numbers)."""
         d = self.to_dict()
         d.pop("eval")
+        d["env"].pop("fast_path", None)  # bit-identical results either way
         for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -178,6 +178,6 @@ def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_p
     payload["config_hash"] = "hash-of-an-older-version"
     torch.save(payload, path)
     cfg, _ = resume_config(tmp_path / "r", ["run.env_steps=8000"])
-    assert cfg.run.env_steps == 8000 and cfg.env.fast_path is False
+    assert cfg.run.env_steps == 8000 and cfg.env.fast_path is True  # the default
     with pytest.raises(ConfigError, match="fields that shape training"):
         resume_config(tmp_path / "r", ["agent.inner_lr=0.5"])

@@ -1,6 +1,13 @@
 """The optional Meta-World fast path changes nothing: same observations, rewards and success
 flags as upstream on every ML45 env class over randomized rollouts."""
+import dataclasses
+import inspect
+import re
+import warnings
+
 import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
 
 from envs import fastpath, make_benchmark
 
@@ -20,16 +27,20 @@ def test_fast_path_is_identical_to_upstream_on_every_ml45_class():
     for t in bench.train_tasks + bench.test_tasks:
         first.setdefault(t.name, t)
     assert len(first) == 50
+    upstream = dataclasses.replace(bench.env_factory, fast_path=False)
+    fast = dataclasses.replace(bench.env_factory, fast_path=True)
     rng = np.random.default_rng(0)
     checked = 0
     try:
         for name, task in first.items():
             actions = rng.uniform(-1, 1, (120, 4))
             actions[60:, 3] = 1.0  # close the gripper for the second half: contacts with objects
-            fastpath.disable()
-            ref = _rollout(bench.env_factory(), task, 3, actions)
-            fastpath.enable()
-            got = _rollout(bench.env_factory(), task, 3, actions)
+            ref_env = upstream()
+            assert not fastpath.enabled()
+            ref = _rollout(ref_env, task, 3, actions)
+            got_env = fast()
+            assert fastpath.enabled()
+            got = _rollout(got_env, task, 3, actions)
             assert np.array_equal(ref[0], got[0]), name
             for (o1, r1, s1), (o2, r2, s2) in zip(ref[1:], got[1:]):
                 assert np.array_equal(o1, o2) and r1 == r2 and s1 == s2, name
@@ -66,3 +77,51 @@ def test_fast_touching_object_matches_upstream_in_contact():
         assert a == b, k
         touched += a
     assert touched > 0, "the scripted grasp never touched the object: the comparison proved nothing"
+
+
+def test_quaternion_from_matrix_is_scipys_bit_for_bit():
+    rng = np.random.default_rng(0)
+    mats = np.concatenate([
+        Rotation.random(5000, rng=rng).as_matrix(),                                # every Markley branch
+        Rotation.from_rotvec(rng.normal(0, 1e-3, (2000, 3))).as_matrix(),          # objects near rest
+        Rotation.from_rotvec(np.pi * np.eye(3) * (1 - 1e-9)).as_matrix(),          # half turns
+        np.eye(3)[None], np.diag([1.0, -1.0, -1.0])[None]])
+    branches = set()
+    for m in mats:
+        q = fastpath.quat_from_matrix(m)
+        assert q is not None
+        np.testing.assert_array_equal(q, Rotation.from_matrix(m).as_quat())
+        d = [m[0, 0], m[1, 1], m[2, 2], np.trace(m)]
+        branches.add(int(np.argmax(d)))
+    assert branches == {0, 1, 2, 3}
+    # not orthogonal (scipy would orthogonalise by SVD) or a reflection: left to scipy
+    m = mats[0] + 1e-9
+    assert fastpath.quat_from_matrix(m) is None and fastpath.quat_from_matrix(-mats[0]) is None
+    np.testing.assert_array_equal(fastpath.FastRotation.from_matrix(m).as_quat(), Rotation.from_matrix(m).as_quat())
+    with pytest.raises(ValueError):
+        fastpath.FastRotation.from_matrix(-mats[0])
+
+
+def test_patched_modules_only_convert_matrices_to_quaternions():
+    """FastRotation covers `Rotation.from_matrix(m).as_quat()` only: every use of Rotation in
+    the modules it is swapped into must be of that form."""
+    mods = fastpath._rotation_modules()
+    assert len(mods) == 22
+    for mod in mods:
+        src = inspect.getsource(mod)
+        uses = re.findall(r"Rotation\.(\w+)", src)
+        assert uses and set(uses) == {"from_matrix"}, mod.__name__
+        assert src.count(".as_quat()") == len(uses), mod.__name__
+
+
+def test_fast_path_stays_off_for_untested_versions(monkeypatch):
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+
+    fastpath.disable()
+    original = SawyerXYZEnv.touching_object
+    monkeypatch.setitem(fastpath.TESTED, "metaworld", ("0.0.0",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fastpath.enable() is False
+    assert any("env.fast_path: left off" in str(w.message) for w in caught)
+    assert not fastpath.enabled() and SawyerXYZEnv.touching_object is original
