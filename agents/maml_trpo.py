@@ -44,7 +44,7 @@ class MAMLTRPOConfig:
     discount: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
-    fvp_subsample: float = 1.0      # fraction of the post-adaptation samples used for Fisher-vector products
+    fvp_subsample: float = 1.0      # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
 
     def __post_init__(self):
         _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
@@ -202,9 +202,13 @@ class MAMLTRPO:
         loss, kl = self.surrogate_and_kl(adapted, post, old)
         grads = torch.autograd.grad(loss, params, retain_graph=True)
         g = flat(grads).detach()
-        if cfg.fvp_subsample < 1.0:  # Fisher-vector products on an evenly strided subset of the samples
+        if cfg.fvp_subsample < 1.0:
+            # Fisher-vector products on an evenly strided subset of the samples, pre- and
+            # post-adaptation: the inner step inside the KL's graph uses the subset too
             stride = max(1, round(1.0 / cfg.fvp_subsample))
-            kl = self.surrogate_and_kl(adapted, [tuple(x[::stride] for x in d) for d in post],
+            pre_sub = [tuple(x[::stride] for x in d) for d in pre]
+            kl = self.surrogate_and_kl(self.adapted_params(self.params, pre_sub, create_graph=True),
+                                       [tuple(x[::stride] for x in d) for d in post],
                                        [tuple(x[::stride] for x in o) for o in old])[1]
         kl_grad = flat(torch.autograd.grad(kl, params, create_graph=True))
 
