@@ -164,8 +164,8 @@ def cmd_eval(args) -> int:
         tasks = select_tasks(bench.tasks(args.split), args.tasks_per_class)
         rounds = cfg.eval.rounds if args.rounds is None else args.rounds
         episodes = args.episodes or cfg.eval.episodes_per_round
-        curve = evaluate(agent, sampler, tasks, rounds, episodes, np.random.default_rng(args.seed),
-                         cfg.eval.deterministic)
+        deterministic = cfg.eval.deterministic if args.deterministic is None else args.deterministic
+        curve = evaluate(agent, sampler, tasks, rounds, episodes, np.random.default_rng(args.seed), deterministic)
     finally:
         sampler.vec_env.close()
     _print_curve(curve, per_task=args.per_task)
@@ -235,6 +235,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, help="episodes per round (default: the run's eval.episodes_per_round)")
     e.add_argument("--tasks-per-class", type=int, default=0, help="goals per env class (0: all)")
     e.add_argument("--per-task", action="store_true", help="one table row per task instead of per class")
+    e.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="mean actions instead of sampled ones (default: the run's eval.deterministic)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="CSV path (default: RUN_DIR/eval_<split>/eval.csv)")
