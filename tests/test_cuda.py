@@ -40,7 +40,7 @@ def test_agent_trains_and_resumes_on_cuda(tmp_path, preset):
     assert main(["train", str(CONFIGS / f"{preset}.yaml"), "--device", "cuda", "--set", "run.env_steps=2000",
                  *common]) == 0
     first = checkpoint.load_latest(tmp_path / "r")[1]
-    assert main(["train", "--resume", str(tmp_path / "r"), "--set", "run.env_steps=4000"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--set", "run.env_steps=12000"]) == 0
     last = checkpoint.load_latest(tmp_path / "r")[1]
     assert last["counters"]["iteration"] > first["counters"]["iteration"]
     params = [t for t in _tensors(last["agent"]) if t.is_floating_point()]
