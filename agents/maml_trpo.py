@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.nn import GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
+from metarl.nn import (BatchedGaussianActor, GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob,
+                       unflat_like)
 from metarl.optim import backtracking_line_search, conjugate_gradient
 from metarl.returns import task_advantages
 from metarl.types import ConfigError, EpisodeBatch, Task
@@ -110,8 +111,12 @@ class MAMLTRPO:
             noise = torch.randn_like(mean)
         return mean + torch.exp(log_std) * noise.to(mean), task_state
 
-    def actor(self) -> "MAMLTRPO":
-        """What the sampler's workers act with: this agent with a CPU copy of the policy."""
+    def actor(self):
+        """What the sampler acts with: the policy's MLP in NumPy over the per-slot parameters
+        (metarl.nn.BatchedGaussianActor); an activation it lacks -> this agent with a CPU copy
+        of the policy."""
+        if BatchedGaussianActor.supports(self.policy):
+            return BatchedGaussianActor(self.policy)
         if self.device.type == "cpu":
             return self
         clone = MAMLTRPO.__new__(MAMLTRPO)

@@ -129,3 +129,27 @@ def test_batched_mlp_matches_vmap_functional_call():
         m2, s2 = batched_call(pol, stacked, obs)
     torch.testing.assert_close(m1, m2, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(s1, s2)
+
+
+def test_numpy_actor_matches_the_torch_policy():
+    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.nn import BatchedGaussianActor
+
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=5, hidden_sizes=(16, 16)), 6, 3)
+    actor = agent.actor()
+    assert isinstance(actor, BatchedGaussianActor)
+    state = {k: v + 0.1 * torch.randn_like(v) for k, v in agent.initial_task_state(5).items()}  # per-slot params
+    obs, noise = torch.randn(5, 6), torch.randn(5, 3)
+    for det in (True, False):
+        a, _ = actor.act(obs, state, deterministic=det, noise=noise)
+        b, _ = agent.act(obs, state, deterministic=det, noise=noise)
+        assert a.shape == b.shape == (5, 3) and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # slot i acts with its own parameters: changing slot 0's weights moves only slot 0's action
+    state2 = dict(state)
+    state2["mean.0.weight"] = state["mean.0.weight"].clone()
+    state2["mean.0.weight"][0] += 1.0
+    a, _ = actor.act(obs, state, deterministic=True)
+    c, _ = actor.act(obs, state2, deterministic=True)
+    assert not torch.equal(a[0], c[0]) and torch.equal(a[1:], c[1:])
