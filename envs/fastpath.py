@@ -119,7 +119,7 @@ class _Quat:
 
 class FastRotation:
     """Stands in for scipy's `Rotation` inside the Meta-World env modules, which only ever
-    call `Rotation.from_matrix(m).as_quat()`; every other attribute is scipy's."""
+    call `Rotation.from_matrix(m).as_quat()` (tests/test_fastpath.py checks their source)."""
 
     @staticmethod
     def from_matrix(matrix, **kwargs):
@@ -131,10 +131,6 @@ class FastRotation:
             if q is not None:
                 return _Quat(q)
         return Rotation.from_matrix(matrix, **kwargs)
-
-    def __class_getitem__(cls, item):  # pragma: no cover - typing only
-        from scipy.spatial.transform import Rotation
-        return Rotation[item]
 
 
 def _rotation_modules() -> list:
@@ -188,8 +184,10 @@ def enable() -> bool:
     SawyerXYZEnv.touching_object = _touching_object
     _ORIGINAL["_get_curr_obs_combined_no_goal"] = SawyerXYZEnv._get_curr_obs_combined_no_goal
     SawyerXYZEnv._get_curr_obs_combined_no_goal = _curr_obs_combined_no_goal
+    from scipy.spatial.transform import Rotation
+
     mods = _rotation_modules()
-    _ORIGINAL["Rotation"] = (mods[0].Rotation if mods else None, mods)
+    _ORIGINAL["Rotation"] = (Rotation, mods)
     for mod in mods:
         mod.Rotation = FastRotation
     return True
