@@ -62,7 +62,7 @@ def resume_config(run_dir, overrides, allow_config_change: bool = False, seed=No
     if cfg.hash() != base.hash() and not allow_config_change:
         raise ConfigError("--resume: the config differs from the checkpoint's in fields that shape training; "
                           "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
-                          "run.torch_threads, eval.* "
+                          "run.torch_threads, env.fast_path, eval.* "
                           "(pass --allow-config-change to override)")
     return cfg, payload
 
