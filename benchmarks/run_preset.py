@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             if args.resume:
                 run_dir = Path(args.resume)
                 cfg, payload = resume_config(run_dir, args.set)
-                args.seeds = [cfg.run.seed]
+                seed = cfg.run.seed
+                args.seeds = [seed]
             else:
                 cfg = config.load(args.config, args.set, seed=seed, device=args.device)
                 cfg = config.from_dict({**cfg.to_dict(), "run": {
@@ -102,16 +103,15 @@ def main(argv=None) -> int:
         start_steps = trainer.env_steps
         # SIGINT / SIGTERM: stop training, evaluate the policy as it is, write the result (marked)
         curve = trainer.run(final_eval_on_stop=True)
-        wall = time.time() - t0
+        segment = {"command": command, "git_commit": git, "from_env_steps": start_steps,
+                   "to_env_steps": trainer.env_steps, "wall_seconds": time.time() - t0}
         with segments.open("a") as f:
-            f.write(json.dumps({"command": command, "git_commit": git, "from_env_steps": start_steps,
-                                "to_env_steps": trainer.env_steps, "wall_seconds": wall}) + "\n")
+            f.write(json.dumps(segment) + "\n")
+        done = [*earlier, segment]
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
                          "stopped_early": trainer.stopped_early,
-                         "wall_seconds": wall + sum(e["wall_seconds"] for e in earlier),
-                         "segments": [*earlier, {"command": command, "git_commit": git,
-                                                 "from_env_steps": start_steps,
-                                                 "to_env_steps": trainer.env_steps, "wall_seconds": wall}], "success_by_round": curve.success_by_round(),
+                         "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
+                         "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
     name = args.name or cfg.preset
     succ = np.mean([r["success_by_round"] for r in per_seed], axis=0).tolist()
