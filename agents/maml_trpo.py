@@ -115,8 +115,10 @@ class MAMLTRPO:
         """What the sampler acts with: the policy's MLP in NumPy over the per-slot parameters
         (metarl.nn.BatchedGaussianActor); an activation it lacks -> this agent with a CPU copy
         of the policy."""
-        if BatchedGaussianActor.supports(self.policy):
+        try:
             return BatchedGaussianActor(self.policy)
+        except TypeError:
+            pass
         if self.device.type == "cpu":
             return self
         clone = MAMLTRPO.__new__(MAMLTRPO)

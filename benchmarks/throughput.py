@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, make_benchmark
+    from envs import TaskVectorEnv, fastpath, make_benchmark
     from metarl.sampler import Sampler
 
     bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps_per_env)
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         env = dataclasses.replace(bench.env_factory, fast_path=fast)()
         measure_limit(env, tasks, 2)  # warm-up: builds one env per class
         run(name, lambda: measure_limit(env, tasks, args.steps_per_env))
-    dataclasses.replace(bench.env_factory, fast_path=False)()  # upstream again in this process
+    fastpath.disable()  # upstream again in this process (the peers below step in it)
 
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=META_BATCH), bench.obs_dim, bench.act_dim)
     agent.policy.load_state_dict(policy.state_dict())

@@ -25,6 +25,7 @@ import sys
 import warnings
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 TESTED = {"metaworld": ("3.1.1",), "scipy": ("1.17",)}  # scipy: major.minor
 _ORIGINAL: dict = {}
@@ -123,8 +124,6 @@ class FastRotation:
 
     @staticmethod
     def from_matrix(matrix, **kwargs):
-        from scipy.spatial.transform import Rotation
-
         m = np.asarray(matrix)
         if not kwargs and m.shape == (3, 3) and m.dtype == np.float64:
             q = quat_from_matrix(m)
@@ -136,15 +135,12 @@ class FastRotation:
 def _rotation_modules() -> list:
     """The imported metaworld env modules that bind scipy's Rotation at module level."""
     import metaworld.envs  # noqa: F401  (imports every env module)
-    from scipy.spatial.transform import Rotation
 
     return [mod for name, mod in sorted(sys.modules.items())
             if name.startswith("metaworld.") and getattr(mod, "Rotation", None) is Rotation]
 
 
 def _self_check(n: int = 200) -> bool:
-    from scipy.spatial.transform import Rotation
-
     rng = np.random.default_rng(12345)
     mats = np.concatenate([Rotation.random(n, rng=rng).as_matrix(),
                            Rotation.from_rotvec(rng.normal(0, 1e-3, (n, 3))).as_matrix(), np.eye(3)[None]])
@@ -184,8 +180,6 @@ def enable() -> bool:
     SawyerXYZEnv.touching_object = _touching_object
     _ORIGINAL["_get_curr_obs_combined_no_goal"] = SawyerXYZEnv._get_curr_obs_combined_no_goal
     SawyerXYZEnv._get_curr_obs_combined_no_goal = _curr_obs_combined_no_goal
-    from scipy.spatial.transform import Rotation
-
     mods = _rotation_modules()
     _ORIGINAL["Rotation"] = (Rotation, mods)
     for mod in mods:

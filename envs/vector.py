@@ -241,11 +241,11 @@ class TaskVectorEnv:
 
     def rollout(self, actor, task_state, n_episodes: int, horizon: int,
                 noise: np.ndarray | None) -> tuple[Rollout, object]:
-        """Run `n_episodes` episodes on every active slot (see metarl.rollout.run_episodes)."""
+        """Run `n_episodes` episodes on every active slot (see metarl.rollout.run_episodes);
+        `task_state` on the CPU (the Sampler moves it there)."""
         if self.n_workers == 0:
             return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise)
-        cpu_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
-        args = [(actor, take_slots(cpu_state, idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
+        args = [(actor, take_slots(task_state, idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
                 for idx in self._active]
         parts = [p for p in self._broadcast("rollout", args, retry=True) if p is not None]
         rollout = Rollout(*[self._merge([getattr(r, f) for r, _ in parts]) for f in Rollout.__dataclass_fields__])

@@ -68,10 +68,6 @@ class BatchedGaussianActor:
             else:
                 raise TypeError(f"BatchedGaussianActor: no NumPy version of {type(layer).__name__}")
 
-    @staticmethod
-    def supports(policy: GaussianMLPPolicy) -> bool:
-        return all(isinstance(m, nn.Linear) or type(m) in _NUMPY_ACTIVATIONS for m in policy.mean)
-
     def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
             noise: Tensor | None = None) -> tuple[Tensor, Params]:
         """obs [S, D] (CPU) -> actions [S, A]: mean + exp(log_std) * noise, slot i with task_state[.][i]."""
