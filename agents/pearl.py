@@ -492,16 +492,16 @@ class PEARL:
         positions = np.sort(rng.choice(n, size=min(c.tasks_per_iteration, n), replace=False))
         prior, post = self._collect(sampler, tasks, positions, rng)
 
-        sums: dict[str, float] = {}
+        total: Tensor | None = None   # metric sums stay on the device: one transfer per iteration
         rejected = 0
         for _ in range(c.grad_steps_per_iteration):
             m = self._update(rng)
             if m is None:
                 rejected += 1
                 continue
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v
+            total = m if total is None else total + m
         ok = max(c.grad_steps_per_iteration - rejected, 1)
+        sums = {} if total is None else dict(zip(self.UPDATE_METRICS, total.tolist()))
         self.iterations += 1
         self._reseed_protocol(rng.integers(0, 2**63 - 1))
 
@@ -519,9 +519,12 @@ class PEARL:
         metrics["buffer/transitions"] = float(self.replay.size.sum())
         return metrics
 
-    def _update(self, rng: np.random.Generator) -> dict[str, float] | None:
-        """One SAC + encoder gradient step on `meta_batch` tasks; None (nothing changed) when
-        a loss or gradient is not finite."""
+    UPDATE_METRICS = ("qf_loss", "policy_loss", "kl", "alpha", "q_mean", "z_std", "entropy")
+
+    def _update(self, rng: np.random.Generator) -> Tensor | None:
+        """One SAC + encoder gradient step on `meta_batch` tasks: the step's metrics as one
+        tensor (order UPDATE_METRICS, left on the device), or None (nothing changed) when a
+        loss or gradient is not finite."""
         c = self.cfg
         n = self.replay.n_tasks
         tasks = rng.choice(n, size=c.meta_batch, replace=n < c.meta_batch)
@@ -564,8 +567,8 @@ class PEARL:
             g_alpha = torch.autograd.grad(alpha_loss, [self.log_alpha])
             losses.append(alpha_loss)
             grads.extend(g_alpha)
-        finite = all(bool(torch.isfinite(t).all()) for t in (*losses, *grads))
-        if not finite:
+        # one host sync per step: every loss and gradient finite, else skip the step
+        if not bool(torch.stack([torch.isfinite(t).all() for t in (*losses, *grads)]).all()):
             return None
         for p, g in zip(self.critic_params + self.policy_params + ([self.log_alpha] if c.auto_entropy else []),
                         grads):
@@ -575,9 +578,8 @@ class PEARL:
             opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             torch._foreach_lerp_(self.target_params, self.source_params, c.tau)
-        return {"qf_loss": float(qf_loss.detach()), "policy_loss": float(policy_loss.detach()), "kl": float(kl.detach().mean()),
-                "alpha": float(alpha), "q_mean": float(q1.detach().mean()),
-                "z_std": float(var.detach().sqrt().mean()), "entropy": float(-logp.detach().mean())}
+        return torch.stack([qf_loss, policy_loss, kl.mean(), alpha, q1.mean(), var.sqrt().mean(),
+                            -logp.mean()]).detach()
 
     # ---- checkpoints ------------------------------------------------------------------
     _NETS = ("encoder", "policy", "q1", "q2", "q1_target", "q2_target")
