@@ -15,6 +15,7 @@ Two ways to drive it:
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import time
 import warnings
 from typing import Callable, Sequence
@@ -30,6 +31,12 @@ WORKER_TIMEOUT_S = 120.0
 
 
 def _worker(conn, env_factory: Callable, n_slots: int) -> None:
+    # The parent owns a worker's life: it sends "close", kills a hung one, and its death
+    # ends ours (EOF on the pipe). SIGINT / SIGTERM sent to the whole process group (Ctrl-C,
+    # `timeout`, a batch scheduler) are the parent's to handle: it finishes the iteration,
+    # checkpoints and may still evaluate, which needs the workers alive.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     envs = [env_factory() for _ in range(n_slots)]
     active = 0
@@ -61,7 +68,7 @@ def _worker(conn, env_factory: Callable, n_slots: int) -> None:
                 conn.send(run_episodes(envs[:active], actor, state, n_episodes, horizon, noise))
             elif cmd == "close":
                 break
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
         pass
     finally:
         for env in envs:

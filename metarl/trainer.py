@@ -47,16 +47,22 @@ class RunStopped(RuntimeError):
 
 
 class _StopFlag:
-    """SIGINT / SIGTERM ask the loop to stop after the current iteration (a second SIGINT aborts)."""
+    """SIGINT / SIGTERM ask the loop to stop after the current iteration; a second SIGINT at
+    least ABORT_AFTER_S later aborts. Sooner it is the same request delivered twice: `timeout`
+    signals its child and then the child's process group, which holds that child too."""
+
+    ABORT_AFTER_S = 1.0
 
     def __init__(self):
         self.requested = False
+        self._first = 0.0
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
+        if not self.requested:
+            self.requested, self._first = True, time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - self._first >= self.ABORT_AFTER_S:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):

@@ -1,9 +1,11 @@
 """Fault injection: dead sampler workers, signals, checkpoint refusal."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +162,30 @@ def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
     assert tmp.exists(), "the save finished before it could be killed"
     path, payload = checkpoint.load_latest(tmp_path)
     assert path.name == "ckpt_0000001.pt" and payload["counters"]["iteration"] == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_process_group_stops_cleanly_and_still_evaluates(tmp_path, sig):
+    """What `timeout -s SIG`, a batch scheduler or Ctrl-C do: the signal reaches the trainer
+    and its sampler workers, the trainer twice within a moment. The run must stop after the
+    iteration, checkpoint, and run its final evaluation with the workers still alive."""
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(root / "benchmarks" / "run_preset.py"), str(root / "configs" / "toy_pearl.yaml"),
+           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
+           "--set", "env.n_workers=2", "--set", "run.env_steps=4000000", "--set", "eval.every=0",
+           "--set", "eval.final_tasks_per_class=4", "--set", "run.progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=tmp_path)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "runs").glob("*/progress.csv")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    os.kill(proc.pid, sig)                 # as timeout does: the child, then its group
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "died" not in err and "KeyboardInterrupt" not in err, err
+    result = json.loads((tmp_path / "res" / "toy_pearl.json").read_text())
+    assert result["stopped_early"] is True
+    meta = result["meta_test"]
+    assert meta["n_tasks"] == 4 and len(meta["success_by_round"]) == meta["rounds"] + 1
