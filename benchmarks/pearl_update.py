@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PRESETS = ("ml1_reach_pearl", "ml10_pearl")
 OBS_DIM, ACT_DIM, N_TASKS, HORIZON, FILL = 39, 4, 50, 150, 5_000
