@@ -113,6 +113,9 @@ def main(argv=None) -> int:
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
+        if trainer.best_curve is not None:  # eval.select_best: best.pt, chosen on training tasks only
+            per_seed[-1]["selected"] = {**trainer.best, "success_by_round": trainer.best_curve.success_by_round(),
+                                        "return_by_round": trainer.best_curve.return_by_round()}
     name = args.name or cfg.preset
     succ = np.mean([r["success_by_round"] for r in per_seed], axis=0).tolist()
     ret = np.mean([r["return_by_round"] for r in per_seed], axis=0).tolist()
@@ -129,6 +132,22 @@ def main(argv=None) -> int:
                       "split": "test"},
         "per_seed": per_seed,
     }
+    selected = [r["selected"] for r in per_seed if "selected" in r]
+    sel_md = ""
+    if selected and len(selected) == len(per_seed):
+        s_succ = np.mean([r["success_by_round"] for r in selected], axis=0).tolist()
+        s_ret = np.mean([r["return_by_round"] for r in selected], axis=0).tolist()
+        result["meta_test_selected"] = {"success_by_round": s_succ, "return_by_round": s_ret,
+                                        "n_tasks": per_seed[0]["n_tasks"], "split": "test",
+                                        "selected_at_env_steps": [r["env_steps"] for r in selected]}
+        sel_rows = "\n".join(f"| {k} | {100 * a:.1f}% | {b:.1f} |" for k, (a, b) in enumerate(zip(s_succ, s_ret)))
+        where = ", ".join(f"seed {r['seed']}: {r['selected']['env_steps']:,} env steps "
+                          f"(training-task success {100 * r['selected']['score'][0]:.0f}% on "
+                          f"{r['selected']['n_train_tasks']} tasks)" for r in per_seed)
+        sel_md = (f"Model selection (`eval.select_best`): the checkpoint whose periodic evaluation on *training* "
+                  f"tasks scored best (mean success over rounds 1..K), evaluated on the same held-out tasks; "
+                  f"held-out tasks play no part in the choice. Selected: {where}.\n\n"
+                  f"| round k | success | return |\n|---|---|---|\n{sel_rows}\n\n")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     for r in per_seed:  # the training and evaluation curves behind the result
@@ -150,7 +169,7 @@ def main(argv=None) -> int:
         f"{cfg.eval.episodes_per_round} episodes per round (round 0 = before adaptation)"
         + (f". Stopped early at {result['env_steps']:,} of the preset's {cfg.run.env_steps:,} env steps"
            if result["stopped_early"] else "") + ":\n\n"
-        f"| round k | success | return |\n|---|---|---|\n{rows}\n\n" + _commands(per_seed, command, git))
+        f"| round k | success | return |\n|---|---|---|\n{rows}\n\n" + sel_md + _commands(per_seed, command, git))
     print(json.dumps(result["meta_test"], indent=2))
     return 0
 

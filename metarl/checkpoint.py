@@ -29,9 +29,19 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def save(run_dir: str | Path, iteration: int, payload: dict[str, Any], keep: int = 3) -> Path:
-    d = checkpoint_dir(run_dir)
+    final = write(checkpoint_dir(run_dir) / f"ckpt_{iteration:07d}.pt", payload)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+BEST = "best.pt"  # the model-selection checkpoint (eval.select_best); never picked by --resume
+
+
+def write(final: Path, payload: dict[str, Any]) -> Path:
+    """Write one checkpoint file atomically (temp file, fsync, rename, fsync the dir)."""
+    d = final.parent
     d.mkdir(parents=True, exist_ok=True)
-    final = d / f"ckpt_{iteration:07d}.pt"
     tmp = d / f".{final.name}.tmp"
     with open(tmp, "wb") as f:
         torch.save({"format_version": FORMAT_VERSION, **payload}, f)
@@ -43,8 +53,6 @@ def save(run_dir: str | Path, iteration: int, payload: dict[str, Any], keep: int
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
     return final
 
 

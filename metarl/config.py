@@ -70,9 +70,18 @@ class EvalSection:
     rounds: int = 2                 # K adaptation rounds: the curve has rounds 0..K
     episodes_per_round: int = 5
     deterministic: bool = False     # evaluate the mean action instead of sampling
+    select_best: bool = False       # model selection on *training* tasks: each periodic evaluation also
+                                    # runs the protocol on training tasks and keeps checkpoints/best.pt
+                                    # (best mean success over rounds 1..K); the final held-out evaluation
+                                    # then runs on the last policy and on best.pt
+    select_tasks_per_class: int = 25  # training tasks per class in those selection evaluations (0: all)
 
     def __post_init__(self):
         _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        _check(self.select_tasks_per_class >= 0, "eval.select_tasks_per_class",
+               f"must be >= 0, got {self.select_tasks_per_class}")
+        _check(not self.select_best or self.every > 0, "eval.select_best",
+               "needs periodic evaluations (eval.every > 0) to select from")
         _check(self.tasks_per_class >= 0, "eval.tasks_per_class", f"must be >= 0, got {self.tasks_per_class}")
         _check(self.final_tasks_per_class >= 0, "eval.final_tasks_per_class",
                f"must be >= 0, got {self.final_tasks_per_class}")

@@ -95,6 +95,8 @@ class Trainer:
         self.last_success = float("nan")
         self.rejected_streak = 0
         self.stopped_early = False
+        self.best: dict[str, Any] | None = None  # eval.select_best: the best training-task evaluation so far
+        self.best_curve: AdaptationCurve | None = None  # final held-out evaluation of checkpoints/best.pt
         if resume is not None:
             self._restore(resume)
 
@@ -107,6 +109,7 @@ class Trainer:
                          "eval_env_steps": self.sampler.env_steps - self.env_steps,
                          "wall_seconds": self.wall_seconds},
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "selection": self.best,
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -119,15 +122,18 @@ class Trainer:
         self.sampler.env_steps = c["env_steps"] + c["eval_env_steps"]
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         torch.set_rng_state(payload["rng"]["torch"])
+        self.best = payload.get("selection")
 
     def save_checkpoint(self) -> Path:
         return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
 
     # ---- evaluation -----------------------------------------------------------------
-    def evaluate(self, per_class: int, progress=None) -> AdaptationCurve:
+    def evaluate(self, per_class: int, progress=None, split: str = "test") -> AdaptationCurve:
+        """The meta-test protocol on the held-out tasks (split="test") or, for model selection, on
+        training tasks (split="train"); each split draws from its own generator."""
         ev = self.cfg.eval
-        tasks = select_tasks(self.bench.test_tasks, per_class)
-        rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1])
+        tasks = select_tasks(self.bench.tasks(split), per_class)
+        rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1 if split == "test" else 2])
         with torch.random.fork_rng(devices=[]):  # evaluation never shifts training's random streams
             return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
                             ev.deterministic, on_progress=progress)
@@ -193,6 +199,8 @@ class Trainer:
                     if cfg.eval.every and self.iteration % cfg.eval.every == 0 and not done:
                         bar.update(job, description="eval")
                         t1 = time.perf_counter()
+                        if cfg.eval.select_best:
+                            self._select(logger)
                         curve = self.evaluate(cfg.eval.tasks_per_class)
                         self.wall_seconds += time.perf_counter() - t1
                         logger.log_eval(curve, self.env_steps)
@@ -215,6 +223,14 @@ class Trainer:
                     final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
                     self.wall_seconds += time.perf_counter() - t1
                     logger.log_eval(final_curve, self.env_steps)
+                    best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
+                    if cfg.eval.select_best and self.best is not None and best_path.is_file():
+                        bar.update(ev_job, description="final eval (best.pt)", completed=0)
+                        self.agent.load_state_dict(checkpoint.load_file(best_path)["agent"])
+                        t1 = time.perf_counter()
+                        self.best_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
+                        self.wall_seconds += time.perf_counter() - t1
+                        logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
                     self._write_final(final_curve, stopped_early=not finished)
                     self.stopped_early = not finished
         finally:
@@ -222,10 +238,29 @@ class Trainer:
             self.sampler.vec_env.close()
         return final_curve
 
+    def _select(self, logger: RunLogger) -> None:
+        """Evaluate on training tasks; keep checkpoints/best.pt when the mean success over the
+        adaptation rounds (1..K; round 0 when K = 0) beats the best so far, ties broken by return.
+        Held-out tasks play no part in the choice."""
+        curve = self.evaluate(self.cfg.eval.select_tasks_per_class, split="train")
+        logger.log_eval(curve, self.env_steps, tag="eval_train")
+        succ, ret = curve.success_by_round(), curve.return_by_round()
+        after = slice(1, None) if len(succ) > 1 else slice(0, None)
+        score = [float(np.mean(succ[after])), float(np.mean(ret[after]))]
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "iteration": self.iteration, "env_steps": self.env_steps,
+                         "train_success_by_round": succ, "train_return_by_round": ret,
+                         "n_train_tasks": len(curve.tasks)}
+            checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
+            (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+
     def _write_final(self, curve: AdaptationCurve, stopped_early: bool = False) -> None:
         out = {"env_steps": self.env_steps, "stopped_early": stopped_early, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
                "n_tasks": len(curve.tasks), "success_by_round": curve.success_by_round(),
                "return_by_round": curve.return_by_round(),
                "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
                             for k, (s, r) in curve.by_class().items()}}
+        if self.best_curve is not None:
+            out["selected"] = {**self.best, "success_by_round": self.best_curve.success_by_round(),
+                               "return_by_round": self.best_curve.return_by_round()}
         (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))
