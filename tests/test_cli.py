@@ -104,6 +104,8 @@ BAD_INPUTS = [
     (["--device", "tpu"], "run.device: unknown device 'tpu'; allowed: auto, cpu, cuda"),
     (["--set", "agent.meta_batch=41"], "agent.meta_batch: 41 exceeds the 40 training tasks of toy; allowed: 1..40"),
     (["--set", "env.benchmark=toy", "--set", "env.toy_goals=circle"], "env.toy_goals: unknown goal shape 'circle'"),
+    (["--set", "eval.select_best=true", "--set", "eval.every=0"],
+     "eval.select_best: needs periodic evaluations (eval.every > 0)"),
 ]
 
 
@@ -181,3 +183,36 @@ def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_p
     assert cfg.run.env_steps == 8000 and cfg.env.fast_path is True  # the default
     with pytest.raises(ConfigError, match="fields that shape training"):
         resume_config(tmp_path / "r", ["agent.inner_lr=0.5"])
+
+
+def test_select_best_keeps_the_best_training_task_checkpoint_and_evaluates_it(tmp_path, toy_config):
+    """eval.select_best: best.pt is the checkpoint of the periodic evaluation on training tasks with
+    the best mean success over rounds 1..K (ties: return), --resume ignores it, and the final
+    held-out evaluation also runs on it."""
+    assert train(tmp_path, toy_config, "--set", "run.env_steps=24000", "--set", "eval.every=1",
+                 "--set", "eval.select_best=true", "--set", "eval.select_tasks_per_class=6",
+                 "--set", "eval.tasks_per_class=2", "--set", "eval.final_tasks_per_class=3",
+                 "--set", "run.keep_checkpoints=10") == 0
+    run = tmp_path / "r"
+    rows = list(csv.DictReader((run / "eval.csv").open()))
+    train_rows = [r for r in rows if r["eval"] == "eval_train"]
+    scores = {}
+    for r in train_rows:
+        assert int(r["task_index"]) < 6  # training tasks, 6 of them
+        if r["round"] != "0":
+            scores.setdefault(int(r["env_steps"]), []).append((float(r["success"]), float(r["return"])))
+    assert sorted(scores) == [4000, 8000, 12000, 16000, 20000]  # every iteration but the last
+    mean = {k: (sum(s for s, _ in v) / len(v), sum(x for _, x in v) / len(v)) for k, v in scores.items()}
+    best_steps = max(mean, key=lambda k: (mean[k], -k))  # the first of equal scores is kept
+    best = json.loads((run / "best.json").read_text())
+    assert best["env_steps"] == best_steps and best["score"] == pytest.approx(list(mean[best_steps]))
+    path = checkpoint.checkpoint_dir(run) / checkpoint.BEST
+    assert path not in checkpoint.list_checkpoints(run)
+    assert checkpoint.load_latest(run)[0].name == "ckpt_0000006.pt"
+    a = checkpoint.load_file(path)
+    assert a["counters"]["iteration"] == best["iteration"] == best_steps // 4000
+    assert_same(a["agent"], checkpoint.load_file(
+        checkpoint.checkpoint_dir(run) / f"ckpt_{best['iteration']:07d}.pt")["agent"])
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["selected"]["env_steps"] == best_steps and len(final["selected"]["success_by_round"]) == 3
+    assert len([r for r in rows if r["eval"] == "eval_best"]) == 3 * 3  # 3 held-out tasks x rounds 0..2
