@@ -216,3 +216,16 @@ def test_select_best_keeps_the_best_training_task_checkpoint_and_evaluates_it(tm
     final = json.loads((run / "final_eval.json").read_text())
     assert final["selected"]["env_steps"] == best_steps and len(final["selected"]["success_by_round"]) == 3
     assert len([r for r in rows if r["eval"] == "eval_best"]) == 3 * 3  # 3 held-out tasks x rounds 0..2
+
+
+def test_select_best_changes_neither_training_nor_the_held_out_evaluation(tmp_path, toy_config):
+    common = ["--set", "run.env_steps=12000", "--set", "eval.every=1", "--set", "eval.tasks_per_class=2",
+              "--set", "eval.final_tasks_per_class=3"]
+    assert train(tmp_path, toy_config, *common, name="plain") == 0
+    assert train(tmp_path, toy_config, *common, "--set", "eval.select_best=true",
+                 "--set", "eval.select_tasks_per_class=4", name="select") == 0
+    a, b = (checkpoint.load_latest(tmp_path / n)[1] for n in ("plain", "select"))
+    assert_same(a["agent"], b["agent"])
+    rows = {n: [r for r in csv.DictReader((tmp_path / n / "eval.csv").open()) if r["eval"] == "eval"]
+            for n in ("plain", "select")}
+    assert rows["plain"] == rows["select"] and len(rows["plain"]) == (2 + 2 + 3) * 3
