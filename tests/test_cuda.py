@@ -46,3 +46,16 @@ def test_agent_trains_and_resumes_on_cuda(tmp_path, preset):
     params = [t for t in _tensors(last["agent"]) if t.is_floating_point()]
     assert params and all(torch.isfinite(t).all() for t in params)
     assert any(not torch.equal(a, b) for a, b in zip(_tensors(first["agent"]), _tensors(last["agent"])))
+
+
+def test_select_best_on_cuda_evaluates_best_pt(tmp_path):
+    import json
+
+    assert main(["train", str(CONFIGS / "toy_pearl.yaml"), "--device", "cuda", "--set", "run.env_steps=6000",
+                 "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r", "--set", "run.progress=false",
+                 "--set", "eval.every=1", "--set", "eval.select_best=true", "--set", "eval.select_tasks_per_class=4",
+                 "--set", "eval.tasks_per_class=2", "--set", "eval.final_tasks_per_class=2"]) == 0
+    final = json.loads((tmp_path / "r" / "final_eval.json").read_text())
+    best = json.loads((tmp_path / "r" / "best.json").read_text())
+    assert final["selected"]["iteration"] == best["iteration"] >= 1
+    assert len(final["selected"]["success_by_round"]) == len(final["success_by_round"])
