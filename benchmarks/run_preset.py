@@ -49,6 +49,12 @@ def _commands(per_seed: list[dict], command: str, git: str | None) -> str:
     return "Trained in segments, each resumed from the previous one's last checkpoint:\n\n" + "\n".join(lines) + "\n"
 
 
+def _table(success: list[float], returns: list[float]) -> str:
+    """The adaptation curve as a markdown table, one row per round."""
+    rows = "\n".join(f"| {k} | {100 * s:.1f}% | {r:.1f} |" for k, (s, r) in enumerate(zip(success, returns)))
+    return f"| round k | success | return |\n|---|---|---|\n{rows}"
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -113,9 +119,8 @@ def main(argv=None) -> int:
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
-        if trainer.best_curve is not None:  # eval.select_best: best.pt, chosen on training tasks only
-            per_seed[-1]["selected"] = {**trainer.best, "success_by_round": trainer.best_curve.success_by_round(),
-                                        "return_by_round": trainer.best_curve.return_by_round()}
+        if trainer.selected() is not None:  # eval.select_best: best.pt, chosen on training tasks only
+            per_seed[-1]["selected"] = trainer.selected()
     name = args.name or cfg.preset
     succ = np.mean([r["success_by_round"] for r in per_seed], axis=0).tolist()
     ret = np.mean([r["return_by_round"] for r in per_seed], axis=0).tolist()
@@ -140,14 +145,13 @@ def main(argv=None) -> int:
         result["meta_test_selected"] = {"success_by_round": s_succ, "return_by_round": s_ret,
                                         "n_tasks": per_seed[0]["n_tasks"], "split": "test",
                                         "selected_at_env_steps": [r["env_steps"] for r in selected]}
-        sel_rows = "\n".join(f"| {k} | {100 * a:.1f}% | {b:.1f} |" for k, (a, b) in enumerate(zip(s_succ, s_ret)))
         where = ", ".join(f"seed {r['seed']}: {r['selected']['env_steps']:,} env steps "
                           f"(training-task success {100 * r['selected']['score'][0]:.0f}% on "
                           f"{r['selected']['n_train_tasks']} tasks)" for r in per_seed)
         sel_md = (f"Model selection (`eval.select_best`): the checkpoint whose periodic evaluation on *training* "
                   f"tasks scored best (mean success over rounds 1..K), evaluated on the same held-out tasks; "
                   f"held-out tasks play no part in the choice. Selected: {where}.\n\n"
-                  f"| round k | success | return |\n|---|---|---|\n{sel_rows}\n\n")
+                  f"{_table(s_succ, s_ret)}\n\n")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     for r in per_seed:  # the training and evaluation curves behind the result
@@ -161,7 +165,6 @@ def main(argv=None) -> int:
     if len(per_seed) > 1:
         curves["mean"] = (succ, ret)
     curve_figure(curves, f"{name}: meta-test on held-out tasks").savefig(out / f"{name}.png", dpi=100)
-    rows = "\n".join(f"| {k} | {100 * s:.1f}% | {r:.1f} |" for k, (s, r) in enumerate(zip(succ, ret)))
     (out / f"{name}.md").write_text(
         f"# {name}\n\n{cfg.agent.name} on {cfg.env.benchmark} {cfg.env.env_name or ''}, seeds {args.seeds}, "
         f"{result['env_steps']:,} training env steps, {result['wall_seconds'] / 60:.1f} min on {result['machine']}.\n\n"
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
         f"{cfg.eval.episodes_per_round} episodes per round (round 0 = before adaptation)"
         + (f". Stopped early at {result['env_steps']:,} of the preset's {cfg.run.env_steps:,} env steps"
            if result["stopped_early"] else "") + ":\n\n"
-        f"| round k | success | return |\n|---|---|---|\n{rows}\n\n" + sel_md + _commands(per_seed, command, git))
+        f"{_table(succ, ret)}\n\n" + sel_md + _commands(per_seed, command, git))
     print(json.dumps(result["meta_test"], indent=2))
     return 0
 

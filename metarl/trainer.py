@@ -254,13 +254,19 @@ class Trainer:
             checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
             (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=2))
 
+    def selected(self) -> dict[str, Any] | None:
+        """eval.select_best: the choice (best.json's fields) and best.pt's final held-out curve."""
+        if self.best_curve is None:
+            return None
+        return {**self.best, "success_by_round": self.best_curve.success_by_round(),
+                "return_by_round": self.best_curve.return_by_round()}
+
     def _write_final(self, curve: AdaptationCurve, stopped_early: bool = False) -> None:
         out = {"env_steps": self.env_steps, "stopped_early": stopped_early, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
                "n_tasks": len(curve.tasks), "success_by_round": curve.success_by_round(),
                "return_by_round": curve.return_by_round(),
                "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
                             for k, (s, r) in curve.by_class().items()}}
-        if self.best_curve is not None:
-            out["selected"] = {**self.best, "success_by_round": self.best_curve.success_by_round(),
-                               "return_by_round": self.best_curve.return_by_round()}
+        if self.selected() is not None:
+            out["selected"] = self.selected()
         (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))
