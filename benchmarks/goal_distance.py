@@ -31,6 +31,30 @@ def goal_of(task) -> np.ndarray:
     return np.asarray(data["rand_vec"], dtype=np.float64)[-3:]
 
 
+def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluator's protocol (same chunks, same draws from `rng`), one episode per round:
+    success [N, rounds + 1] (any step within the success radius), the hand's distance to the
+    goal at the episode's last step [N, rounds + 1] and the episode return [N, rounds + 1]."""
+    goals = np.stack([goal_of(t) for t in tasks])
+    n = len(tasks)
+    success = np.zeros((n, rounds + 1), bool)
+    final = np.zeros((n, rounds + 1))
+    returns = np.zeros((n, rounds + 1))
+    for start in range(0, n, sampler.n_slots):
+        chunk = tasks[start:start + sampler.n_slots]
+        sl = slice(start, start + len(chunk))
+        state = agent.initial_task_state(len(chunk))
+        for k in range(rounds + 1):
+            batch, state = sampler.sample(agent, chunk, state, 1, rng, False)
+            success[sl, k] = batch.successes[:, 0].any(-1)
+            final[sl, k] = np.linalg.norm(batch.next_obs[:, 0, -1, :3] - goals[sl], axis=-1)
+            returns[sl, k] = batch.episode_returns()[:, 0]
+            if k < rounds:
+                state = agent.adapt(state, batch)
+    return success, final, returns
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -59,24 +83,12 @@ def main(argv=None) -> int:
     bench, sampler, agent = build(cfg, torch.device("cpu"))
     agent.load_state_dict(payload["agent"])
     tasks = bench.tasks(args.split)
-    goals = np.stack([goal_of(t) for t in tasks])
-    rng = np.random.default_rng(args.seed)
-    n, k_max = len(tasks), args.rounds
-    success = np.zeros((n, k_max + 1), bool)
-    final = np.zeros((n, k_max + 1))
     try:
-        for start in range(0, n, sampler.n_slots):
-            chunk = tasks[start:start + sampler.n_slots]
-            sl = slice(start, start + len(chunk))
-            state = agent.initial_task_state(len(chunk))
-            for k in range(k_max + 1):
-                batch, state = sampler.sample(agent, chunk, state, 1, rng, False)
-                success[sl, k] = batch.successes[:, 0].any(-1)
-                final[sl, k] = np.linalg.norm(batch.next_obs[:, 0, -1, :3] - goals[sl], axis=-1)
-                if k < k_max:
-                    state = agent.adapt(state, batch)
+        success, final, _ = measure(agent, sampler, tasks, args.rounds, np.random.default_rng(args.seed))
     finally:
         sampler.vec_env.close()
+    k_max = args.rounds
+    n = len(tasks)
 
     def med(x):
         return float(np.median(x)) if len(x) else None

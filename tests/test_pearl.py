@@ -214,3 +214,51 @@ def test_pearl_meta_learns_on_toy_semicircle_goals():
     assert post > prior + 2.5, (prior, post)   # context helps, by a clear margin
     assert post > -7.0, (prior, post)          # and the adapted policy heads for the goal (staying put: -10)
     assert post > post0 + 2.5, (post0, post)   # meta-training is what made it so
+
+
+def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
+    """benchmarks/goal_distance.py: the same episodes as `evaluate` (same rng draws), and the
+    goal it reads from the task is the one Meta-World scores: an episode that never succeeded ends
+    outside the 5 cm success radius around it."""
+    import importlib.util
+
+    from metarl.evaluation import evaluate
+    from metarl.trainer import build
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("goal_distance", os.path.join(root, "benchmarks", "goal_distance.py"))
+    gd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gd)
+    rc = main(["train", "configs/ml1_reach_pearl.yaml", "--set", "run.env_steps=1", "--set", "env.n_workers=0",
+               "--set", "env.max_episode_steps=20", "--set", "agent.num_initial_episodes=1",
+               "--set", "agent.grad_steps_per_iteration=2", "--set", "agent.hidden_sizes=[32]",
+               "--set", "agent.encoder_hidden=[32]", "--set", "agent.batch_size=8",
+               "--set", "agent.embedding_batch_size=8", "--set", "agent.replay_capacity=200",
+               "--set", "eval.every=0", "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=2",
+               "--set", f"run.out_dir={tmp_path}", "--set", "run.name=ml1", "--set", "run.progress=false"])
+    assert rc == 0
+    _, payload = checkpoint.resolve(tmp_path / "ml1")
+    cfg = config.from_dict(payload["config"])
+    bench, sampler, agent = build(cfg, torch.device("cpu"))
+    try:
+        agent.load_state_dict(payload["agent"])
+        tasks = bench.tasks("test")[:20]
+        success, final, returns = gd.measure(agent, sampler, tasks, 2, np.random.default_rng(5))
+        agent.load_state_dict(payload["agent"])     # the same protocol generator state again
+        curve = evaluate(agent, sampler, tasks, 2, 1, np.random.default_rng(5))
+    finally:
+        sampler.vec_env.close()
+    assert success.shape == final.shape == (20, 3)
+    np.testing.assert_array_equal(success.astype(float), curve.success)
+    np.testing.assert_allclose(returns, curve.returns)   # the very same episodes
+    assert (final > 0).all()
+    assert (final[~success] > 0.05).all()   # never within the success radius, so not at the end either
+    env = bench.env_factory()
+    try:
+        for t in tasks[:5]:                       # the goal read from the task is the env's own target
+            env.set_task(t)
+            env.reset()
+            np.testing.assert_allclose(gd.goal_of(t), env.env._target_pos)
+    finally:
+        env.close()
+    assert len({tuple(gd.goal_of(t)) for t in tasks}) == 20     # one goal per held-out task
