@@ -33,26 +33,19 @@ def goal_of(task) -> np.ndarray:
 
 def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The evaluator's protocol (same chunks, same draws from `rng`), one episode per round:
+    """`metarl.evaluation.evaluate` with one episode per round, plus where each episode ends:
     success [N, rounds + 1] (any step within the success radius), the hand's distance to the
     goal at the episode's last step [N, rounds + 1] and the episode return [N, rounds + 1]."""
+    from metarl.evaluation import evaluate
+
     goals = np.stack([goal_of(t) for t in tasks])
-    n = len(tasks)
-    success = np.zeros((n, rounds + 1), bool)
-    final = np.zeros((n, rounds + 1))
-    returns = np.zeros((n, rounds + 1))
-    for start in range(0, n, sampler.n_slots):
-        chunk = tasks[start:start + sampler.n_slots]
-        sl = slice(start, start + len(chunk))
-        state = agent.initial_task_state(len(chunk))
-        for k in range(rounds + 1):
-            batch, state = sampler.sample(agent, chunk, state, 1, rng, False)
-            success[sl, k] = batch.successes[:, 0].any(-1)
-            final[sl, k] = np.linalg.norm(batch.next_obs[:, 0, -1, :3] - goals[sl], axis=-1)
-            returns[sl, k] = batch.episode_returns()[:, 0]
-            if k < rounds:
-                state = agent.adapt(state, batch)
-    return success, final, returns
+    final = np.zeros((len(tasks), rounds + 1))
+
+    def record(rows: slice, k: int, batch) -> None:
+        final[rows, k] = np.linalg.norm(batch.next_obs[:, 0, -1, :3] - goals[rows], axis=-1)
+
+    curve = evaluate(agent, sampler, tasks, rounds, 1, rng, on_batch=record)
+    return curve.success == 1.0, final, curve.returns
 
 
 def main(argv=None) -> int:

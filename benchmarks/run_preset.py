@@ -119,8 +119,9 @@ def main(argv=None) -> int:
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
-        if trainer.selected() is not None:  # eval.select_best: best.pt, chosen on training tasks only
-            per_seed[-1]["selected"] = trainer.selected()
+        choice = trainer.selected()
+        if choice is not None:  # eval.select_best: best.pt, chosen on training tasks only
+            per_seed[-1]["selected"] = choice
     name = args.name or cfg.preset
     succ = np.mean([r["success_by_round"] for r in per_seed], axis=0).tolist()
     ret = np.mean([r["return_by_round"] for r in per_seed], axis=0).tolist()

@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from metarl.types import AdaptationCurve, Task
+from metarl.types import AdaptationCurve, EpisodeBatch, Task
 
 
 def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
@@ -23,9 +23,11 @@ def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
 
 def evaluate(agent, sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
              rng: np.random.Generator, deterministic: bool = False,
-             on_progress: Callable[[int], None] | None = None) -> AdaptationCurve:
+             on_progress: Callable[[int], None] | None = None,
+             on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None) -> AdaptationCurve:
     """Round 0 acts with the agent's initial per-task state; after each round the
-    agent adapts on that round's episodes. Tasks run in chunks of the sampler's slots."""
+    agent adapts on that round's episodes. Tasks run in chunks of the sampler's slots.
+    `on_batch(rows, k, batch)` sees each round's episodes (`rows`: their tasks' positions in `tasks`)."""
     tasks = list(tasks)
     success = np.zeros((len(tasks), rounds + 1))
     returns = np.zeros((len(tasks), rounds + 1))
@@ -34,8 +36,11 @@ def evaluate(agent, sampler, tasks: Sequence[Task], rounds: int, episodes_per_ro
         state = agent.initial_task_state(len(chunk))
         for k in range(rounds + 1):
             batch, state = sampler.sample(agent, chunk, state, episodes_per_round, rng, deterministic)
-            success[start:start + len(chunk), k] = batch.episode_success().mean(axis=1)
-            returns[start:start + len(chunk), k] = batch.episode_returns().mean(axis=1)
+            rows = slice(start, start + len(chunk))
+            success[rows, k] = batch.episode_success().mean(axis=1)
+            returns[rows, k] = batch.episode_returns().mean(axis=1)
+            if on_batch is not None:
+                on_batch(rows, k, batch)
             if on_progress is not None:
                 on_progress(batch.env_steps)
             if k < rounds:

@@ -267,6 +267,7 @@ class Trainer:
                "return_by_round": curve.return_by_round(),
                "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
                             for k, (s, r) in curve.by_class().items()}}
-        if self.selected() is not None:
-            out["selected"] = self.selected()
+        selected = self.selected()
+        if selected is not None:
+            out["selected"] = selected
         (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))
