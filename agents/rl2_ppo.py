@@ -100,10 +100,15 @@ class _Actor:
             noise = torch.randn_like(mean)
         return mean + self.net.log_std.exp() * noise.to(mean), new
 
-    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor, done: bool) -> dict[str, Tensor]:
+    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor, done) -> dict[str, Tensor]:
+        """`done`: one flag for all slots, or one per slot (episodes that end on success)."""
         h = state["h"]
+        if isinstance(done, (bool, np.bool_)):
+            prev_d = torch.full_like(state["prev_d"], float(done))
+        else:
+            prev_d = torch.as_tensor(np.asarray(done, np.float32)).to(h).reshape(state["prev_d"].shape)
         return dict(state, prev_a=action.to(h), prev_r=(reward.to(h) * self.reward_scale).unsqueeze(-1),
-                    prev_d=torch.full_like(state["prev_d"], float(done)))
+                    prev_d=prev_d)
 
 
 def trial_inputs(batch: EpisodeBatch, reward_scale: float) -> np.ndarray:

@@ -64,8 +64,9 @@ def _worker(conn, env_factory: Callable, n_slots: int) -> None:
                 if arg is None:
                     conn.send(None)
                     continue
-                actor, state, n_episodes, horizon, noise = arg
-                conn.send(run_episodes(envs[:active], actor, state, n_episodes, horizon, noise))
+                actor, state, n_episodes, horizon, noise, end_on_success = arg
+                conn.send(run_episodes(envs[:active], actor, state, n_episodes, horizon, noise,
+                                       end_on_success=end_on_success))
             elif cmd == "close":
                 break
     except EOFError:
@@ -247,12 +248,14 @@ class TaskVectorEnv:
         return tuple(self._merge([p[j] for p in parts]) for j in range(4))  # type: ignore[return-value]
 
     def rollout(self, actor, task_state, n_episodes: int, horizon: int,
-                noise: np.ndarray | None) -> tuple[Rollout, object]:
+                noise: np.ndarray | None, end_on_success: bool = False) -> tuple[Rollout, object]:
         """Run `n_episodes` episodes on every active slot (see metarl.rollout.run_episodes);
         `task_state` on the CPU (the Sampler moves it there)."""
         if self.n_workers == 0:
-            return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise)
-        args = [(actor, take_slots(task_state, idx), n_episodes, horizon, None if noise is None else noise[idx]) if len(idx) else None
+            return run_episodes(self._envs[: self.n_active], actor, task_state, n_episodes, horizon, noise,
+                                end_on_success=end_on_success)
+        args = [(actor, take_slots(task_state, idx), n_episodes, horizon, None if noise is None else noise[idx],
+                 end_on_success) if len(idx) else None
                 for idx in self._active]
         parts = [p for p in self._broadcast("rollout", args, retry=True) if p is not None]
         rollout = Rollout(*[self._merge([getattr(r, f) for r, _ in parts]) for f in Rollout.__dataclass_fields__])

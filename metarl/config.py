@@ -54,12 +54,16 @@ class EnvSection:
     toy_tasks: int = 40             # tasks per split of the toy distribution
     toy_goals: str = "square"       # toy goal shape: square | semicircle
     fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (envs/fastpath.py)
+    task_seed: int | None = None    # seed of the benchmark's goals (metaworld.ML10(seed=...)); None: run.seed.
+                                    # Set it to compare seeds on one fixed task set (the ML10 presets use 0)
 
     def __post_init__(self):
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
         _check(self.max_episode_steps is None or self.max_episode_steps > 0, "env.max_episode_steps",
                f"must be > 0 or null, got {self.max_episode_steps}")
         _check(self.toy_tasks > 0, "env.toy_tasks", f"must be > 0, got {self.toy_tasks}")
+        _check(self.task_seed is None or 0 <= self.task_seed < 2**32, "env.task_seed",
+               f"must be null or in 0..{2**32 - 1}, got {self.task_seed}")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,21 @@
-"""Meta-test protocol: K adaptation rounds on held-out tasks -> AdaptationCurve[task, round]."""
+"""Meta-test protocols on held-out tasks.
+
+- curve (`evaluate`): K adaptation rounds -> AdaptationCurve[task, round], for TensorBoard and
+  quick looks;
+- metaworld (`metaworld_evaluate`): the Meta-World+ protocol, for every number compared with a
+  paper -> ProtocolResult (every episode, per goal; mean per goal, per class, over classes),
+  and the figure metaworld 3.1.1's own function would compute from the same episodes.
+"""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from metarl.types import AdaptationCurve, EpisodeBatch, Task
+from metarl.sampler import episode_lengths
+from metarl.types import AdaptationCurve, ConfigError, EpisodeBatch, Task
 
 
 def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
@@ -46,3 +56,166 @@ def evaluate(agent, sampler, tasks: Sequence[Task], rounds: int, episodes_per_ro
             if k < rounds:
                 state = agent.adapt(state, batch)
     return AdaptationCurve(tasks, success, returns)
+
+
+# ---- the Meta-World protocol ------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetaworldProtocol:
+    """The Meta-World+ meta-test protocol (`metaworld.evaluation.metalearning_evaluation`'s
+    defaults): per held-out goal, `adaptation_episodes` episodes that do not end on success,
+    one adaptation step (repeated `adaptation_steps` times, each on fresh episodes), then
+    `evaluation_episodes` episodes that end on success. Actions are sampled in the adaptation
+    episodes by default (mean actions there make MAML's policy gradient zero) and in the
+    evaluation episodes too, so that this protocol and the periodic curve evaluations estimate
+    the same quantity; `evaluation_deterministic` switches the latter to mean actions."""
+
+    adaptation_episodes: int = 10
+    adaptation_steps: int = 1
+    evaluation_episodes: int = 3
+    adaptation_deterministic: bool = False
+    evaluation_deterministic: bool = False
+
+    def __post_init__(self):
+        for name in ("adaptation_episodes", "evaluation_episodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+        if self.adaptation_steps < 0:
+            raise ConfigError(f"--adaptation-steps: must be >= 0, got {self.adaptation_steps}")
+
+
+@dataclass
+class ProtocolResult:
+    """Every episode of a Meta-World-protocol evaluation, per goal.
+
+    adapt_success / adapt_returns [n_tasks, adaptation_steps, adaptation_episodes]
+    success / returns / lengths    [n_tasks, evaluation_episodes]: the evaluation episodes
+    (`lengths`: steps until the first success, else the horizon)."""
+
+    tasks: list[Task]
+    adapt_success: np.ndarray
+    adapt_returns: np.ndarray
+    success: np.ndarray
+    returns: np.ndarray
+    lengths: np.ndarray
+    horizon: int
+    protocol: MetaworldProtocol
+
+    def per_goal(self) -> np.ndarray:
+        return self.success.mean(axis=1)
+
+    def by_class(self) -> dict[str, dict[str, float]]:
+        """Class -> mean over its goals of: success (evaluation episodes), return, and the
+        success of the (last) adaptation episodes, i.e. before that adaptation step."""
+        names = np.array([t.name for t in self.tasks])
+        out = {}
+        for name in dict.fromkeys(names.tolist()):
+            m = names == name
+            out[name] = {"success": float(self.success[m].mean()), "return": float(self.returns[m].mean()),
+                         "success_pre_adaptation": float(self.adapt_success[m, -1].mean())
+                         if self.adapt_success.shape[1] else float("nan"),
+                         "goals": int(m.sum())}
+        return out
+
+    def success_mean(self) -> float:
+        """Mean per goal, then per class, then over classes."""
+        return float(np.mean([c["success"] for c in self.by_class().values()]))
+
+    def pre_adaptation_mean(self) -> float:
+        vals = [c["success_pre_adaptation"] for c in self.by_class().values()]
+        return float(np.mean(vals))
+
+    def pooled_success(self, pool_size: int) -> float:
+        """The figure metaworld 3.1.1's `metalearning_evaluation` computes from these very
+        episodes: the goals of a class are evaluated `pool_size` at a time (one env each,
+        in lock-step, episodes ending on success); per class, only the first
+        `evaluation_episodes` episodes to *finish* among those envs count (ties broken by env
+        order). Mean over classes per group, then over groups."""
+        return pooled_success(self.tasks, self.success, self.lengths, pool_size)
+
+    def to_dict(self, pool_size: int) -> dict[str, Any]:
+        return {
+            "protocol": "metaworld", **dataclasses.asdict(self.protocol), "horizon": self.horizon,
+            "n_goals": len(self.tasks), "success": self.success_mean(),
+            "success_pre_adaptation": self.pre_adaptation_mean(),
+            "success_metaworld_pooled": self.pooled_success(pool_size), "pool_size": pool_size,
+            "return": float(np.mean([c["return"] for c in self.by_class().values()])),
+            "per_class": self.by_class(),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for i, t in enumerate(self.tasks):
+            for a in range(self.adapt_success.shape[1]):
+                for e in range(self.adapt_success.shape[2]):
+                    out.append({"task": t.name, "task_index": t.index, "phase": f"adapt{a}", "episode": e,
+                                "success": float(self.adapt_success[i, a, e]),
+                                "return": float(self.adapt_returns[i, a, e]), "length": self.horizon})
+            for e in range(self.success.shape[1]):
+                out.append({"task": t.name, "task_index": t.index, "phase": "eval", "episode": e,
+                            "success": float(self.success[i, e]), "return": float(self.returns[i, e]),
+                            "length": int(self.lengths[i, e])})
+        return out
+
+
+def pooled_success(tasks: Sequence[Task], success: np.ndarray, lengths: np.ndarray, pool_size: int) -> float:
+    """See `ProtocolResult.pooled_success`. success, lengths: [n_tasks, E] evaluation episodes."""
+    n_eval = success.shape[1]
+    names = [t.name for t in tasks]
+    classes = list(dict.fromkeys(names))
+    idx_by_class = {c: [i for i, n in enumerate(names) if n == c] for c in classes}
+    n_groups = max(-(-len(v) // pool_size) for v in idx_by_class.values())
+    per_group = []
+    for g in range(n_groups):
+        rates = []
+        for c in classes:
+            group = idx_by_class[c][g * pool_size:(g + 1) * pool_size]
+            if not group:
+                continue
+            finished = []  # (finishing step, env order, success)
+            for order, i in enumerate(group):
+                t = np.cumsum(lengths[i])
+                finished += [(int(t[e]), order, float(success[i, e])) for e in range(n_eval)]
+            finished.sort(key=lambda x: (x[0], x[1]))
+            rates.append(sum(s for _, _, s in finished[:n_eval]) / n_eval)
+        per_group.append(np.mean(rates))
+    return float(np.mean(per_group))
+
+
+def metaworld_evaluate(agent, sampler, tasks: Sequence[Task], rng: np.random.Generator,
+                       protocol: MetaworldProtocol = MetaworldProtocol(),
+                       on_progress: Callable[[int], None] | None = None) -> ProtocolResult:
+    """Run the Meta-World protocol on `tasks` in chunks of the sampler's slots. All randomness
+    comes from `rng` (slot seeds and exploration noise, drawn per sample call)."""
+    tasks = list(tasks)
+    p = protocol
+    n = len(tasks)
+    a_succ = np.zeros((n, p.adaptation_steps, p.adaptation_episodes))
+    a_ret = np.zeros_like(a_succ)
+    succ = np.zeros((n, p.evaluation_episodes))
+    ret = np.zeros_like(succ)
+    lengths = np.zeros((n, p.evaluation_episodes), np.int64)
+    for start in range(0, n, sampler.n_slots):
+        chunk = tasks[start:start + sampler.n_slots]
+        rows = slice(start, start + len(chunk))
+        state = agent.initial_task_state(len(chunk))
+        for a in range(p.adaptation_steps):
+            batch, state = sampler.sample(agent, chunk, state, p.adaptation_episodes, rng,
+                                          p.adaptation_deterministic)
+            a_succ[rows, a] = batch.episode_success()
+            a_ret[rows, a] = batch.episode_returns()
+            if on_progress is not None:
+                on_progress(batch.env_steps)
+            state = agent.adapt(state, batch)
+        batch, state = sampler.sample(agent, chunk, state, p.evaluation_episodes, rng,
+                                      p.evaluation_deterministic, end_on_success=True)
+        succ[rows] = batch.episode_success()
+        ret[rows] = batch.episode_returns()
+        lengths[rows] = episode_lengths(batch.successes, True)
+        if on_progress is not None:
+            on_progress(int(lengths[rows].sum()))
+    return ProtocolResult(tasks, a_succ, a_ret, succ, ret, lengths, sampler.horizon, p)
+
+
+def official_pool_size(n_test_classes: int, meta_batch_size: int = 20) -> int:
+    """Envs per class in metaworld's own ML test vector env (`meta_batch_size // classes`)."""
+    return max(1, meta_batch_size // max(1, n_test_classes))

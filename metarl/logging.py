@@ -102,3 +102,36 @@ class RunLogger:
 
     def close(self) -> None:
         self.tb.close()
+
+
+def write_protocol_result(out_dir: str | Path, summary: dict, rows: list[dict], step: int,
+                          tb_dir: str | Path | None = None, stem: str = "eval_metaworld") -> tuple[Path, Path]:
+    """A Meta-World-protocol evaluation: `<stem>.json` (the summary: success per goal -> class ->
+    overall, the pooled figure, per class), `<stem>.csv` (one row per episode) and, with
+    `tb_dir`, TensorBoard scalars `eval_metaworld/...` at env step `step`. The files are written
+    to temp names and renamed, so a crash leaves no half-written result."""
+    import json
+    import os
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, cs = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    tmp_js, tmp_cs = out_dir / f".{stem}.json.tmp", out_dir / f".{stem}.csv.tmp"
+    tmp_js.write_text(json.dumps({"env_steps": step, **summary}, indent=2))
+    with tmp_cs.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["env_steps", "task", "task_index", "phase", "episode", "success", "return", "length"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({"env_steps": step, **r})
+    os.replace(tmp_js, js)
+    os.replace(tmp_cs, cs)
+    if tb_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(str(tb_dir))
+        for k in ("success", "success_metaworld_pooled", "success_pre_adaptation", "return"):
+            tb.add_scalar(f"eval_metaworld/{k}", summary[k], step)
+        for name, c in summary["per_class"].items():
+            tb.add_scalar(f"eval_metaworld/{name}/success", c["success"], step)
+            tb.add_scalar(f"eval_metaworld/{name}/success_pre_adaptation", c["success_pre_adaptation"], step)
+        tb.close()
+    return js, cs

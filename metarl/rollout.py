@@ -38,9 +38,14 @@ def slot_noise(seeds, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray
                      for s in seeds]).astype(np.float32)
 
 
-def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None):
+def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, end_on_success: bool = False):
     """One episode on every env: obs, actions, rewards, next_obs, successes [S, T, ...],
-    MuJoCo warnings raised during it [S], and the task state after it."""
+    MuJoCo warnings raised during it [S], and the task state after it.
+
+    With `end_on_success` a slot's episode ends at its first successful step (the step is
+    recorded, the episode-end flag goes to `observe` for that slot): its env is not stepped
+    again, its later steps stay zero in the buffers and its task state is frozen until every
+    slot has ended; the next episode starts for all slots together."""
     s = len(envs)
     observe = getattr(actor, "observe", None)
     obs = np.stack([env.reset() for env in envs])
@@ -50,30 +55,61 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None):
     act_buf = None
     rew = np.zeros((s, horizon), np.float32)
     suc = np.zeros((s, horizon), bool)
+    live = np.ones(s, bool)
     for k in range(horizon):
         eps = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise[:, k]))
+        before = task_state
         with torch.no_grad():
             action, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
                                            deterministic=noise is None, noise=eps)
         action = action.cpu().numpy()
         if act_buf is None:
             act_buf = np.zeros((s, horizon, action.shape[-1]), np.float32)
-        bad = ~np.isfinite(action).all(axis=1)
+        bad = ~np.isfinite(action).all(axis=1) & live
         if bad.any():
             raise FloatingPointError(f"non-finite actions for slots {np.flatnonzero(bad).tolist()}")
-        obs_buf[:, k] = obs
-        act_buf[:, k] = action
-        out = [env.step(a) for env, a in zip(envs, action)]
-        obs = np.stack([o[0] for o in out])
-        next_buf[:, k] = obs
-        rew[:, k] = [o[1] for o in out]
-        suc[:, k] = [o[2] for o in out]
+        if live.all():
+            obs_buf[:, k] = obs
+            act_buf[:, k] = action
+            out = [env.step(a) for env, a in zip(envs, action)]
+            obs = np.stack([o[0] for o in out])
+            next_buf[:, k] = obs
+            rew[:, k] = [o[1] for o in out]
+            suc[:, k] = [o[2] for o in out]
+        else:
+            idx = np.flatnonzero(live)
+            obs_buf[idx, k] = obs[idx]
+            act_buf[idx, k] = action[idx]
+            for i in idx:
+                o, r, sc = envs[i].step(action[i])[:3]
+                obs[i], rew[i, k], suc[i, k] = o, r, sc
+            next_buf[idx, k] = obs[idx]
         if observe is not None:
+            done = k == horizon - 1
+            if end_on_success:
+                done = np.where(live & suc[:, k], True, done)
             with torch.no_grad():
-                task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, k]),
-                                     k == horizon - 1)
+                task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, k]), done)
+        if end_on_success:
+            if not live.all():
+                task_state = _keep(before, task_state, live)
+            live &= ~suc[:, k]
+            if not live.any():
+                break
     warn = np.array([env.sim_warnings() for env in envs]) - w0
     return (obs_buf, act_buf, rew, next_buf, suc), warn, task_state
+
+
+def _keep(old, new, live: np.ndarray):
+    """`new` for the live slots, `old` for the others (a pytree with a leading slot dimension)."""
+    mask = torch.as_tensor(live)
+
+    def pick(o, n):
+        if not torch.is_tensor(n):
+            return n
+        m = mask.reshape(-1, *([1] * (n.dim() - 1)))
+        return torch.where(m, n, o)
+    return pytree.tree_map(pick, old, new)
 
 
 def take_slots(state, idx: np.ndarray):
@@ -92,18 +128,19 @@ def _put(state, idx: np.ndarray, part):
 
 
 def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
-                 noise: np.ndarray | None, max_recollect: int = 3) -> tuple[Rollout, object]:
+                 noise: np.ndarray | None, max_recollect: int = 3,
+                 end_on_success: bool = False) -> tuple[Rollout, object]:
     """An episode during which MuJoCo raised a warning (the simulation went unstable) is
     discarded and collected again on that slot, from the task state it started with and with
     the slot's noise shifted in time, up to `max_recollect` times; `sim_warnings` counts the
-    discarded episodes."""
+    discarded episodes. `end_on_success`: see `_episode`."""
     s = len(envs)
     fields: list[list[np.ndarray]] = [[] for _ in range(5)]
     discarded = np.zeros((s, n_episodes), np.int64)
     for m in range(n_episodes):
         start_state = task_state
         ep_noise = None if noise is None else noise[:, m]
-        data, warn, task_state = _episode(envs, actor, task_state, horizon, ep_noise)
+        data, warn, task_state = _episode(envs, actor, task_state, horizon, ep_noise, end_on_success)
         for r in range(1, max_recollect + 1):
             bad = np.flatnonzero(warn > 0)
             if bad.size == 0:
@@ -111,7 +148,7 @@ def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
             discarded[bad, m] += 1
             sub_noise = None if noise is None else np.roll(noise[bad, m], r, axis=1)
             sub, sub_warn, sub_state = _episode([envs[i] for i in bad], actor, take_slots(start_state, bad),
-                                                horizon, sub_noise)
+                                                horizon, sub_noise, end_on_success)
             for full, part in zip(data, sub):
                 full[bad] = part
             warn = warn.copy()

@@ -12,6 +12,16 @@ from metarl.rollout import slot_noise
 from metarl.types import EpisodeBatch, Task
 
 
+def episode_lengths(successes: np.ndarray, end_on_success: bool) -> np.ndarray:
+    """[..., T] success flags -> [...] steps each episode took: up to and including the first
+    success when episodes end on success, else the horizon."""
+    t = successes.shape[-1]
+    if not end_on_success:
+        return np.full(successes.shape[:-1], t, np.int64)
+    first = np.argmax(successes, axis=-1)
+    return np.where(successes.any(axis=-1), first + 1, t).astype(np.int64)
+
+
 class Sampler:
     """Runs `n_episodes` consecutive episodes on every task slot, all slots in
     lock-step, with one batched policy call per step (inside the workers when
@@ -29,8 +39,10 @@ class Sampler:
         return self.vec_env.n_slots
 
     def sample(self, agent, tasks: Sequence[Task], task_state, n_episodes: int,
-               rng: np.random.Generator, deterministic: bool = False):
-        """All randomness (slot seeds, exploration noise) comes from `rng`."""
+               rng: np.random.Generator, deterministic: bool = False, end_on_success: bool = False):
+        """All randomness (slot seeds, exploration noise) comes from `rng`. With `end_on_success`
+        an episode ends at its first successful step (its later steps are zeros in the batch;
+        `env_steps` counts only the steps taken)."""
         t0 = time.perf_counter()
         s = len(tasks)
         if s > self.n_slots:
@@ -41,8 +53,9 @@ class Sampler:
         # acting happens on the CPU (the actor is a CPU copy when the learner is on CUDA)
         task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
         noise = None if deterministic else slot_noise(seeds, n_episodes, self.horizon, agent.act_dim)
-        ro, task_state = self.vec_env.rollout(actor, task_state, n_episodes, self.horizon, noise)
-        self.env_steps += s * n_episodes * self.horizon
+        ro, task_state = self.vec_env.rollout(actor, task_state, n_episodes, self.horizon, noise,
+                                              end_on_success=end_on_success)
+        self.env_steps += int(episode_lengths(ro.successes, end_on_success).sum())
         self.sim_warnings += int(ro.sim_warnings.sum())
         self.sample_seconds += time.perf_counter() - t0
         return EpisodeBatch(ro.obs, ro.actions, ro.rewards, ro.next_obs, ro.successes, list(tasks),

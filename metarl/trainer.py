@@ -22,9 +22,14 @@ from metarl.sampler import Sampler
 from metarl.types import AdaptationCurve, ConfigError
 
 
+def task_seed(cfg: RunConfig) -> int:
+    """The seed the benchmark's goals are drawn with: env.task_seed, else the run's seed."""
+    return cfg.run.seed if cfg.env.task_seed is None else cfg.env.task_seed
+
+
 def benchmark_for(cfg: RunConfig):
     """The config's task distribution, checked against the agent's meta-batch."""
-    bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, cfg.run.seed,
+    bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, task_seed(cfg),
                            cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals,
                            cfg.env.fast_path)
     if cfg.agent.meta_batch > len(bench.train_tasks):
