@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
-    p.add_argument("--name", help="result file stem (default: the preset name)")
+    p.add_argument("--name", help="result file stem (default: the name the run was started with, else the "
+                                  "preset name); e.g. ml10_maml_trpo_s2 for one seed of a multi-seed table")
     args = p.parse_args(argv)
     if (args.config is None) == (args.resume is None):
         p.error("give a preset CONFIG or --resume RUN_DIR (not both)")
@@ -102,6 +103,12 @@ def main(argv=None) -> int:
             return 2
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        # the result file stem: --name, else the one this run was started with, else the preset's
+        stem_file = run_dir / "result_name"
+        if args.name is None and stem_file.is_file():
+            args.name = stem_file.read_text().strip() or None
+        if args.name is not None and not stem_file.is_file():
+            stem_file.write_text(args.name + "\n")
         segments = run_dir / "segments.jsonl"
         earlier = [json.loads(line) for line in segments.read_text().splitlines()] if segments.exists() else []
         t0 = time.time()
@@ -119,6 +126,8 @@ def main(argv=None) -> int:
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
+        if trainer.protocol_summary is not None:  # eval.protocol: metaworld
+            per_seed[-1]["metaworld"] = trainer.protocol_summary
         choice = trainer.selected()
         if choice is not None:  # eval.select_best: best.pt, chosen on training tasks only
             per_seed[-1]["selected"] = choice
@@ -157,10 +166,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for r in per_seed:  # the training and evaluation curves behind the result
         suffix = "" if len(per_seed) == 1 else f".s{r['seed']}"
-        for f in ("progress", "eval"):
-            src = ROOT / r["run_dir"] / f"{f}.csv"
+        for f in ("progress.csv", "eval.csv", "eval_metaworld.json", "eval_metaworld_train.json"):
+            src = ROOT / r["run_dir"] / f
             if src.exists():
-                shutil.copyfile(src, out / f"{name}{suffix}.{f}.csv")
+                shutil.copyfile(src, out / f"{name}{suffix}.{f}")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     curves = {f"seed {r['seed']}": (r["success_by_round"], r["return_by_round"]) for r in per_seed}
     if len(per_seed) > 1:

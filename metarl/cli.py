@@ -141,21 +141,45 @@ def _print_curve(curve, per_task: bool = False) -> None:
     Console().print(table)
 
 
-def cmd_eval(args) -> int:
-    import numpy as np
-    import torch
-
+def _eval_setup(args):
+    """(checkpoint path, payload, config with --horizon applied, device) for `metarl eval`."""
     from metarl import checkpoint, config
-    from metarl.evaluation import evaluate, select_tasks
-    from metarl.trainer import build
 
     ckpt_path, payload = checkpoint.resolve(args.checkpoint)
     cfg = config.from_dict(payload["config"])
+    horizon = args.horizon
+    if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
+        horizon = 500  # the protocol's horizon, whatever the run trained with
+    if horizon is not None:
+        if horizon < 1:
+            raise ConfigError(f"--horizon: must be >= 1, got {horizon}")
+        d = cfg.to_dict()
+        d["env"]["max_episode_steps"] = horizon
+        cfg = config.from_dict(d)
+    return ckpt_path, payload, cfg, config.resolve_device(args.device)
+
+
+def _default_out_dir(ckpt_path: Path) -> Path:
+    """A run's checkpoint (RUN_DIR/checkpoints/x.pt) -> RUN_DIR; a loose file -> <stem>_eval/ beside it."""
+    if ckpt_path.parent.name == "checkpoints" and (ckpt_path.parent.parent / "config.yaml").is_file():
+        return ckpt_path.parent.parent
+    return ckpt_path.parent / f"{ckpt_path.stem}_eval"
+
+
+def cmd_eval(args) -> int:
+    if args.protocol == "metaworld":
+        return cmd_eval_metaworld(args)
+    import numpy as np
+    import torch
+
+    from metarl.evaluation import evaluate, select_tasks
+    from metarl.trainer import build
+
+    ckpt_path, payload, cfg, device = _eval_setup(args)
     if args.rounds is not None and args.rounds < 0:
         raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
-    device = config.resolve_device(args.device)
     out = Path(args.out) if args.out else ckpt_path.parent.parent / f"eval_{args.split}" / "eval.csv"
     torch.manual_seed(args.seed)
     bench, sampler, agent = build(cfg, device)
@@ -179,6 +203,94 @@ def cmd_eval(args) -> int:
     except OSError as e:
         raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
     print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def run_metaworld_protocol(cfg, payload, device, split: str, goals_per_class: int, seed: int,
+                           protocol, progress: bool = True):
+    """Build the checkpoint's agent and run the Meta-World protocol on `split`'s goals.
+    Returns (ProtocolResult, pool size of metaworld's own test vector env)."""
+    import numpy as np
+    import torch
+
+    from metarl.evaluation import metaworld_evaluate, official_pool_size, select_tasks
+    from metarl.trainer import build
+
+    torch.manual_seed(seed)
+    bench, sampler, agent = build(cfg, device)
+    try:
+        agent.load_state_dict(payload["agent"])
+        tasks = select_tasks(bench.tasks(split), goals_per_class)
+        p = protocol
+        total = len(tasks) * (p.adaptation_steps * p.adaptation_episodes + p.evaluation_episodes) * sampler.horizon
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        with Progress(TextColumn("metaworld protocol"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
+                      TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+            job = bar.add_task("eval", total=total)
+            result = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(seed), protocol,
+                                        on_progress=lambda n: bar.advance(job, n))
+    finally:
+        sampler.vec_env.close()
+    n_classes = len({t.name for t in tasks})
+    return result, official_pool_size(n_classes)
+
+
+def _print_protocol(summary: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in ("class", "goals", "before adaptation", "after adaptation", "return"):
+        table.add_column(c, justify="left" if c == "class" else "right")
+    for name, c in summary["per_class"].items():
+        table.add_row(name, str(c["goals"]), f"{c['success_pre_adaptation']:.1%}", f"{c['success']:.1%}",
+                      f"{c['return']:.1f}")
+    table.add_row("[bold]mean over classes", str(summary["n_goals"]), f"{summary['success_pre_adaptation']:.1%}",
+                  f"[bold]{summary['success']:.1%}", f"{summary['return']:.1f}")
+    Console().print(table)
+    print(f"success (per goal, then class, then mean): {summary['success']:.1%}; "
+          f"as metaworld 3.1.1 pools it (first {summary['evaluation_episodes']} finished episodes of "
+          f"{summary['pool_size']} envs per class): {summary['success_metaworld_pooled']:.1%}")
+
+
+def cmd_eval_metaworld(args) -> int:
+    from metarl.evaluation import MetaworldProtocol
+    from metarl.logging import write_protocol_result
+
+    for flag in ("rounds", "episodes"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag}: belongs to --protocol curve; with --protocol metaworld use "
+                              f"--adaptation-episodes, --adaptation-steps, --evaluation-episodes")
+    if args.deterministic is not None:
+        raise ConfigError("--deterministic: belongs to --protocol curve; with --protocol metaworld use "
+                          "--eval-deterministic (and --adapt-deterministic)")
+    if args.tasks_per_class:
+        raise ConfigError("--tasks-per-class: belongs to --protocol curve; with --protocol metaworld use "
+                          "--goals-per-class")
+    if args.goals_per_class < 0:
+        raise ConfigError(f"--goals-per-class: must be >= 0 (0: all), got {args.goals_per_class}")
+    protocol = MetaworldProtocol(args.adaptation_episodes, args.adaptation_steps, args.evaluation_episodes,
+                                 args.adapt_deterministic, args.eval_deterministic)
+    ckpt_path, payload, cfg, device = _eval_setup(args)
+    out_dir = Path(args.out) if args.out else _default_out_dir(ckpt_path)
+    stem = "eval_metaworld" if args.split == "test" else "eval_metaworld_train"
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write under {out_dir}: {probe} is not writable")
+    t0 = time.time()
+    result, pool = run_metaworld_protocol(cfg, payload, device, args.split, args.goals_per_class, args.seed,
+                                          protocol, progress=sys.stderr.isatty())
+    summary = {**result.to_dict(pool), "checkpoint": str(ckpt_path), "split": args.split, "seed": args.seed,
+               "benchmark": cfg.env.benchmark, "env_name": cfg.env.env_name, "agent": cfg.agent.name,
+               "wall_seconds": time.time() - t0}
+    step = int(payload.get("counters", {}).get("env_steps", 0))
+    tb = out_dir / "tb" if out_dir == _default_out_dir(ckpt_path) and (out_dir / "tb").is_dir() else None
+    _print_protocol(summary, f"{cfg.env.benchmark} {args.split} goals, Meta-World protocol "
+                             f"({step:,} env steps of training)")
+    js, cs = write_protocol_result(out_dir, summary, result.rows(), step, tb, stem=stem)
+    print(f"wrote {js} and {cs}", file=sys.stderr)
     return 0
 
 
@@ -233,13 +345,27 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--rounds", type=int, help="adaptation rounds K (default: the run's eval.rounds)")
     e.add_argument("--episodes", type=int, help="episodes per round (default: the run's eval.episodes_per_round)")
-    e.add_argument("--tasks-per-class", type=int, default=0, help="goals per env class (0: all)")
+    e.add_argument("--tasks-per-class", type=int, default=0, help="curve: goals per env class (0: all)")
     e.add_argument("--per-task", action="store_true", help="one table row per task instead of per class")
     e.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="mean actions instead of sampled ones (default: the run's eval.deterministic)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="CSV path (default: RUN_DIR/eval_<split>/eval.csv)")
+    e.add_argument("--out", help="curve: CSV path (default: RUN_DIR/eval_<split>/eval.csv); metaworld: output "
+                                 "dir (default: the run dir, or <checkpoint stem>_eval/ beside a loose file)")
+    e.add_argument("--protocol", default="curve", choices=["curve", "metaworld"],
+                   help="curve: rounds 0..K of adaptation (quick looks); metaworld: the Meta-World+ meta-test "
+                        "protocol, for numbers compared with papers (horizon 500 unless --horizon)")
+    e.add_argument("--horizon", type=int, help="episode length (default: the run's; 500 with --protocol metaworld)")
+    e.add_argument("--goals-per-class", type=int, default=0, help="metaworld: goals per class (0: all)")
+    e.add_argument("--adaptation-episodes", type=int, default=10, help="metaworld: episodes per adaptation step")
+    e.add_argument("--adaptation-steps", type=int, default=1, help="metaworld: adaptation steps")
+    e.add_argument("--evaluation-episodes", type=int, default=3,
+                   help="metaworld: episodes after adaptation, each ending on success")
+    e.add_argument("--adapt-deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="metaworld: mean actions in the adaptation episodes (default: sampled)")
+    e.add_argument("--eval-deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="metaworld: mean actions in the evaluation episodes (default: sampled)")
     e.set_defaults(func=cmd_eval)
     pl = sub.add_parser("plot", help="plot the adaptation curve of one or more runs")
     pl.add_argument("run_dirs", nargs="+")

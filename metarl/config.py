@@ -18,6 +18,7 @@ import yaml
 from metarl.types import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+PROTOCOLS = ("curve", "metaworld")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ class EvalSection:
                                     # (best mean success over rounds 1..K); the final held-out evaluation
                                     # then runs on the last policy and on best.pt
     select_tasks_per_class: int = 25  # training tasks per class in those selection evaluations (0: all)
+    protocol: str = "curve"         # curve: rounds 0..K as above; metaworld: every evaluation (periodic,
+                                    # selection, final) runs the Meta-World+ protocol instead (10 adaptation
+                                    # episodes, one adaptation step, 3 evaluation episodes that end on
+                                    # success; rounds/episodes_per_round unused): its curve has round 0 =
+                                    # the adaptation episodes, round 1 = the evaluation episodes, and the
+                                    # final one also writes eval_metaworld.json (metarl/evaluation.py)
 
     def __post_init__(self):
         _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
@@ -91,6 +98,8 @@ class EvalSection:
                f"must be >= 0, got {self.final_tasks_per_class}")
         _check(self.rounds >= 0, "eval.rounds", f"must be >= 0, got {self.rounds}")
         _check(self.episodes_per_round > 0, "eval.episodes_per_round", f"must be > 0, got {self.episodes_per_round}")
+        _check(self.protocol in PROTOCOLS, "eval.protocol",
+               f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,13 @@ class ProtocolResult:
             "per_class": self.by_class(),
         }
 
+    def as_curve(self) -> AdaptationCurve:
+        """Round 0 = the (last step's) adaptation episodes, round 1 = the evaluation episodes."""
+        pre_s = self.adapt_success[:, -1].mean(axis=1) if self.adapt_success.shape[1] else self.success.mean(axis=1)
+        pre_r = self.adapt_returns[:, -1].mean(axis=1) if self.adapt_success.shape[1] else self.returns.mean(axis=1)
+        return AdaptationCurve(self.tasks, np.stack([pre_s, self.success.mean(axis=1)], axis=1),
+                               np.stack([pre_r, self.returns.mean(axis=1)], axis=1))
+
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for i, t in enumerate(self.tasks):
