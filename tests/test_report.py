@@ -1,0 +1,65 @@
+"""benchmarks/report.py: per-seed result files -> aggregate JSON (the issue's keys) and README."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _seed_files(d: Path, name: str, seed: int, final: float, pooled: float, history: list[float],
+                per_class: dict[str, float]):
+    (d / f"{name}.json").write_text(json.dumps({
+        "preset": "ml10_maml_trpo", "agent": "maml_trpo", "benchmark": "ML10", "env_name": None, "seeds": [seed],
+        "env_steps": 20_000_000, "stopped_early": False, "wall_seconds": 3600.0, "machine": "test cpu",
+        "command": "python benchmarks/run_preset.py ...", "git_commit": "abc", "per_seed": [{}],
+        "config": {"run": {"env_steps": 20_000_000}}}))
+    (d / f"{name}.eval_metaworld.json").write_text(json.dumps({
+        "protocol": "metaworld", "adaptation_episodes": 10, "adaptation_steps": 1, "evaluation_episodes": 3,
+        "adaptation_deterministic": False, "evaluation_deterministic": False, "pool_size": 4, "horizon": 500,
+        "success": final, "success_metaworld_pooled": pooled, "success_pre_adaptation": final / 2,
+        "per_class": {c: {"success": v, "success_pre_adaptation": v / 2, "return": 0.0, "goals": 50}
+                      for c, v in per_class.items()}}))
+    with (d / f"{name}.eval.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["env_steps", "eval", "task", "task_index", "round", "success", "return"])
+        w.writeheader()
+        for i, s in enumerate(history):
+            for task, task_success in (("a-v3", s), ("b-v3", s)):
+                for k, v in ((0, 0.0), (1, task_success)):
+                    w.writerow({"env_steps": (i + 1) * 2_000_000, "eval": "eval", "task": task, "task_index": 0,
+                                "round": k, "success": v, "return": 0.0})
+
+
+def test_report_aggregates_seeds_with_intervals_and_max_over_training(tmp_path):
+    _seed_files(tmp_path, "ml10_maml_trpo_s1", 1, 0.30, 0.60, [0.1, 0.5, 0.2], {"a-v3": 0.2, "b-v3": 0.4})
+    _seed_files(tmp_path, "ml10_maml_trpo_s2", 2, 0.40, 0.80, [0.2, 0.3], {"a-v3": 0.3, "b-v3": 0.5})
+    _seed_files(tmp_path, "ml10_maml_trpo_s3", 3, 0.20, 0.40, [0.1, 0.1], {"a-v3": 0.1, "b-v3": 0.3})
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    agg = json.loads((tmp_path / "ml10_maml_trpo.json").read_text())
+    for key in ("preset", "agent", "benchmark", "horizon", "protocol", "seeds", "env_steps", "wall_seconds",
+                "machine", "command", "git_commit", "meta_test", "meta_train"):
+        assert key in agg
+    mt = agg["meta_test"]
+    assert agg["seeds"] == [1, 2, 3] and agg["protocol"] == "metaworld" and agg["horizon"] == 500
+    assert mt["success_final"] == pytest.approx(0.30)
+    # 95% t interval over 3 seeds: t(0.975, 2) = 4.303, sd = 0.1
+    assert mt["success_final_ci95"] == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-3)
+    assert mt["success_max"] == pytest.approx((0.5 + 0.4 + 0.2) / 3)  # best periodic or final, per seed
+    assert mt["success_metaworld_pooled"] == pytest.approx(0.60)
+    assert mt["per_class"] == pytest.approx({"a-v3": 0.2, "b-v3": 0.4})
+    readme = (tmp_path / "README.md").read_text()
+    assert "30.0% ± 24.8" in readme and "31.6%" in readme  # ours next to the published MAML row
+    assert (tmp_path / "ml10_maml_trpo.curves.png").stat().st_size > 1000
+
+
+def test_report_refuses_a_missing_results_dir(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no such directory" in out.stderr and "Traceback" not in out.stderr
