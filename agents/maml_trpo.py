@@ -260,5 +260,7 @@ class MAMLTRPO:
     def state_dict(self) -> dict[str, Any]:
         return {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
 
+    RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])

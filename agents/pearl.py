@@ -600,13 +600,22 @@ class PEARL:
             "replay": self.replay.state(), "context": self.context.state()}
         return out
 
+    # what acting and adapting need (benchmarks/release.py): no critics, optimizers or buffers
+    RELEASE_KEYS = ("encoder", "policy", "log_alpha", "collected_initial", "iterations", "protocol_seed")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A released policy (`policy_only`) holds only RELEASE_KEYS: the critics keep their
+        initial weights and the buffers stay empty; it can be evaluated, not trained on."""
+        policy_only = bool(state.get("policy_only"))
         for k in self._NETS:
+            if policy_only and k not in state:
+                continue
             getattr(self, k).load_state_dict(state[k])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            if not policy_only:
+                o.load_state_dict(state["optimizers"][k])
         self.collected_initial = bool(state["collected_initial"])
         self.iterations = int(state["iterations"])
         self._reseed_protocol(state["protocol_seed"])

@@ -268,6 +268,10 @@ class RL2PPO:
                 "opt": copy.deepcopy(self.opt.state_dict()), "value_scale": self.value_scale.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A released policy (`policy_only`, benchmarks/release.py) has no optimizer state."""
         self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
+        if not state.get("policy_only"):
+            self.opt.load_state_dict(state["opt"])
         self.value_scale = state["value_scale"].clone()
+
+    RELEASE_KEYS = ("net", "value_scale")  # what acting and adapting need

@@ -1,0 +1,77 @@
+"""Released policies (benchmarks/release.py, benchmarks/checkpoints/): policy only, loadable with
+weights_only=True, listed in MANIFEST with their SHA-256, evaluable, never resumable."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASED = ROOT / "benchmarks" / "checkpoints"
+METARL = [sys.executable, "-m", "metarl.cli"]
+
+
+def _manifest() -> dict[str, str]:
+    lines = (RELEASED / "MANIFEST").read_text().splitlines()
+    return {ln.split()[1]: ln.split()[0] for ln in lines if ln.strip()}
+
+
+def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(tmp_path):
+    run = tmp_path / "runs"
+    r = subprocess.run([*METARL, "train", str(ROOT / "configs" / "toy_rl2_ppo.yaml"), "--set", f"run.out_dir={run}",
+                        "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=2000",
+                        "--set", "eval.every=0"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    dest = tmp_path / "rel"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "release.py"), str(run / "r"), "toy_rl2",
+                        "--dest", str(dest)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    f = dest / "toy_rl2.pt"
+    payload = torch.load(f, map_location="cpu", weights_only=True)
+    assert payload["agent"]["policy_only"] and "opt" not in payload["agent"]
+    sha, name = (dest / "MANIFEST").read_text().split()[:2]
+    assert name == "toy_rl2.pt" and sha == hashlib.sha256(f.read_bytes()).hexdigest()
+    r = subprocess.run([*METARL, "eval", str(f), "--protocol", "metaworld", "--goals-per-class", "3"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert (dest / "toy_rl2_eval" / "eval_metaworld.json").is_file()
+    # a released file copied into a run dir is not a way to resume training
+    ck = run / "r" / "checkpoints"
+    for old in ck.glob("ckpt_*.pt"):
+        old.unlink()
+    (ck / "ckpt_9999999.pt").write_bytes(f.read_bytes())
+    r = subprocess.run([*METARL, "train", "--resume", str(run / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "released policy" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not (RELEASED / "ml1_reach_maml_trpo_s1.pt").is_file(),
+                    reason="no released ML1 reach checkpoint in this checkout")
+def test_released_ml1_reach_checkpoint_loads_safely_and_beats_an_untrained_policy():
+    from metarl import checkpoint, config
+    from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, select_tasks
+    from metarl.trainer import build
+
+    f = RELEASED / "ml1_reach_maml_trpo_s1.pt"
+    assert _manifest()[f.name] == hashlib.sha256(f.read_bytes()).hexdigest()
+    payload = torch.load(f, map_location="cpu", weights_only=True)
+    assert payload["agent"]["policy_only"]
+    cfg = config.from_dict(payload["config"])
+    scores = {}
+    for label in ("released", "untrained"):
+        torch.manual_seed(0)
+        bench, sampler, agent = build(cfg, torch.device("cpu"))
+        try:
+            if label == "released":
+                agent.load_state_dict(checkpoint.load_file(f)["agent"])
+            tasks = select_tasks(bench.test_tasks, 8)
+            res = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(0),
+                                     MetaworldProtocol(adaptation_episodes=4))
+        finally:
+            sampler.vec_env.close()
+        scores[label] = res.success_mean()
+    assert scores["released"] >= scores["untrained"] + 0.3, scores
