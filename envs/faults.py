@@ -1,8 +1,9 @@
-"""Fault injection for tests: env factories whose worker process dies on purpose."""
+"""Fault injection for tests: env factories whose worker process dies, slows down or goes unstable on purpose."""
 from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,3 +74,27 @@ class _Unstable:
                 self.fired = True
                 return self.env.sim_warnings() + 1
         return self.env.sim_warnings()
+
+
+@dataclass(frozen=True)
+class SlowSetTaskFactory:
+    """Wraps an env factory; each env's `set_task` takes `delay_s` seconds longer, so a caller
+    waits on its worker past the 0.2 s liveness poll."""
+
+    inner: Callable
+    delay_s: float
+
+    def __call__(self):
+        return _SlowSetTask(self.inner(), self.delay_s)
+
+
+class _SlowSetTask:
+    def __init__(self, env, delay_s: float):
+        self.env, self.delay_s = env, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def set_task(self, task) -> None:
+        time.sleep(self.delay_s)
+        self.env.set_task(task)

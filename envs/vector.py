@@ -15,6 +15,7 @@ Two ways to drive it:
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 import warnings
@@ -29,14 +30,85 @@ from metarl.types import Task
 
 WORKER_TIMEOUT_S = 120.0
 
+# Sent to a whole process group by Ctrl-C, `timeout` and batch schedulers: the trainer's to handle.
+_GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _ensure_forkserver() -> None:
+    """Start multiprocessing's forkserver, if it is not running, with SIGINT and SIGTERM blocked.
+
+    The forkserver is the workers' parent and sits in the trainer's process group. Started
+    plainly, a group SIGTERM kills it (it ignores only SIGINT), and then Process.is_alive()
+    reports every live worker as dead with exit code 255, restarts get spent on live workers
+    and a later start prints a traceback. A blocked mask survives fork and exec and Python never
+    unblocks it, so the forkserver never sees them (multiprocessing's resource tracker starts
+    itself the same way). Blocked rather than ignored in the parent: a signal that comes in the
+    meantime is delivered to the parent when the mask is restored, not lost."""
+    from multiprocessing import forkserver, resource_tracker
+
+    # forkserver.ensure_running() first starts the resource tracker, which unblocks both signals
+    # once it has spawned (it does not restore the mask): start the tracker before blocking
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _exited(proc: mp.process.BaseProcess) -> bool:
+    """Whether a worker process has ended. Process.is_alive() learns of a worker's exit from the
+    forkserver, and if the forkserver is gone it says "exit code 255" for workers that are alive;
+    that case is checked with the kernel (no such pid, or a zombie, is an exit)."""
+    if proc.is_alive():
+        return False
+    if proc.exitcode != 255 or proc.pid is None:
+        return True                       # the forkserver reported a real exit (it reaped the worker)
+    try:
+        os.kill(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # gone just now; without /proc, kill(pid, 0) said alive
+    except OSError:
+        return False
+
+
+def _kill(proc: mp.process.BaseProcess) -> None:
+    """SIGKILL a worker that has not exited (Process.kill() does nothing once is_alive() is wrong)."""
+    if proc.pid is not None and not _exited(proc):
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _join(proc: mp.process.BaseProcess, timeout: float) -> bool:
+    """Wait up to `timeout` s for a worker to exit; whether it did."""
+    proc.join(timeout)  # returns at once if the forkserver is gone, hence the polling below
+    deadline = time.monotonic() + timeout
+    while not _exited(proc):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
 
 def _worker(conn, env_factory: Callable, n_slots: int) -> None:
     # The parent owns a worker's life: it sends "close", kills a hung one, and its death
     # ends ours (EOF on the pipe). SIGINT / SIGTERM sent to the whole process group (Ctrl-C,
     # `timeout`, a batch scheduler) are the parent's to handle: it finishes the iteration,
-    # checkpoints and may still evaluate, which needs the workers alive.
+    # checkpoints and may still evaluate, which needs the workers alive. They arrive blocked
+    # (inherited from the forkserver, see _ensure_forkserver): ignore, then unblock, so that
+    # anything this worker starts gets a plain mask.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _GROUP_SIGNALS)
     torch.set_num_threads(1)
     envs = [env_factory() for _ in range(n_slots)]
     active = 0
@@ -132,6 +204,7 @@ class TaskVectorEnv:
         return np.concatenate(parts)[self._inverse]
 
     def _start(self, i: int) -> None:
+        _ensure_forkserver()  # (re)started with the group's signals blocked before p.start() needs it
         parent, child = self._ctx.Pipe()
         p = self._ctx.Process(target=_worker, args=(child, self._factory, len(self._slots[i])), daemon=True)
         p.start()
@@ -154,19 +227,18 @@ class TaskVectorEnv:
                     return conn.recv()
                 except (EOFError, ConnectionResetError, OSError) as e:
                     raise _Dead() from e
-            if not proc.is_alive() and not conn.poll(0):
+            if _exited(proc) and not conn.poll(0):
                 raise _Dead()
             if time.monotonic() > deadline:
-                proc.kill()
+                _kill(proc)
                 raise _Dead()
 
     def _recover(self, i: int, cmd: str, arg):
         while True:
             old = self._procs[i]
-            code = old.exitcode
-            if old.is_alive():
-                old.kill()
-            old.join(timeout=5)
+            code = old.exitcode if _exited(old) else None
+            _kill(old)
+            _join(old, timeout=5)
             self._conns[i].close()
             if self.restarts >= self.max_restarts:
                 raise WorkerError(f"sampler worker {i} died (exit code {code}) and {self.restarts} restarts "
@@ -279,10 +351,9 @@ class TaskVectorEnv:
             except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
         for p in self._procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+            if not _join(p, timeout=10):
+                _kill(p)
+                _join(p, timeout=10)
         for conn in self._conns:
             conn.close()
 

@@ -13,7 +13,7 @@ import torch
 
 from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from envs import TaskVectorEnv, make_benchmark
-from envs.faults import DieAtStepFactory
+from envs.faults import DieAtStepFactory, SlowSetTaskFactory
 from envs.vector import WorkerError
 from metarl import checkpoint
 from metarl.sampler import Sampler
@@ -54,6 +54,33 @@ def test_restarts_are_capped():
         _collect(always, 2, bench, max_restarts=2)
     assert time.monotonic() - t0 < 60  # noticed within a bounded time, no endless wait
 
+
+def test_workers_are_not_taken_for_dead_when_the_forkserver_is_signalled():
+    """The forkserver that started the workers gets a group signal too. SIGTERM must not end it;
+    if it is gone all the same (SIGKILL), its live workers must not be reported dead (they were,
+    with "exit code 255") and restarted: Process.is_alive() asks the forkserver."""
+    from multiprocessing import forkserver
+
+    def state(pid):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    vec = TaskVectorEnv(SlowSetTaskFactory(bench.env_factory, 0.3), 4, 2)
+    try:
+        vec.set_tasks(bench.train_tasks[:4], [0, 1, 2, 3])
+        server = forkserver._forkserver._forkserver_pid
+        workers = [p.pid for p in vec._procs]
+        for sig, survives in ((signal.SIGTERM, True), (signal.SIGKILL, False)):
+            os.kill(server, sig)
+            time.sleep(0.3)
+            assert (state(server) not in "ZX") == survives, sig
+            vec.set_tasks(bench.train_tasks[4:8], [4, 5, 6, 7])  # each worker answers after 0.6 s
+            assert vec.restarts == 0 and [p.pid for p in vec._procs] == workers, sig
+        assert vec.reset().shape[0] == 4
+    finally:
+        vec.close()
+    time.sleep(0.2)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and state(w) not in "ZX"]
 
 def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy_config):
     run = tmp_path / "r"
@@ -189,3 +216,79 @@ def test_signal_to_the_process_group_stops_cleanly_and_still_evaluates(tmp_path,
     assert result["stopped_early"] is True
     meta = result["meta_test"]
     assert meta["n_tasks"] == 4 and len(meta["success_by_round"]) == meta["rounds"] + 1
+
+
+# `metarl train` whose sampler prints its worker-restart counter (TaskVectorEnv.restarts) on close
+_TRAIN_REPORTING_RESTARTS = """
+import sys
+from envs.vector import TaskVectorEnv
+close = TaskVectorEnv.close
+def close_and_report(self):
+    if not self._closed and self.n_workers:
+        print(f"worker restarts: {self.restarts}", flush=True)
+    close(self)
+TaskVectorEnv.close = close_and_report
+from metarl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _group(pgid: int) -> dict[int, tuple[str, int]]:
+    """pid -> (state, parent pid) of the live processes in a process group."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in "ZX":
+                out[int(d.name)] = (fields[0], int(fields[1]))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_group_signal_mid_rollout_spends_no_worker_restarts(tmp_path, toy_config, sig):
+    """`kill -TERM -- -PGID`, `timeout`, a batch scheduler or Ctrl-C signal the trainer, its workers and
+    the multiprocessing forkserver that started them. The forkserver must survive it too: once it was
+    gone, live workers were reported dead ("worker 0 died (exit code 255)"), restarted, and later
+    starts printed tracebacks. The signal is sent while the workers are in a rollout (episodes long
+    enough that the trainer waits on them for > 0.2 s, its liveness poll). The run must stop after the
+    iteration with a checkpoint, exit 0 as documented, print no traceback and spend no restart."""
+    cmd = [sys.executable, "-c", _TRAIN_REPORTING_RESTARTS, "train", toy_config,
+           "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r", "--set", "run.progress=false",
+           "--set", "env.n_workers=2", "--set", "run.env_steps=4000000", "--set", "eval.every=0",
+           "--set", "env.max_episode_steps=200", "--set", "agent.meta_batch=4",
+           "--set", "agent.episodes_per_task=10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        progress = tmp_path / "r" / "progress.csv"
+        deadline = time.monotonic() + 120
+        while not (progress.exists() and len(progress.read_text().splitlines()) >= 3):  # 2 iterations
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        # workers are the trainer's grandchildren (forkserver -> worker); wait until one is stepping
+        while True:
+            group = _group(proc.pid)
+            workers = [p for p, (_, ppid) in group.items() if group.get(ppid, ("", 0))[1] == proc.pid]
+            if any(group[p][0] == "R" for p in workers):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.01)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "died" not in err and "restarting" not in err, err
+    assert "worker restarts: 0" in out, out
+    assert "checkpoint written" in err and "--resume" in err, err
+    assert checkpoint.load_latest(tmp_path / "r")[1]["counters"]["iteration"] >= 2
+    deadline = time.monotonic() + 10
+    while _group(proc.pid) and time.monotonic() < deadline:  # no worker (or forkserver) left behind
+        time.sleep(0.1)
+    assert not _group(proc.pid)
