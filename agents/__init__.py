@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable, Union
 
-from agents.maml_trpo import MAMLTRPO
-from agents.pearl import PEARL
-from agents.rl2_ppo import RL2PPO
+import torch
 
-AGENTS: dict[str, type] = {"maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL}
+from agents.base import MetaAgent
+from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from agents.pearl import PEARL, PEARLConfig
+from agents.rl2_ppo import RL2PPO, RL2PPOConfig
+
+AgentConfig = Union[MAMLTRPOConfig, RL2PPOConfig, PEARLConfig]
+AGENTS: dict[str, type[MAMLTRPO] | type[RL2PPO] | type[PEARL]] = {
+    "maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL}
 
 
-def make(cfg, obs_dim: int, act_dim: int, device="cpu", **facts):
+def make(cfg: AgentConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
+         **facts: Any) -> MetaAgent:
     """Build the agent named by cfg.name. `facts` about the task distribution (n_train_tasks,
     horizon, ...) are passed on to the agents whose constructor declares them."""
-    cls = AGENTS[cfg.name]
-    params = inspect.signature(cls.__init__).parameters
+    cls: Callable[..., MetaAgent] = AGENTS[cfg.name]  # checks that every agent is a MetaAgent
+    params = inspect.signature(cls).parameters
     return cls(cfg, obs_dim, act_dim, device, **{k: v for k, v in facts.items() if k in params})

@@ -31,6 +31,8 @@ TaskState = Any
 
 
 class SamplerLike(Protocol):
+    horizon: int  # steps per episode
+
     def sample(self, agent: "MetaAgent", tasks: Sequence[Task], task_state: TaskState,
                n_episodes: int, rng: np.random.Generator,
                deterministic: bool = False) -> tuple[EpisodeBatch, TaskState]: ...

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.base import SamplerLike
 from metarl.nn import (BatchedGaussianActor, GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob,
                        unflat_like)
 from metarl.optim import backtracking_line_search, conjugate_gradient
@@ -64,7 +65,7 @@ class MAMLTRPOConfig:
             raise ConfigError("agent.inner_lr and agent.cg_damping: must be >= 0")
 
 
-def _positive(cfg, *names: str) -> None:
+def _positive(cfg: object, *names: str) -> None:
     for n in names:
         v = getattr(cfg, n)
         if not v > 0:
@@ -178,7 +179,8 @@ class MAMLTRPO:
         return self.surrogate_and_kl(self.adapted_params(self.params, pre, True), post, old)[0]
 
     # ---- one meta-iteration ---------------------------------------------------------
-    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+    def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
+                        rng: np.random.Generator) -> dict[str, float]:
         idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
         batch_tasks = [tasks[i] for i in idx]
         state = self.initial_task_state(len(batch_tasks))

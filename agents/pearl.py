@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.base import SamplerLike
 from metarl.nn import mlp
 from metarl.types import ConfigError, EpisodeBatch, Task
 
@@ -262,7 +263,7 @@ class TaskRingBuffers:
         self.size[:] = _numpy(state["size"])
 
 
-def _numpy(x) -> np.ndarray:
+def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
     return x.numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
@@ -308,8 +309,8 @@ class PEARL:
 
         self.critic_params = [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()]
         self.policy_params = list(self.policy.parameters())
-        self.target_params = [*self.q1_target.parameters(), *self.q2_target.parameters()]
-        self.source_params = [*self.q1.parameters(), *self.q2.parameters()]
+        self.target_params: list[Tensor] = [*self.q1_target.parameters(), *self.q2_target.parameters()]
+        self.source_params: list[Tensor] = [*self.q1.parameters(), *self.q2.parameters()]
         self.optimizers = {
             "encoder": torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr),
             "q": torch.optim.Adam(self.source_params, lr=cfg.lr),
@@ -333,6 +334,13 @@ class PEARL:
                   f"{cfg.replay_capacity:,} transitions); allocated on the first iteration", file=sys.stderr)
 
     # ---- buffers ----------------------------------------------------------------------
+    def _buffers(self) -> tuple[TaskRingBuffers, TaskRingBuffers]:
+        """(replay, context): allocated together, at construction when the number of training
+        tasks and the horizon are known, else by the first iteration or a loaded state."""
+        if self.replay is None or self.context is None:
+            raise RuntimeError("PEARL buffers are not allocated yet (no training iteration or state loaded)")
+        return self.replay, self.context
+
     def context_capacity(self, horizon: int) -> int:
         """Transitions the context buffer of one task must hold: its largest between-clear fill."""
         c = self.cfg
@@ -345,7 +353,7 @@ class PEARL:
 
     def memory_bytes(self) -> int | None:
         """Bytes held by the replay and context buffers (None before they are sized)."""
-        if self.replay is None:
+        if self.replay is None or self.context is None:
             return None
         return self.replay.nbytes + self.context.nbytes
 
@@ -370,18 +378,20 @@ class PEARL:
                   + (f"; {avail / GIB:,.1f} GiB of RAM available)" if avail is not None else ")"),
                   file=sys.stderr)
 
-    def _add(self, positions: Sequence[int], batch: EpisodeBatch, to_context: bool) -> None:
+    def _add(self, positions: np.ndarray, batch: EpisodeBatch, to_context: bool) -> None:
+        replay, context = self._buffers()
         s, m, t = batch.rewards.shape
         flat = {"obs": batch.obs.reshape(s, m * t, -1), "actions": batch.actions.reshape(s, m * t, -1),
                 "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1)}
         for i, p in enumerate(positions):
             data = {k: v[i] for k, v in flat.items()}
-            self.replay.add(int(p), data)
+            replay.add(int(p), data)
             if to_context:
-                self.context.add(int(p), data)
+                context.add(int(p), data)
 
     # ---- context and posterior --------------------------------------------------------
-    def _ctx_features(self, obs, actions, rewards, next_obs) -> Tensor:
+    def _ctx_features(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                      next_obs: np.ndarray) -> Tensor:
         """Context transitions [..., F] from numpy fields (rewards unscaled)."""
         parts = [obs, actions, rewards[..., None]] + ([next_obs] if self.cfg.use_next_obs_in_context else [])
         return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32, copy=False)).to(self.device)
@@ -417,9 +427,10 @@ class PEARL:
     def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> dict[str, Tensor]:
         """Task state for collection: z from the posterior of a context sampled from the
         tasks' context buffers (the prior where they are empty)."""
-        if int(self.context.size[positions].min()) == 0:
+        context = self._buffers()[1]
+        if int(context.size[positions].min()) == 0:
             return self._prior_state(len(positions))
-        d = self.context.sample(positions, self.cfg.embedding_batch_size, rng)
+        d = context.sample(positions, self.cfg.embedding_batch_size, rng)
         ctx = self._ctx_features(d["obs"], d["actions"], d["rewards"], d["next_obs"])
         with torch.no_grad():
             z = self._sample_z(*self.posterior(ctx))
@@ -457,12 +468,13 @@ class PEARL:
         return {"z": z, "ctx": ctx}
 
     # ---- one iteration ----------------------------------------------------------------
-    def _collect(self, sampler, tasks: Sequence[Task], positions: np.ndarray, rng: np.random.Generator
+    def _collect(self, sampler: SamplerLike, tasks: Sequence[Task], positions: np.ndarray, rng: np.random.Generator
                  ) -> tuple[list[EpisodeBatch], list[EpisodeBatch]]:
         c = self.cfg
-        sel = [tasks[i] for i in positions]
+        sel = [tasks[int(i)] for i in positions]
+        context = self._buffers()[1]
         for p in positions:
-            self.context.clear(int(p))
+            context.clear(int(p))
         prior, post = [], []
         if c.num_prior_episodes:
             batch, _ = sampler.sample(self, sel, self._prior_state(len(sel)), c.num_prior_episodes, rng)
@@ -474,18 +486,20 @@ class PEARL:
             post.append(batch)
         return prior, post
 
-    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+    def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
+                        rng: np.random.Generator) -> dict[str, float]:
         c = self.cfg
         n = len(tasks)
         if self.replay is None:
             self._allocate(n, int(sampler.horizon))
         elif self.replay.n_tasks != n:
             raise ValueError(f"PEARL buffers were sized for {self.replay.n_tasks} training tasks, got {n}")
+        replay = self._buffers()[0]
         slots = int(getattr(sampler, "n_slots", self.meta_batch))
         if not self.collected_initial:
             for start in range(0, n, slots):
                 pos = np.arange(start, min(start + slots, n))
-                batch, _ = sampler.sample(self, [tasks[i] for i in pos], self._prior_state(len(pos)),
+                batch, _ = sampler.sample(self, [tasks[int(i)] for i in pos], self._prior_state(len(pos)),
                                           c.num_initial_episodes, rng)
                 self._add(pos, batch, to_context=True)
             self.collected_initial = True
@@ -503,9 +517,9 @@ class PEARL:
         ok = max(c.grad_steps_per_iteration - rejected, 1)
         sums = {} if total is None else dict(zip(self.UPDATE_METRICS, total.tolist()))
         self.iterations += 1
-        self._reseed_protocol(rng.integers(0, 2**63 - 1))
+        self._reseed_protocol(int(rng.integers(0, 2**63 - 1)))
 
-        def stats(batches):
+        def stats(batches: list[EpisodeBatch]) -> tuple[float, float]:
             ret = np.concatenate([b.episode_returns().ravel() for b in batches])
             suc = np.concatenate([b.episode_success().ravel() for b in batches])
             return float(ret.mean()), float(suc.mean())
@@ -516,7 +530,7 @@ class PEARL:
             metrics["rollout/return_mean_prior"], metrics["rollout/success_rate_prior"] = stats(prior)
         metrics.update({f"train/{k}": v / ok for k, v in sums.items()})
         metrics["train/rejected_updates"] = float(rejected)
-        metrics["buffer/transitions"] = float(self.replay.size.sum())
+        metrics["buffer/transitions"] = float(replay.size.sum())
         return metrics
 
     UPDATE_METRICS = ("qf_loss", "policy_loss", "kl", "alpha", "q_mean", "z_std", "entropy")
@@ -526,10 +540,11 @@ class PEARL:
         tensor (order UPDATE_METRICS, left on the device), or None (nothing changed) when a
         loss or gradient is not finite."""
         c = self.cfg
-        n = self.replay.n_tasks
+        replay, context = self._buffers()
+        n = replay.n_tasks
         tasks = rng.choice(n, size=c.meta_batch, replace=n < c.meta_batch)
-        cd = self.context.sample(tasks, c.embedding_batch_size, rng)
-        rd = self.replay.sample(tasks, c.batch_size, rng)
+        cd = context.sample(tasks, c.embedding_batch_size, rng)
+        rd = replay.sample(tasks, c.batch_size, rng)
         ctx = self._ctx_features(cd["obs"], cd["actions"], cd["rewards"], cd["next_obs"])
         obs, act, nobs = (torch.from_numpy(rd[k]).to(self.device) for k in ("obs", "actions", "next_obs"))
         rew = torch.from_numpy(rd["rewards"]).to(self.device)
@@ -595,9 +610,11 @@ class PEARL:
         out["collected_initial"] = self.collected_initial
         out["iterations"] = self.iterations
         out["protocol_seed"] = self.protocol_seed
-        out["buffers"] = None if self.replay is None else {
-            "n_tasks": self.replay.n_tasks, "horizon": self.horizon,
-            "replay": self.replay.state(), "context": self.context.state()}
+        out["buffers"] = None
+        if self.replay is not None:
+            replay, context = self._buffers()
+            out["buffers"] = {"n_tasks": replay.n_tasks, "horizon": self.horizon,
+                              "replay": replay.state(), "context": context.state()}
         return out
 
     # what acting and adapting need (benchmarks/release.py): no critics, optimizers or buffers
@@ -626,5 +643,6 @@ class PEARL:
             return
         if self.replay is None or self.replay.n_tasks != buf["n_tasks"] or self.horizon != buf["horizon"]:
             self._allocate(int(buf["n_tasks"]), int(buf["horizon"]))
-        self.replay.load(buf["replay"])
-        self.context.load(buf["context"])
+        replay, context = self._buffers()
+        replay.load(buf["replay"])
+        context.load(buf["context"])

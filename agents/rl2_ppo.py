@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from agents.base import SamplerLike
 from metarl.nn import gaussian_log_prob, mlp
 from metarl.returns import gae
 from metarl.types import ConfigError, EpisodeBatch, Task
@@ -100,7 +101,8 @@ class _Actor:
             noise = torch.randn_like(mean)
         return mean + self.net.log_std.exp() * noise.to(mean), new
 
-    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor, done) -> dict[str, Tensor]:
+    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor,
+                done: bool | np.ndarray) -> dict[str, Tensor]:
         """`done`: one flag for all slots, or one per slot (episodes that end on success)."""
         h = state["h"]
         if isinstance(done, (bool, np.bool_)):
@@ -118,9 +120,9 @@ def trial_inputs(batch: EpisodeBatch, reward_scale: float) -> np.ndarray:
     obs = batch.obs.reshape(s, m * t, -1)
     act = batch.actions.reshape(s, m * t, -1)
     rew = batch.rewards.reshape(s, m * t, 1) * reward_scale
-    done = np.zeros((s, m, t, 1), np.float32)
-    done[:, :, -1] = 1.0
-    done = done.reshape(s, m * t, 1)
+    ends = np.zeros((s, m, t, 1), np.float32)
+    ends[:, :, -1] = 1.0
+    done = ends.reshape(s, m * t, 1)
     shift = lambda a: np.concatenate([np.zeros_like(a[:, :1]), a[:, :-1]], axis=1)  # noqa: E731
     return np.concatenate([obs, shift(act), shift(rew), shift(done)], axis=-1).astype(np.float32)
 
@@ -149,11 +151,13 @@ class RL2PPO:
         net = self.net if self.device.type == "cpu" else copy.deepcopy(self.net).cpu()
         return _Actor(net, self.cfg.reward_input_scale)
 
-    def act(self, obs, task_state, *, deterministic: bool, noise=None):
+    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         return _Actor(self.net, self.cfg.reward_input_scale).act(obs, task_state, deterministic=deterministic,
                                                                  noise=noise)
 
-    def observe(self, task_state, action, reward, done):
+    def observe(self, task_state: dict[str, Tensor], action: Tensor, reward: Tensor,
+                done: bool | np.ndarray) -> dict[str, Tensor]:
         return _Actor(self.net, self.cfg.reward_input_scale).observe(task_state, action, reward, done)
 
     def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch) -> dict[str, Tensor]:
@@ -177,7 +181,8 @@ class RL2PPO:
             h = out[:, -1].detach()
         return torch.cat(means, 1), torch.cat(values, 1), torch.stack(starts, 1)
 
-    def train_iteration(self, sampler, tasks: Sequence[Task], rng: np.random.Generator) -> dict[str, float]:
+    def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
+                        rng: np.random.Generator) -> dict[str, float]:
         idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
         batch, _ = sampler.sample(self, [tasks[i] for i in idx], self.initial_task_state(self.meta_batch),
                                   self.cfg.episodes_per_task, rng)
@@ -198,16 +203,16 @@ class RL2PPO:
         x = torch.as_tensor(trial_inputs(batch, cfg.reward_input_scale), device=self.device)
         act = torch.as_tensor(batch.actions.reshape(s, m * t, -1), device=self.device)
         with torch.no_grad():
-            mean, values, h_starts = self.forward_chunks(x, chunk)
+            mean, values_t, h_starts = self.forward_chunks(x, chunk)
             logp_old = gaussian_log_prob(mean, self.net.log_std.expand_as(mean), act)
         rewards = batch.rewards.reshape(s, m * t).astype(np.float64)
-        values = values.cpu().numpy().astype(np.float64) * float(self.value_scale)
+        values = values_t.cpu().numpy().astype(np.float64) * float(self.value_scale)
         adv = gae(rewards, values, cfg.discount, cfg.gae_lambda)
         ret = adv + values
         self.value_scale = 0.9 * self.value_scale + 0.1 * torch.tensor(max(float(ret.std()), 1e-3),
                                                                         dtype=torch.float64)
         returns = torch.as_tensor(ret / float(self.value_scale), dtype=torch.float32, device=self.device)
-        adv = torch.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=self.device)
+        adv_t = torch.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=self.device)
 
         # split trials into chunks: [S * n_chunks, chunk, ...]
         n_chunks = math.ceil(m * t / chunk)
@@ -219,15 +224,15 @@ class RL2PPO:
             return a.reshape(s * n_chunks, chunk, *a.shape[2:])
 
         valid = chunks(torch.ones(s, m * t, device=self.device))
-        cx, cact, cadv, cret, clogp = map(chunks, (x, act, adv, returns, logp_old))
+        cx, cact, cadv, cret, clogp = map(chunks, (x, act, adv_t, returns, logp_old))
         ch0 = h_starts.reshape(s * n_chunks, -1)
         n = s * n_chunks
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
         rejected, steps = 0, 0
         for _ in range(cfg.epochs):
             perm = rng.permutation(n)
-            for mb in np.array_split(perm, min(cfg.minibatches, n)):
-                mb = torch.as_tensor(mb, device=self.device)
+            for part in np.array_split(perm, min(cfg.minibatches, n)):
+                mb = torch.as_tensor(part, device=self.device)
                 mean, value, _ = self.net(cx[mb], ch0[mb])
                 log_std = self.net.log_std.expand_as(mean)
                 logp = gaussian_log_prob(mean, log_std, cact[mb])

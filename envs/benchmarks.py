@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterable
 
-from metarl.types import ConfigError, Task
+from metarl.types import ConfigError, Task, TaskEnv
 
 BENCHMARKS = ("ML1", "ML10", "ML45", "toy")
 
@@ -19,7 +19,7 @@ class EnvFactory:
     classes: tuple[tuple[str, type], ...] = ()
     fast_path: bool = True  # envs.fastpath: bit-identical replacements of Meta-World hot spots
 
-    def __call__(self):
+    def __call__(self) -> TaskEnv:
         if self.kind == "metaworld":
             from envs import fastpath
             if self.fast_path:
@@ -43,7 +43,7 @@ class Benchmark:
     obs_dim: int
     act_dim: int
     max_episode_steps: int
-    env_factory: Callable
+    env_factory: Callable[[], TaskEnv]
 
     def tasks(self, split: str) -> list[Task]:
         if split not in ("train", "test"):
@@ -57,7 +57,7 @@ def ml1_env_names() -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _metaworld_benchmark(name: str, env_name: str | None, seed: int):
+def _metaworld_benchmark(name: str, env_name: str | None, seed: int) -> Any:  # metaworld.ML1/ML10/ML45
     import metaworld
     if name == "ML1":
         return metaworld.ML1(env_name, seed=seed)
@@ -97,7 +97,7 @@ def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
     classes = tuple(mw.train_classes.items()) + tuple(
         (k, v) for k, v in mw.test_classes.items() if k not in mw.train_classes)
 
-    def to_tasks(raw) -> list[Task]:
+    def to_tasks(raw: Iterable[Any]) -> list[Task]:  # metaworld Task namedtuples
         count: dict[str, int] = {}
         out = []
         for t in raw:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -32,7 +33,7 @@ _ORIGINAL: dict = {}
 
 
 # ---- touching_object -----------------------------------------------------------------
-def _touching_object(self, object_geom_id: int) -> bool:
+def _touching_object(self: Any, object_geom_id: int) -> bool:  # self: a SawyerXYZEnv (patched in)
     ids = getattr(self, "_metarl_pad_ids", None)
     if ids is None:
         ids = (self.data.geom("leftpad_geom").id, self.data.geom("rightpad_geom").id)
@@ -54,7 +55,7 @@ def _touching_object(self, object_geom_id: int) -> bool:
 
 
 # ---- observation ---------------------------------------------------------------------
-def _curr_obs_combined_no_goal(self) -> np.ndarray:
+def _curr_obs_combined_no_goal(self: Any) -> np.ndarray:  # self: a SawyerXYZEnv (patched in)
     pos_hand = self.get_endeff_pos()
     right, left = self.data.body("rightclaw"), self.data.body("leftclaw")
     apart = np.clip(np.linalg.norm(right.xpos - left.xpos) / 0.1, 0.0, 1.0)
@@ -177,9 +178,10 @@ def enable() -> bool:
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
     _ORIGINAL["touching_object"] = SawyerXYZEnv.touching_object
-    SawyerXYZEnv.touching_object = _touching_object
+    # patching the methods is the point of this module
+    SawyerXYZEnv.touching_object = _touching_object  # type: ignore[method-assign]
     _ORIGINAL["_get_curr_obs_combined_no_goal"] = SawyerXYZEnv._get_curr_obs_combined_no_goal
-    SawyerXYZEnv._get_curr_obs_combined_no_goal = _curr_obs_combined_no_goal
+    SawyerXYZEnv._get_curr_obs_combined_no_goal = _curr_obs_combined_no_goal  # type: ignore[method-assign]
     mods = _rotation_modules()
     _ORIGINAL["Rotation"] = (Rotation, mods)
     for mod in mods:
@@ -192,8 +194,9 @@ def disable() -> None:
         return
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
-    SawyerXYZEnv.touching_object = _ORIGINAL.pop("touching_object")
-    SawyerXYZEnv._get_curr_obs_combined_no_goal = _ORIGINAL.pop("_get_curr_obs_combined_no_goal")
+    SawyerXYZEnv.touching_object = _ORIGINAL.pop("touching_object")  # type: ignore[method-assign]
+    SawyerXYZEnv._get_curr_obs_combined_no_goal = _ORIGINAL.pop(  # type: ignore[method-assign]
+        "_get_curr_obs_combined_no_goal")
     rotation, mods = _ORIGINAL.pop("Rotation")
     for mod in mods:
         mod.Rotation = rotation

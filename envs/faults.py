@@ -5,7 +5,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
+
+from metarl.types import Task, TaskEnv
 
 
 @dataclass(frozen=True)
@@ -14,7 +18,7 @@ class DieAtStepFactory:
     env reaches `at_step` steps. With `marker` set, only the first env to get there dies
     (the marker file records it); with marker=None, every time."""
 
-    inner: Callable
+    inner: Callable[[], TaskEnv]
     at_step: int
     marker: str | None = None
 
@@ -23,13 +27,13 @@ class DieAtStepFactory:
 
 
 class _DieAtStep:
-    def __init__(self, env, at_step: int, marker: str | None):
+    def __init__(self, env: TaskEnv, at_step: int, marker: str | None):
         self.env, self.at_step, self.marker, self.steps = env, at_step, marker, 0
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
         self.steps += 1
         if self.steps == self.at_step:
             first = True
@@ -49,7 +53,7 @@ class UnstableEpisodeFactory:
     episode (counting resets from 1) -- the first time only -- as if the simulation had
     gone unstable."""
 
-    inner: Callable
+    inner: Callable[[], TaskEnv]
     episode: int
 
     def __call__(self):
@@ -57,13 +61,13 @@ class UnstableEpisodeFactory:
 
 
 class _Unstable:
-    def __init__(self, env, episode: int):
+    def __init__(self, env: TaskEnv, episode: int):
         self.env, self.episode, self.resets, self.fired = env, episode, 0, False
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def reset(self):
+    def reset(self) -> np.ndarray:
         self.resets += 1
         return self.env.reset()
 
@@ -81,7 +85,7 @@ class SlowSetTaskFactory:
     """Wraps an env factory; each env's `set_task` takes `delay_s` seconds longer, so a caller
     waits on its worker past the 0.2 s liveness poll."""
 
-    inner: Callable
+    inner: Callable[[], TaskEnv]
     delay_s: float
 
     def __call__(self):
@@ -89,12 +93,12 @@ class SlowSetTaskFactory:
 
 
 class _SlowSetTask:
-    def __init__(self, env, delay_s: float):
+    def __init__(self, env: TaskEnv, delay_s: float):
         self.env, self.delay_s = env, delay_s
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def set_task(self, task) -> None:
+    def set_task(self, task: Task) -> None:
         time.sleep(self.delay_s)
         self.env.set_task(task)

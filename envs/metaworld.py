@@ -8,6 +8,8 @@ the warning counters are read after.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from metarl.types import Task
@@ -25,8 +27,9 @@ class MetaWorldEnv:
                 f"env.max_episode_steps must be in [1, {META_WORLD_MAX_STEPS}], got {max_episode_steps}")
         self.classes = classes
         self.max_episode_steps = max_episode_steps
-        self._envs: dict[str, object] = {}
-        self.env = None
+        # metaworld's env classes (SawyerXYZEnv subclasses) carry no type information
+        self._envs: dict[str, Any] = {}
+        self.env: Any = None
         self._seed: int | None = None
 
     def set_task(self, task: Task) -> None:

@@ -19,14 +19,15 @@ import os
 import signal
 import time
 import warnings
-from typing import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
 from metarl.rollout import Rollout, run_episodes, take_slots
-from metarl.types import Task
+from metarl.types import Actor, Task, TaskEnv, TaskState
 
 WORKER_TIMEOUT_S = 120.0
 
@@ -99,7 +100,7 @@ def _join(proc: mp.process.BaseProcess, timeout: float) -> bool:
     return True
 
 
-def _worker(conn, env_factory: Callable, n_slots: int) -> None:
+def _worker(conn: Connection, env_factory: Callable[[], TaskEnv], n_slots: int) -> None:
     # The parent owns a worker's life: it sends "close", kills a hung one, and its death
     # ends ours (EOF on the pipe). SIGINT / SIGTERM sent to the whole process group (Ctrl-C,
     # `timeout`, a batch scheduler) are the parent's to handle: it finishes the iteration,
@@ -167,7 +168,7 @@ class TaskVectorEnv:
     After `max_restarts` restarts in the life of the vector env, WorkerError.
     """
 
-    def __init__(self, env_factory: Callable, n_slots: int, n_workers: int = 0,
+    def __init__(self, env_factory: Callable[[], TaskEnv], n_slots: int, n_workers: int = 0,
                  max_restarts: int = 3, timeout_s: float = WORKER_TIMEOUT_S):
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
@@ -211,13 +212,13 @@ class TaskVectorEnv:
         child.close()
         self._conns[i], self._procs[i] = parent, p
 
-    def _send(self, i: int, msg) -> None:
+    def _send(self, i: int, msg: tuple[str, Any]) -> None:
         try:
             self._conns[i].send(msg)
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             raise _Dead() from e
 
-    def _wait(self, i: int):
+    def _wait(self, i: int) -> Any:
         """The worker's answer; _Dead if it died or hung (checked every 0.2 s)."""
         conn, proc = self._conns[i], self._procs[i]
         deadline = time.monotonic() + self.timeout_s
@@ -233,7 +234,7 @@ class TaskVectorEnv:
                 _kill(proc)
                 raise _Dead()
 
-    def _recover(self, i: int, cmd: str, arg):
+    def _recover(self, i: int, cmd: str, arg: Any) -> Any:
         while True:
             old = self._procs[i]
             code = old.exitcode if _exited(old) else None
@@ -319,8 +320,8 @@ class TaskVectorEnv:
         parts = [p for p in parts if p is not None]
         return tuple(self._merge([p[j] for p in parts]) for j in range(4))  # type: ignore[return-value]
 
-    def rollout(self, actor, task_state, n_episodes: int, horizon: int,
-                noise: np.ndarray | None, end_on_success: bool = False) -> tuple[Rollout, object]:
+    def rollout(self, actor: Actor, task_state: TaskState, n_episodes: int, horizon: int,
+                noise: np.ndarray | None, end_on_success: bool = False) -> tuple[Rollout, TaskState]:
         """Run `n_episodes` episodes on every active slot (see metarl.rollout.run_episodes);
         `task_state` on the CPU (the Sampler moves it there)."""
         if self.n_workers == 0:
@@ -357,13 +358,13 @@ class TaskVectorEnv:
         for conn in self._conns:
             conn.close()
 
-    def __enter__(self):
+    def __enter__(self) -> TaskVectorEnv:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:

@@ -11,8 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from metarl.types import ConfigError
+
+if TYPE_CHECKING:  # the commands import their modules when they run (a quick --help)
+    import torch
+
+    from metarl.config import RunConfig
+    from metarl.evaluation import MetaworldProtocol, ProtocolResult
+    from metarl.types import AdaptationCurve
 
 EXIT_BAD_INPUT = 2
 
@@ -25,7 +33,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def _prepare_run_dir(cfg) -> Path:
+def _prepare_run_dir(cfg: RunConfig) -> Path:
     out = Path(cfg.run.out_dir)
     name = cfg.run.name or f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = out / name
@@ -42,7 +50,8 @@ def _prepare_run_dir(cfg) -> Path:
     return run_dir
 
 
-def resume_config(run_dir, overrides, allow_config_change: bool = False, seed=None, device=None):
+def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change: bool = False,
+                  seed: int | None = None, device: str | None = None) -> tuple[RunConfig, dict[str, Any]]:
     """(config, checkpoint payload) to continue `run_dir` from its newest readable checkpoint:
     the checkpoint's config with `overrides` applied; a change to a field that shapes training
     is refused unless `allow_config_change`."""
@@ -67,7 +76,7 @@ def resume_config(run_dir, overrides, allow_config_change: bool = False, seed=No
     return cfg, payload
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from metarl import config
@@ -120,7 +129,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _print_curve(curve, per_task: bool = False) -> None:
+def _print_curve(curve: AdaptationCurve, per_task: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -166,7 +175,7 @@ def _default_out_dir(ckpt_path: Path) -> Path:
     return ckpt_path.parent / f"{ckpt_path.stem}_eval"
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     if args.protocol == "metaworld":
         return cmd_eval_metaworld(args)
     import numpy as np
@@ -206,8 +215,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def run_metaworld_protocol(cfg, payload, device, split: str, goals_per_class: int, seed: int,
-                           protocol, progress: bool = True):
+def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torch.device, split: str,
+                           goals_per_class: int, seed: int, protocol: MetaworldProtocol,
+                           progress: bool = True) -> tuple[ProtocolResult, int]:
     """Build the checkpoint's agent and run the Meta-World protocol on `split`'s goals.
     Returns (ProtocolResult, pool size of metaworld's own test vector env)."""
     import numpy as np
@@ -253,7 +263,7 @@ def _print_protocol(summary: dict, title: str) -> None:
           f"{summary['pool_size']} envs per class): {summary['success_metaworld_pooled']:.1%}")
 
 
-def cmd_eval_metaworld(args) -> int:
+def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     from metarl.evaluation import MetaworldProtocol
     from metarl.logging import write_protocol_result
 
@@ -313,7 +323,7 @@ def read_eval_curve(run_dir: Path) -> tuple[int, list[float], list[float]]:
     return last, s, ret
 
 
-def cmd_plot(args) -> int:
+def cmd_plot(args: argparse.Namespace) -> int:
     from metarl.logging import curve_figure
 
     curves = {}

@@ -11,11 +11,14 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
 from metarl.types import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("curve", "metaworld")
@@ -180,7 +183,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
-def build_section(cls: type, data: dict[str, Any] | None, prefix: str):
+def build_section(cls: type, data: dict[str, Any] | None, prefix: str) -> Any:  # a `cls`
     data = dict(data or {})
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: must be a mapping")
@@ -244,7 +247,7 @@ def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
                      build_section(EvalSection, raw.get("eval"), "eval"))
 
 
-def load(path: str | Path, overrides: list[str] = (), **top: Any) -> RunConfig:
+def load(path: str | Path, overrides: Sequence[str] = (), **top: Any) -> RunConfig:
     """Load a YAML preset, apply `a.b=c` overrides, then `top` (e.g. seed=, device=) into run."""
     path = Path(path)
     if not path.is_file():
@@ -263,7 +266,7 @@ def load(path: str | Path, overrides: list[str] = (), **top: Any) -> RunConfig:
     return from_dict(raw, preset=path.stem)
 
 
-def resolve_device(name: str):
+def resolve_device(name: str) -> torch.device:
     import torch
 
     if name == "auto":

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from metarl.sampler import episode_lengths
 from metarl.types import AdaptationCurve, ConfigError, EpisodeBatch, Task
+
+if TYPE_CHECKING:
+    from agents.base import MetaAgent
+    from metarl.sampler import Sampler
 
 
 def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
@@ -31,7 +35,7 @@ def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
     return out
 
 
-def evaluate(agent, sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
+def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
              rng: np.random.Generator, deterministic: bool = False,
              on_progress: Callable[[int], None] | None = None,
              on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None) -> AdaptationCurve:
@@ -188,7 +192,7 @@ def pooled_success(tasks: Sequence[Task], success: np.ndarray, lengths: np.ndarr
     return float(np.mean(per_group))
 
 
-def metaworld_evaluate(agent, sampler, tasks: Sequence[Task], rng: np.random.Generator,
+def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rng: np.random.Generator,
                        protocol: MetaworldProtocol = MetaworldProtocol(),
                        on_progress: Callable[[int], None] | None = None) -> ProtocolResult:
     """Run the Meta-World protocol on `tasks` in chunks of the sampler's slots. All randomness

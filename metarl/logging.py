@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from metarl.types import AdaptationCurve
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def curve_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str = ""):
+
+def curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "") -> Figure:
     """curves: label -> (success by round, return by round). Returns a matplotlib Figure."""
     import matplotlib
     matplotlib.use("Agg")

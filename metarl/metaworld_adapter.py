@@ -11,21 +11,29 @@ reward 0 there and its official figure is not comparable.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from metarl.evaluation import MetaworldProtocol
-from metarl.types import EpisodeBatch
+from metarl.types import EpisodeBatch, Task, TaskState
+
+if TYPE_CHECKING:
+    from metaworld.evaluation import Timestep
+
+    from agents.base import MetaAgent
 
 
 class MetaworldAgentAdapter:
     """Implements metaworld.evaluation.MetaLearningAgent (init, adapt_action, step, adapt,
     eval_action, reset) over `agent`'s verbs for `n_envs` envs stepped in lock-step."""
 
-    def __init__(self, agent, n_envs: int, horizon: int, rng: np.random.Generator,
+    def __init__(self, agent: MetaAgent, n_envs: int, horizon: int, rng: np.random.Generator,
                  protocol: MetaworldProtocol = MetaworldProtocol()):
         self.agent = agent
         self.actor = agent.actor() if hasattr(agent, "actor") else agent
+        self.state: TaskState = None  # init() sets it
         self.observe = getattr(self.actor, "observe", None)
         self.n = n_envs
         self.horizon = horizon
@@ -36,17 +44,18 @@ class MetaworldAgentAdapter:
     def _new_phase(self, deterministic: bool) -> None:
         seeds = self.rng.integers(0, 2**31 - 1, size=self.n)
         self._streams = None if deterministic else [np.random.default_rng([int(s), 7]) for s in seeds]
-        self._episode_noise = [None] * self.n
+        self._episode_noise: list[np.ndarray | None] = [None] * self.n  # [T, A] per env, drawn at its episode start
 
     def _noise(self) -> torch.Tensor | None:
         if self._streams is None:
             return None
         rows = []
         for i in range(self.n):
-            if self._episode_noise[i] is None:
-                self._episode_noise[i] = self._streams[i].standard_normal(
+            noise = self._episode_noise[i]
+            if noise is None:
+                noise = self._episode_noise[i] = self._streams[i].standard_normal(
                     (self.horizon, self.agent.act_dim)).astype(np.float32)
-            rows.append(self._episode_noise[i][self._t[i]])
+            rows.append(noise[self._t[i]])
         return torch.from_numpy(np.stack(rows))
 
     def _act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
@@ -75,7 +84,7 @@ class MetaworldAgentAdapter:
         self._last_action = self._act(observations, self.protocol.adaptation_deterministic)
         return self._last_action, {}
 
-    def step(self, timestep) -> None:
+    def step(self, timestep: Timestep) -> None:
         reward = np.asarray(timestep.reward, np.float32)
         done = np.logical_or(timestep.terminated, timestep.truncated)
         self._steps.append((self._last_obs, self._last_action, reward))
@@ -96,7 +105,9 @@ class MetaworldAgentAdapter:
         act = np.stack([s[1] for s in self._steps[:m * t]], axis=1).reshape(self.n, m, t, -1)
         rew = np.stack([s[2] for s in self._steps[:m * t]], axis=1).reshape(self.n, m, t)
         nxt = np.concatenate([obs[:, :, 1:], obs[:, :, -1:]], axis=2)  # last step's: not shown to agents
-        batch = EpisodeBatch(obs, act, rew, nxt, np.zeros(rew.shape, bool), [None] * self.n)
+        # the official API does not tell the agent which goals its envs hold: placeholder tasks
+        batch = EpisodeBatch(obs, act, rew, nxt, np.zeros(rew.shape, bool),
+                             [Task("unknown", i, None) for i in range(self.n)])
         self.state = self.agent.adapt(self.state, batch)
         self._adaptations += 1
         if self._adaptations < self.protocol.adaptation_steps:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch.func import functional_call, vmap
 Params = dict[str, Tensor]
 
 
-def mlp(sizes: Sequence[int], activation=nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(a, b)
@@ -96,11 +96,11 @@ def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Te
     return (log_std_q - log_std_p + (var_p + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5).sum(-1)
 
 
-def call(module: nn.Module, params: Params, *args):
+def call(module: nn.Module, params: Params, *args: Any) -> Any:
     return functional_call(module, params, args)
 
 
-def batched_call(module: nn.Module, stacked: Params, *args):
+def batched_call(module: nn.Module, stacked: Params, *args: Any) -> Any:
     """Forward slot i's inputs through slot i's parameters, for every slot at once.
 
     `stacked` holds each parameter with a leading slot dimension; args have the

@@ -16,10 +16,13 @@ into workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
+
+from metarl.types import Actor, TaskEnv, TaskState
 
 
 @dataclass
@@ -32,13 +35,14 @@ class Rollout:
     sim_warnings: np.ndarray  # [S, M] episodes discarded (and re-collected) for MuJoCo warnings
 
 
-def slot_noise(seeds, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray:
+def slot_noise(seeds: Sequence[int] | np.ndarray, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray:
     """[S, M, T, A] standard-normal exploration noise, one independent stream per slot seed."""
     return np.stack([np.random.default_rng([int(s), 7]).standard_normal((n_episodes, horizon, act_dim))
                      for s in seeds]).astype(np.float32)
 
 
-def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, end_on_success: bool = False):
+def _episode(envs: list[TaskEnv], actor: Actor, task_state: TaskState, horizon: int, noise: np.ndarray | None,
+             end_on_success: bool = False) -> tuple[tuple[np.ndarray, ...], np.ndarray, TaskState]:
     """One episode on every env: obs, actions, rewards, next_obs, successes [S, T, ...],
     MuJoCo warnings raised during it [S], and the task state after it.
 
@@ -52,7 +56,7 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, en
     w0 = np.array([env.sim_warnings() for env in envs])
     obs_buf = np.zeros((s, horizon, obs.shape[-1]), np.float32)
     next_buf = np.zeros_like(obs_buf)
-    act_buf = None
+    act_buf: np.ndarray | None = None
     rew = np.zeros((s, horizon), np.float32)
     suc = np.zeros((s, horizon), bool)
     live = np.ones(s, bool)
@@ -60,9 +64,9 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, en
         eps = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise[:, k]))
         before = task_state
         with torch.no_grad():
-            action, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
-                                           deterministic=noise is None, noise=eps)
-        action = action.cpu().numpy()
+            action_t, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
+                                             deterministic=noise is None, noise=eps)
+        action = action_t.cpu().numpy()
         if act_buf is None:
             act_buf = np.zeros((s, horizon, action.shape[-1]), np.float32)
         bad = ~np.isfinite(action).all(axis=1) & live
@@ -85,7 +89,7 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, en
                 obs[i], rew[i, k], suc[i, k] = o, r, sc
             next_buf[idx, k] = obs[idx]
         if observe is not None:
-            done = k == horizon - 1
+            done: bool | np.ndarray = k == horizon - 1  # [S] flags when episodes end on success
             if end_on_success:
                 done = np.where(live & suc[:, k], True, done)
             with torch.no_grad():
@@ -97,14 +101,15 @@ def _episode(envs, actor, task_state, horizon: int, noise: np.ndarray | None, en
             if not live.any():
                 break
     warn = np.array([env.sim_warnings() for env in envs]) - w0
+    assert act_buf is not None  # horizon >= 1
     return (obs_buf, act_buf, rew, next_buf, suc), warn, task_state
 
 
-def _keep(old, new, live: np.ndarray):
+def _keep(old: TaskState, new: TaskState, live: np.ndarray) -> TaskState:
     """`new` for the live slots, `old` for the others (a pytree with a leading slot dimension)."""
     mask = torch.as_tensor(live)
 
-    def pick(o, n):
+    def pick(o: Any, n: Any) -> Any:
         if not torch.is_tensor(n):
             return n
         m = mask.reshape(-1, *([1] * (n.dim() - 1)))
@@ -112,13 +117,13 @@ def _keep(old, new, live: np.ndarray):
     return pytree.tree_map(pick, old, new)
 
 
-def take_slots(state, idx: np.ndarray):
+def take_slots(state: TaskState, idx: np.ndarray) -> TaskState:
     """The per-task state of slots `idx` (a pytree of tensors with a leading slot dimension)."""
     return pytree.tree_map(lambda x: x[torch.as_tensor(idx)] if torch.is_tensor(x) else x, state)
 
 
-def _put(state, idx: np.ndarray, part):
-    def put(full, p):
+def _put(state: TaskState, idx: np.ndarray, part: TaskState) -> TaskState:
+    def put(full: Any, p: Any) -> Any:
         if not torch.is_tensor(full):
             return full
         out = full.clone()
@@ -127,9 +132,9 @@ def _put(state, idx: np.ndarray, part):
     return pytree.tree_map(put, state, part)
 
 
-def run_episodes(envs, actor, task_state, n_episodes: int, horizon: int,
+def run_episodes(envs: list[TaskEnv], actor: Actor, task_state: TaskState, n_episodes: int, horizon: int,
                  noise: np.ndarray | None, max_recollect: int = 3,
-                 end_on_success: bool = False) -> tuple[Rollout, object]:
+                 end_on_success: bool = False) -> tuple[Rollout, TaskState]:
     """An episode during which MuJoCo raised a warning (the simulation went unstable) is
     discarded and collected again on that slot, from the task state it started with and with
     the slot's noise shifted in time, up to `max_recollect` times; `sim_warnings` counts the

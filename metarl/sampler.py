@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
 from metarl.rollout import slot_noise
-from metarl.types import EpisodeBatch, Task
+from metarl.types import EpisodeBatch, Task, TaskState
+
+if TYPE_CHECKING:
+    from agents.base import MetaAgent
+    from envs.vector import TaskVectorEnv
 
 
 def episode_lengths(successes: np.ndarray, end_on_success: bool) -> np.ndarray:
@@ -27,7 +31,7 @@ class Sampler:
     lock-step, with one batched policy call per step (inside the workers when
     the vector env has any)."""
 
-    def __init__(self, vec_env, horizon: int):
+    def __init__(self, vec_env: TaskVectorEnv, horizon: int):
         self.vec_env = vec_env
         self.horizon = horizon
         self.env_steps = 0
@@ -38,8 +42,9 @@ class Sampler:
     def n_slots(self) -> int:
         return self.vec_env.n_slots
 
-    def sample(self, agent, tasks: Sequence[Task], task_state, n_episodes: int,
-               rng: np.random.Generator, deterministic: bool = False, end_on_success: bool = False):
+    def sample(self, agent: MetaAgent, tasks: Sequence[Task], task_state: TaskState, n_episodes: int,
+               rng: np.random.Generator, deterministic: bool = False,
+               end_on_success: bool = False) -> tuple[EpisodeBatch, TaskState]:
         """All randomness (slot seeds, exploration noise) comes from `rng`. With `end_on_success`
         an episode ends at its first successful step (its later steps are zeros in the batch;
         `env_steps` counts only the steps taken)."""

@@ -6,7 +6,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -21,13 +21,19 @@ from metarl.logging import RunLogger
 from metarl.sampler import Sampler
 from metarl.types import AdaptationCurve, ConfigError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agents.base import MetaAgent
+    from envs.benchmarks import Benchmark
+
 
 def task_seed(cfg: RunConfig) -> int:
     """The seed the benchmark's goals are drawn with: env.task_seed, else the run's seed."""
     return cfg.run.seed if cfg.env.task_seed is None else cfg.env.task_seed
 
 
-def benchmark_for(cfg: RunConfig):
+def benchmark_for(cfg: RunConfig) -> Benchmark:
     """The config's task distribution, checked against the agent's meta-batch."""
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, task_seed(cfg),
                            cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals,
@@ -38,7 +44,7 @@ def benchmark_for(cfg: RunConfig):
     return bench
 
 
-def build(cfg: RunConfig, device: torch.device):
+def build(cfg: RunConfig, device: torch.device) -> tuple[Benchmark, Sampler, MetaAgent]:
     """Benchmark, sampler and agent for a config (used by train and eval)."""
     bench = benchmark_for(cfg)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
@@ -84,7 +90,7 @@ class _StopFlag:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
-                 resume: dict[str, Any] | None = None, console=None):
+                 resume: dict[str, Any] | None = None, console: Console | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = device
@@ -133,7 +139,7 @@ class Trainer:
         return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
 
     # ---- evaluation -----------------------------------------------------------------
-    def evaluate(self, per_class: int, progress=None, split: str = "test") -> AdaptationCurve:
+    def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test") -> AdaptationCurve:
         """The meta-test protocol on the held-out tasks (split="test") or, for model selection, on
         training tasks (split="train"); each split draws from its own generator."""
         ev = self.cfg.eval
@@ -261,7 +267,7 @@ class Trainer:
 
     def selected(self) -> dict[str, Any] | None:
         """eval.select_best: the choice (best.json's fields) and best.pt's final held-out curve."""
-        if self.best_curve is None:
+        if self.best_curve is None or self.best is None:
             return None
         return {**self.best, "success_by_round": self.best_curve.success_by_round(),
                 "return_by_round": self.best_curve.return_by_round()}

@@ -7,13 +7,48 @@ early, they are truncated at the horizon), D = observation size, A = action size
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# An agent's per-task state: opaque to all but the agent, a pytree of tensors with a leading
+# task (slot) dimension so that vector envs can slice it across worker processes.
+TaskState = Any
 
 
 class ConfigError(ValueError):
     """Bad user input. The message names the field and what is allowed."""
+
+
+class TaskEnv(Protocol):
+    """One task slot (envs.metaworld.MetaWorldEnv, envs.toy.PointEnv): what TaskVectorEnv and
+    metarl.rollout step."""
+
+    def set_task(self, task: "Task") -> None: ...
+
+    def seed(self, seed: int) -> None: ...
+
+    def reset(self) -> np.ndarray: ...
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """-> next obs [D], reward, success at this step."""
+        ...
+
+    def sim_warnings(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Actor(Protocol):
+    """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers."""
+
+    def act(self, obs: "Tensor", task_state: TaskState, *, deterministic: bool,
+            noise: "Tensor | None" = None) -> "tuple[Tensor, TaskState]":
+        """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +111,7 @@ class EpisodeBatch:
 
     def episode_success(self) -> np.ndarray:
         """[S, M] 1.0 where any step of the episode succeeded."""
-        return self.successes.any(axis=-1).astype(np.float64)
+        return np.asarray(self.successes.any(axis=-1), dtype=np.float64)
 
     def select_episodes(self, idx: slice | np.ndarray) -> "EpisodeBatch":
         return EpisodeBatch(
@@ -131,10 +166,10 @@ class AdaptationCurve:
         for k, (s, r) in enumerate(zip(self.success_by_round(), self.return_by_round())):
             out[f"{prefix}/success@{k}"] = s
             out[f"{prefix}/return@{k}"] = r
-        for name, (s, r) in self.by_class().items():
-            for k in range(len(s)):
-                out[f"{prefix}/{name}/success@{k}"] = float(s[k])
-                out[f"{prefix}/{name}/return@{k}"] = float(r[k])
+        for name, (cs, cr) in self.by_class().items():
+            for k in range(len(cs)):
+                out[f"{prefix}/{name}/success@{k}"] = float(cs[k])
+                out[f"{prefix}/{name}/return@{k}"] = float(cr[k])
         return out
 
     def rows(self) -> list[dict[str, Any]]:
