@@ -1,13 +1,21 @@
-"""Atomic checkpoints: temp file -> fsync -> rename; the newest N kept; corrupt ones skipped."""
+"""Atomic checkpoints: temp file -> fsync -> rename; the newest N kept; corrupt ones skipped.
+
+Checkpoints hold only tensors, numbers, strings, None, lists, tuples and dicts, and are read
+with `torch.load(weights_only=True)`: loading one can never run code. A file that holds
+other pickled objects is refused with one line (UnsafeCheckpoint), never loaded another way.
+"""
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from metarl.types import ConfigError
 
@@ -28,6 +36,35 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+class UnsafeCheckpoint(ConfigError):
+    """The file holds pickled Python objects that weights-only loading refuses to build."""
+
+
+class ForeignCheckpoint(ConfigError):
+    """The checkpoint was written by another run (another agent or training config) than the run dir's."""
+
+
+_SAFE_LEAVES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.Size)
+
+
+def check_safe(obj: Any, where: str = "payload") -> None:
+    """Raise TypeError naming the first value `torch.load(weights_only=True)` could not read
+    back: only tensors, Python numbers, strings, None, lists, tuples and dicts may be saved
+    (convert NumPy arrays with torch.from_numpy or .tolist(), NumPy scalars with int/float)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"checkpoint: {where} has a key of type {type(k).__name__}: {k!r}")
+            check_safe(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_safe(v, f"{where}[{i}]")
+    elif not isinstance(obj, _SAFE_LEAVES):
+        raise TypeError(f"checkpoint: {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+                        f"torch.load(weights_only=True) cannot read; store tensors, numbers, strings, "
+                        f"lists or dicts")
+
+
 def save(run_dir: str | Path, iteration: int, payload: dict[str, Any], keep: int = 3) -> Path:
     final = write(checkpoint_dir(run_dir) / f"ckpt_{iteration:07d}.pt", payload)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -39,15 +76,25 @@ BEST = "best.pt"  # the model-selection checkpoint (eval.select_best); never pic
 
 
 def write(final: Path, payload: dict[str, Any]) -> Path:
-    """Write one checkpoint file atomically (temp file, fsync, rename, fsync the dir)."""
+    """Write one checkpoint file atomically (temp file, fsync, rename, fsync the dir).
+    OSError (a read-only or full disk) propagates; no temp file is left behind."""
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    check_safe(payload)
     d = final.parent
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{final.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     dir_fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -56,14 +103,29 @@ def write(final: Path, payload: dict[str, Any]) -> Path:
     return final
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
+    """Read one checkpoint with weights-only unpickling (no code runs, whatever the file holds)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint: no such file: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = _GLOBAL.search(str(e))
+        if m:  # a pickled object: building it would call m.group(1)
+            raise UnsafeCheckpoint(
+                f"checkpoint: {path} holds pickled Python objects ({m.group(1)}); refusing to unpickle "
+                f"arbitrary objects, which can run code: it was written by an older metarl or not by "
+                f"metarl") from None
+        raise ConfigError(f"checkpoint: {path} is corrupt or truncated, or not a torch checkpoint "
+                          f"(UnpicklingError)") from None
     except Exception as e:  # truncated zip, bad pickle, ...
-        raise ConfigError(f"checkpoint: {path} is corrupt or truncated ({e.__class__.__name__})") from e
+        raise ConfigError(f"checkpoint: {path} is corrupt or truncated ({e.__class__.__name__})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise ConfigError(f"checkpoint: {path} is not a metarl checkpoint")
     if payload["format_version"] != FORMAT_VERSION:
@@ -81,10 +143,15 @@ def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     errors = []
     for path in reversed(candidates):
         try:
-            return path, load_file(path)
+            payload = load_file(path)
+        except UnsafeCheckpoint:
+            raise  # someone put it there: never fall back silently past it
         except ConfigError as e:
             errors.append(str(e))
             warnings.warn(f"skipping unreadable checkpoint {path.name}: {e}", stacklevel=2)
+            continue
+        check_run(path, payload)
+        return path, payload
     if not candidates:
         raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
     raise ConfigError(f"--resume: no readable checkpoint in {checkpoint_dir(run_dir)}: {errors[0]}")
@@ -95,4 +162,73 @@ def resolve(path_or_run: str | Path) -> tuple[Path, dict[str, Any]]:
     p = Path(path_or_run)
     if p.is_dir():
         return load_latest(p)
-    return p, load_file(p)
+    payload = load_file(p)
+    check_run(p, payload)
+    return p, payload
+
+
+def _config_hash(raw: Any) -> str | None:
+    """The training-config hash of a config mapping as this code reads it; None if it cannot."""
+    from metarl import config
+
+    try:
+        return config.from_dict(raw).hash()
+    except (ConfigError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def run_config_hashes(run_dir: Path) -> set[str]:
+    """Training-config hashes a run has had: runs.jsonl records one per `metarl train` start
+    (a resume with --allow-config-change adds a new one)."""
+    out: set[str] = set()
+    try:
+        lines = (run_dir / "runs.jsonl").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            h = json.loads(line).get("config_hash")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(h, str):
+            out.add(h)
+    return out
+
+
+def check_run(path: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint in RUN_DIR/checkpoints/ must have been written by that run: same agent and a
+    training config the run has had (RUN_DIR/config.yaml, or one recorded in runs.jsonl).
+    Checked before anything is written, so a checkpoint copied from another run is refused
+    instead of resumed or evaluated under this run's name. Outside a run dir: nothing to check."""
+    path = Path(path)
+    run_dir = path.parent.parent
+    cfg_file = run_dir / "config.yaml"
+    if path.parent.name != "checkpoints" or not cfg_file.is_file():
+        return
+    try:
+        raw = yaml.safe_load(cfg_file.read_text())
+    except (OSError, yaml.YAMLError):
+        raw = None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"checkpoint: {cfg_file} is not a readable run config; cannot tell whether "
+                          f"{path.name} belongs to this run (restore config.yaml or move the checkpoint out)")
+    saved_raw = payload.get("config")
+    saved: dict[str, Any] = saved_raw if isinstance(saved_raw, dict) else {}
+    saved_agent, run_agent_raw = saved.get("agent"), raw.get("agent")
+    ck_agent = payload.get("agent_name") or (saved_agent.get("name", "maml_trpo") if isinstance(saved_agent, dict)
+                                             else "maml_trpo")
+    run_agent = run_agent_raw.get("name", "maml_trpo") if isinstance(run_agent_raw, dict) else \
+        "maml_trpo" if run_agent_raw is None else None
+    if ck_agent != run_agent:
+        raise ForeignCheckpoint(
+            f"checkpoint: {path} holds a {ck_agent!r} agent but its run dir's config.yaml asks for "
+            f"{run_agent!r}: it was copied from another run; allowed: checkpoints this run wrote (move it out "
+            f"of {path.parent})")
+    ck_hash, run_hash = _config_hash(saved), _config_hash(raw)
+    if ck_hash is None or run_hash is None:
+        return  # written by a metarl whose config this code cannot read: the agent check is all we can do
+    if ck_hash != run_hash and ck_hash not in run_config_hashes(run_dir):
+        raise ForeignCheckpoint(
+            f"checkpoint: {path} was written with training config {ck_hash} but its run dir's config.yaml "
+            f"has {run_hash}: it was copied from another run; allowed: checkpoints this run wrote (move it "
+            f"out of {path.parent})")

@@ -111,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
                 "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
                 "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "config_hash": cfg.hash()}  # checkpoint.check_run: the training configs this run has had
         with (run_dir / "runs.jsonl").open("a") as f:
             f.write(json.dumps(meta) + "\n")
         trainer = Trainer(cfg, run_dir, device, resume_payload)

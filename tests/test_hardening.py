@@ -1,0 +1,151 @@
+"""Hostile inputs: checkpoints that would run code, checkpoints of another run, and config or
+run-dir inputs that used to crash or be silently accepted. Each must end in one line on stderr
+naming the field and what is allowed, exit code 2, and nothing written."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from metarl import checkpoint
+from metarl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RL2 = str(ROOT / "configs" / "toy_rl2_ppo.yaml")
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "metarl.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=180)
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("metarl: error: "), stderr
+    return lines[0]
+
+
+def _train(tmp_path, config, *extra, name="r"):
+    return main(["train", config, "--set", f"run.out_dir={tmp_path}", "--set", f"run.name={name}",
+                 "--set", "run.progress=false", "--set", "eval.every=0", "--set", "eval.final_tasks_per_class=1",
+                 *extra])
+
+
+def _refused(capsys, argv, message, nothing_at):
+    """In-process `metarl ARGV`: exit 2, exactly one stderr line containing `message`, and
+    `nothing_at` does not exist afterwards."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert message in line, line
+    assert not Path(nothing_at).exists(), f"{nothing_at} was written"
+    return line
+
+
+# ---- 1. checkpoints that would run code ---------------------------------------------------
+class _CreatesFile:
+    """Unpickling this calls open(path, 'w'): it creates the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class _RunsShell:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_malicious_checkpoint_is_refused_by_eval_and_resume_and_never_runs(tmp_path, toy_config):
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    ckpts.mkdir(parents=True)
+    cfg_yaml = yaml.safe_load(Path(toy_config).read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg_yaml))
+    # an older, harmless checkpoint: the malicious newer one must not be skipped in its favour
+    checkpoint.write(ckpts / "ckpt_0000001.pt", {"config": cfg_yaml, "counters": {"iteration": 1}})
+    marker, marker2 = tmp_path / "PWNED_open", tmp_path / "PWNED_shell"
+    evil = ckpts / "ckpt_0000002.pt"
+    torch.save({"format_version": 1, "config": cfg_yaml, "agent_name": "maml_trpo",
+                "agent": {"x": _CreatesFile(marker)}, "counters": {"y": _RunsShell(marker2)}}, evil)
+    for args in (["eval", str(evil)], ["eval", str(run)], ["train", "--resume", str(run)]):
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        line = _one_line(r.stderr)
+        assert "refusing to unpickle arbitrary objects" in line and "older metarl or not by metarl" in line, line
+        assert str(evil) in line
+        assert not marker.exists() and not marker2.exists(), f"unpickling ran code on {args}"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"]  # nothing written
+    # the file is live: the old weights_only=False load would have created the marker
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoint_payloads_hold_only_weights_only_types(tmp_path):
+    with pytest.raises(TypeError, match=r"payload\['agent'\]\['buf'\] is a numpy.ndarray"):
+        checkpoint.write(tmp_path / "a.pt", {"agent": {"buf": np.zeros(3)}})
+    with pytest.raises(TypeError, match="numpy.int64"):
+        checkpoint.write(tmp_path / "b.pt", {"counters": [np.int64(3)]})
+    assert not list(tmp_path.iterdir())  # refused before anything reaches the disk
+    # what the trainer stores: numpy's PCG64 state (128-bit ints), torch's RNG state, an optimizer
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(2))])
+    opt.zero_grad()
+    opt.param_groups[0]["params"][0].sum().backward()
+    opt.step()
+    rng = np.random.default_rng(7)
+    rng.random()
+    payload = {"rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}, "opt": opt.state_dict()}
+    checkpoint.write(tmp_path / "c.pt", payload)
+    back = checkpoint.load_file(tmp_path / "c.pt")
+    assert back["rng"]["numpy"] == rng.bit_generator.state
+    assert torch.equal(back["rng"]["torch"], payload["rng"]["torch"])
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+# ---- 2. a checkpoint of another run copied into a run dir ---------------------------------
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("other", ["another_agent", "another_config"])
+def test_checkpoint_copied_from_another_run_is_refused_by_eval_and_resume(tmp_path, toy_config, other):
+    assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000", name="mine") == 0
+    if other == "another_agent":
+        assert _train(tmp_path, RL2, "--set", "run.env_steps=400", name="theirs") == 0
+        expected = "holds a 'rl2_ppo' agent but its run dir's config.yaml asks for 'maml_trpo'"
+    else:
+        assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "agent.inner_lr=0.05",
+                      name="theirs") == 0
+        expected = "was written with training config"
+    mine = tmp_path / "mine"
+    theirs = checkpoint.load_latest(tmp_path / "theirs")[0]
+    shutil.copyfile(theirs, checkpoint.checkpoint_dir(mine) / "ckpt_0000099.pt")
+    before = _snapshot(mine)
+    for args in (["eval", str(mine)], ["eval", str(checkpoint.checkpoint_dir(mine) / "ckpt_0000099.pt")],
+                 ["train", "--resume", str(mine), "--set", "run.env_steps=8000"]):
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        line = _one_line(r.stderr)
+        assert expected in line and "copied from another run" in line, line
+        assert _snapshot(mine) == before, f"{args} wrote into the run dir"
+
+
+def test_checkpoints_of_a_run_resumed_with_a_config_change_still_load(tmp_path, toy_config):
+    """The run's config history (runs.jsonl) keeps its earlier checkpoints its own."""
+    assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "run.keep_checkpoints=5") == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--allow-config-change", "--set", "agent.inner_lr=0.05",
+                 "--set", "run.env_steps=8000"]) == 0
+    for p in checkpoint.list_checkpoints(tmp_path / "r"):  # iteration 1 (old config), 2 (new)
+        assert checkpoint.resolve(p)[0] == p
