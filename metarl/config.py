@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -40,7 +42,10 @@ class RunSection:
 
     def __post_init__(self):
         _check(self.env_steps > 0, "run.env_steps", f"must be > 0, got {self.env_steps}")
-        _check(self.seed >= 0, "run.seed", f"must be >= 0, got {self.seed}")
+        _check(0 <= self.seed <= SEED_MAX, "run.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
+        _check(self.name is None or _plain_name(self.name), "run.name",
+               f"must be a plain directory name, which stays inside run.out_dir (no '/', no '..', "
+               f"not absolute, not empty), got {self.name!r}")
         _check(self.device in DEVICES, "run.device", f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
         _check(self.checkpoint_every > 0, "run.checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
         _check(self.torch_threads >= 0, "run.torch_threads", f"must be >= 0, got {self.torch_threads}")
@@ -131,6 +136,15 @@ class RunConfig:
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
+
+
+def _plain_name(name: str) -> bool:
+    seps = {"/", "\\", os.sep, os.altsep or "/"}
+    return (name not in ("", ".", "..") and not any(c in name for c in seps) and "\0" not in name
+            and not os.path.isabs(name))
+
+
 def _check(ok: bool, name: str, msg: str) -> None:
     if not ok:
         raise ConfigError(f"{name}: {msg}")
@@ -169,13 +183,20 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return value
         raise ConfigError(f"{name}: must be true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not math.isfinite(value)) or int(value) != value:
             raise ConfigError(f"{name}: must be an integer, got {value!r}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: must be a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}") from None
+        if not math.isfinite(value):  # NaN fails every bound check silently; inf disables them
+            raise ConfigError(f"{name}: must be a finite number (no .nan, .inf or -.inf), got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: must be a string, got {value!r}")
@@ -184,9 +205,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
 
 
 def build_section(cls: type, data: dict[str, Any] | None, prefix: str) -> Any:  # a `cls`
+    _check_mapping(data, prefix, [f.name for f in dataclasses.fields(cls)])
     data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: must be a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -204,10 +224,15 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     if any(not p for p in parts):
         raise ConfigError(f"--set {dotted}: expected a dotted key like agent.inner_lr")
     cur = d
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         nxt = cur.setdefault(p, {})
+        if nxt is None:  # an empty section in the YAML (`run:`)
+            nxt = cur[p] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {p} is not a section")
+            prefix = ".".join(parts[:i + 1])
+            shown = repr(nxt) if len(repr(nxt)) <= 60 else repr(nxt)[:57] + "..."
+            raise ConfigError(f"{prefix}: must be a mapping of {prefix}.* fields (to set {dotted}), "
+                              f"got {type(nxt).__name__} {shown}")
         cur = nxt
     cur[parts[-1]] = value
 
@@ -226,6 +251,14 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _check_mapping(data: Any, prefix: str, fields: list[str]) -> None:
+    """A section is a mapping of its fields (or empty); anything else is one line."""
+    if data is not None and not isinstance(data, dict):
+        shown = repr(data) if len(repr(data)) <= 60 else repr(data)[:57] + "..."
+        raise ConfigError(f"{prefix}: must be a mapping of {prefix}.* fields ({', '.join(fields[:4])}, ...), "
+                          f"got {type(data).__name__} {shown}")
+
+
 def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
     from agents import AGENTS
 
@@ -235,6 +268,7 @@ def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{key}: unknown config key; allowed: {', '.join(allowed)}")
+    _check_mapping(raw.get("agent"), "agent", ["name", "meta_batch"])
     agent_raw = dict(raw.get("agent") or {})
     name = agent_raw.get("name", "maml_trpo")
     if name not in AGENTS:
@@ -253,9 +287,12 @@ def load(path: str | Path, overrides: Sequence[str] = (), **top: Any) -> RunConf
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config: {path} is not valid YAML ({e.__class__.__name__})") from e
+    if raw is None:  # an empty file (or only comments): not a request for the default ML1 run
+        raise ConfigError(f"config: {path} is empty; a preset is a mapping of sections (run, env, agent, "
+                          f"eval), e.g. configs/toy_maml_trpo.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path} must hold a mapping of sections (run, env, agent, eval)")
     for key, value in parse_overrides(list(overrides)):

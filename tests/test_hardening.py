@@ -149,3 +149,70 @@ def test_checkpoints_of_a_run_resumed_with_a_config_change_still_load(tmp_path, 
                  "--set", "run.env_steps=8000"]) == 0
     for p in checkpoint.list_checkpoints(tmp_path / "r"):  # iteration 1 (old config), 2 (new)
         assert checkpoint.resolve(p)[0] == p
+
+
+# ---- 3. config values ---------------------------------------------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("agent.inner_lr=.nan", "agent.inner_lr: must be a finite number (no .nan, .inf or -.inf), got nan"),
+    ("agent.max_kl=.inf", "agent.max_kl: must be a finite number (no .nan, .inf or -.inf), got inf"),
+    ("agent.init_log_std=.nan", "agent.init_log_std: must be a finite number"),
+    ("agent.init_log_std=-.inf", "agent.init_log_std: must be a finite number"),
+    ("agent.discount=.nan", "agent.discount: must be a finite number"),
+    ("run.env_steps=.inf", "run.env_steps: must be an integer, got inf"),
+])
+def test_nan_or_inf_in_a_number_field_is_refused(tmp_path, toy_config, capsys, override, message):
+    out = tmp_path / "out"
+    _refused(capsys, ["train", toy_config, "--set", f"run.out_dir={out}", "--set", override], message, out)
+
+
+@pytest.mark.parametrize("yaml_text,override,message", [
+    (None, "run=5", "run: must be a mapping of run.* fields"),
+    (None, "agent=5", "agent: must be a mapping of agent.* fields"),
+    ("run: [1, 2]\n", None, "run: must be a mapping of run.* fields (env_steps, seed, device, out_dir, ...), "
+                            "got list [1, 2]"),
+    ("run: hello\n", None, "run: must be a mapping of run.* fields (env_steps, seed, device, out_dir, ...), "
+                           "got str 'hello'"),
+    ("env: 3\n", None, "env: must be a mapping of env.* fields"),
+    ("run: [1, 2]\n", "run.seed=3", "run: must be a mapping of run.* fields (to set run.seed), got list [1, 2]"),
+])
+def test_a_section_that_is_not_a_mapping_is_refused(tmp_path, toy_config, capsys, monkeypatch, yaml_text, override,
+                                                     message):
+    config = toy_config
+    if yaml_text is not None:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml_text)
+    argv = ["train", str(config)] + (["--set", override] if override else [])
+    monkeypatch.chdir(tmp_path)  # run.out_dir is the default, runs/: it must not appear
+    _refused(capsys, argv, message, tmp_path / "runs")
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_refused(tmp_path, capsys, text):
+    config = tmp_path / "empty.yaml"
+    config.write_text(text)
+    _refused(capsys, ["train", str(config), "--set", f"run.out_dir={tmp_path / 'out'}"],
+             f"config: {config} is empty", tmp_path / "out")
+
+
+@pytest.mark.parametrize("seed", ["100000000000000000000000", str(2**32), "-1"])
+def test_seed_outside_0_to_2_pow_32_is_refused_and_leaves_no_run_dir(tmp_path, toy_config, capsys, seed):
+    out = tmp_path / "runs"
+    line = _refused(capsys, ["train", toy_config, "--seed", seed, "--set", f"run.out_dir={out}",
+                             "--set", "run.env_steps=1"],
+                    f"run.seed: must be in 0..{2**32 - 1}, got {seed}", out)
+    assert "Traceback" not in line
+
+
+def test_the_largest_seed_is_accepted(tmp_path, toy_config):
+    assert _train(tmp_path, toy_config, "--seed", str(2**32 - 1), "--set", "run.env_steps=1") == 0
+
+
+@pytest.mark.parametrize("name", ["../../x", "../x", "..", ".", "a/b", "ABSOLUTE", ""])
+def test_run_name_must_stay_inside_out_dir(tmp_path, toy_config, capsys, name):
+    out = tmp_path / "a" / "b" / "out"
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "abs")
+    _refused(capsys, ["train", toy_config, "--set", f"run.out_dir={out}", "--set", f"run.name={name}",
+                      "--set", "run.env_steps=1", "--set", "eval.final_tasks_per_class=1"],
+             "run.name: must be a plain directory name, which stays inside run.out_dir", tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []
