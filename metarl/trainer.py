@@ -14,7 +14,7 @@ import torch
 import agents
 from envs import TaskVectorEnv, make_benchmark
 from envs.vector import WorkerError
-from metarl import checkpoint
+from metarl import checkpoint, resources
 from metarl.config import RunConfig
 from metarl.evaluation import evaluate, select_tasks
 from metarl.logging import RunLogger
@@ -41,6 +41,7 @@ def benchmark_for(cfg: RunConfig) -> Benchmark:
     if cfg.agent.meta_batch > len(bench.train_tasks):
         raise ConfigError(f"agent.meta_batch: {cfg.agent.meta_batch} exceeds the {len(bench.train_tasks)} training "
                           f"tasks of {bench.name}; allowed: 1..{len(bench.train_tasks)}")
+    resources.check(cfg, bench)  # memory and cores, before any env is built or worker started
     return bench
 
 

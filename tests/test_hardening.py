@@ -216,3 +216,43 @@ def test_run_name_must_stay_inside_out_dir(tmp_path, toy_config, capsys, name):
                       "--set", "run.env_steps=1", "--set", "eval.final_tasks_per_class=1"],
              "run.name: must be a plain directory name, which stays inside run.out_dir", tmp_path / "a")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- 4. sizes against cores and memory ----------------------------------------------------
+def test_huge_meta_batch_is_refused_before_allocating(tmp_path, toy_config, capsys, monkeypatch):
+    from metarl import resources
+
+    monkeypatch.setattr(resources, "available_ram_bytes", lambda: 16 * resources.GIB)
+    out = tmp_path / "out"
+    _refused(capsys, ["train", toy_config, "--set", f"run.out_dir={out}", "--set", "env.toy_tasks=300000",
+                      "--set", "agent.meta_batch=300000"],
+             "agent.meta_batch: 300000 task slots x 10 episodes x 20 steps", out)
+
+
+def test_worker_count_is_checked_against_cores_and_memory(tmp_path, toy_config, capsys, monkeypatch):
+    from metarl import resources
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
+    _refused(capsys, ["train", toy_config, "--set", f"run.out_dir={out}", "--set", "env.n_workers=40",
+                      "--set", "run.env_steps=1", "--set", "eval.final_tasks_per_class=1"],
+             "env.n_workers: 40 worker processes (10 used for 10 task slots) on 2 cores; allowed: 0..8", out)
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 64)
+    monkeypatch.setattr(resources, "available_ram_bytes", lambda: resources.GIB)
+    _refused(capsys, ["train", toy_config, "--set", f"run.out_dir={out}", "--set", "env.n_workers=10",
+                      "--set", "run.env_steps=1", "--set", "eval.final_tasks_per_class=1"],
+             "env.n_workers: 10 task slots x 10 episodes x 20 steps with 10 worker processes need about", out)
+
+
+def test_more_workers_than_cores_warns_once(toy_config, capsys, monkeypatch):
+    from metarl import config, resources
+    from metarl.trainer import benchmark_for
+
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(resources, "_warned", set())
+    cfg = config.load(toy_config, ["env.n_workers=3"])
+    benchmark_for(cfg)
+    benchmark_for(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metarl: warning: env.n_workers=3 starts 3 worker processes on 2 cores; "
+                   "they will share cores (no faster than 2)"]
