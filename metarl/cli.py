@@ -98,14 +98,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = None
     device = config.resolve_device(cfg.run.device)
     benchmark_for(cfg)  # validates names and sizes before anything is written
-    created = False
+    created = None  # the topmost directory this command created (removed again if it fails to start)
     if run_dir is None:
         run_dir = _prepare_run_dir(cfg)
+        created = run_dir
+        while not created.parent.exists() and created.parent != created:
+            created = created.parent
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from e
-        created = True
     try:
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
@@ -117,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f.write(json.dumps(meta) + "\n")
         trainer = Trainer(cfg, run_dir, device, resume_payload)
     except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     print(f"run dir: {run_dir}  (tensorboard --logdir {run_dir / 'tb'})", file=sys.stderr)
     curve = trainer.run()
@@ -310,17 +312,34 @@ def read_eval_curve(run_dir: Path) -> tuple[int, list[float], list[float]]:
     path = Path(run_dir) / "eval.csv"
     if not path.is_file():
         raise ConfigError(f"RUN_DIR: {run_dir} has no eval.csv (has it finished an evaluation?)")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    need = ("env_steps", "round", "success", "return")
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"RUN_DIR: cannot read {path} ({e.__class__.__name__})") from None
     if not rows:
         raise ConfigError(f"RUN_DIR: {path} is empty")
-    last = max(int(r["env_steps"]) for r in rows)
-    rows = [r for r in rows if int(r["env_steps"]) == last]
-    k_max = max(int(r["round"]) for r in rows)
-    s = [sum(float(r["success"]) for r in rows if int(r["round"]) == k) /
-         max(1, sum(1 for r in rows if int(r["round"]) == k)) for k in range(k_max + 1)]
-    ret = [sum(float(r["return"]) for r in rows if int(r["round"]) == k) /
-           max(1, sum(1 for r in rows if int(r["round"]) == k)) for k in range(k_max + 1)]
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise ConfigError(f"RUN_DIR: {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                          f"an eval.csv needs {', '.join(need)}")
+    parsed = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            parsed.append((int(r["env_steps"]), int(r["round"]), float(r["success"]), float(r["return"])))
+        except (TypeError, ValueError):
+            raise ConfigError(f"RUN_DIR: {path} line {line}: env_steps and round must be integers, success and "
+                              f"return numbers") from None
+    last = max(p[0] for p in parsed)
+    at_last = [p for p in parsed if p[0] == last]
+    k_max = max(p[1] for p in at_last)
+    s = [sum(p[2] for p in at_last if p[1] == k) / max(1, sum(1 for p in at_last if p[1] == k))
+         for k in range(k_max + 1)]
+    ret = [sum(p[3] for p in at_last if p[1] == k) / max(1, sum(1 for p in at_last if p[1] == k))
+           for k in range(k_max + 1)]
     return last, s, ret
 
 

@@ -59,6 +59,31 @@ class CsvLog:
             with path.open() as f:
                 self.fields = next(csv.reader(f), [])
 
+    def truncate_after(self, env_steps: int) -> int:
+        """Drop the rows logged after `env_steps` (a resume redoes those iterations); returns how
+        many were dropped. Rewritten atomically; rows without a numeric env_steps are kept."""
+        if not self.path.exists() or not self.fields:
+            return 0
+        with self.path.open() as f:
+            rows = list(csv.DictReader(f))
+
+        def later(r: dict) -> bool:
+            try:
+                return int(float(r.get("env_steps") or "")) > env_steps
+            except ValueError:
+                return False
+
+        keep = [r for r in rows if not later(r)]
+        if len(keep) == len(rows):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(keep)
+        tmp.replace(self.path)
+        return len(rows) - len(keep)
+
     def write(self, row: dict) -> None:
         new = [k for k in row if k not in self.fields]
         if new:
@@ -76,14 +101,21 @@ class CsvLog:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, title: str = ""):
+    def __init__(self, run_dir: Path, title: str = "", resume_step: int | None = None):
+        """`resume_step`: the env steps of the checkpoint a resumed run continues from; what was
+        logged after it (progress.csv and eval.csv rows, TensorBoard events) is dropped, since
+        those iterations run again."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.title = title
-        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.tb = SummaryWriter(str(self.run_dir / "tb"),
+                                purge_step=None if resume_step is None else resume_step + 1)
         self.progress = CsvLog(self.run_dir / "progress.csv")
         self.eval_csv = CsvLog(self.run_dir / "eval.csv")
+        if resume_step is not None:
+            self.progress.truncate_after(resume_step)
+            self.eval_csv.truncate_after(resume_step)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():

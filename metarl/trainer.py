@@ -90,6 +90,8 @@ class _StopFlag:
 
 
 class Trainer:
+    resumed_from: int | None = None  # env steps of the checkpoint this run was resumed from
+
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
                  resume: dict[str, Any] | None = None, console: Console | None = None):
         self.cfg = cfg
@@ -135,9 +137,26 @@ class Trainer:
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         torch.set_rng_state(payload["rng"]["torch"])
         self.best = payload.get("selection")
+        self.resumed_from = int(c["env_steps"])
 
     def save_checkpoint(self) -> Path:
-        return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
+        try:
+            return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
+        except OSError as e:
+            raise self._write_failed(e) from None
+
+    def _write_failed(self, e: OSError) -> ConfigError:
+        """One line for a checkpoint that cannot be written (read-only or full disk): where the
+        run stopped, the newest checkpoint on disk and how to go on."""
+        d = checkpoint.checkpoint_dir(self.run_dir)
+        try:
+            newest = checkpoint.list_checkpoints(self.run_dir)
+        except OSError:
+            newest = []
+        on_disk = f"the newest checkpoint on disk is {newest[-1].name}" if newest else "no checkpoint is on disk"
+        return ConfigError(f"checkpoints: cannot write {e.filename or d} ({e.strerror or e.__class__.__name__}); "
+                           f"training stopped at iteration {self.iteration} ({self.env_steps:,} env steps) and "
+                           f"{on_disk}. Make {d} writable, then resume with: metarl train --resume {self.run_dir}")
 
     # ---- evaluation -----------------------------------------------------------------
     def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test") -> AdaptationCurve:
@@ -158,7 +177,7 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.cfg
-        logger = RunLogger(self.run_dir, f"{cfg.preset} (seed {cfg.run.seed})")
+        logger = RunLogger(self.run_dir, f"{cfg.preset} (seed {cfg.run.seed})", resume_step=self.resumed_from)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(),
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                    TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
@@ -263,8 +282,11 @@ class Trainer:
             self.best = {"score": score, "iteration": self.iteration, "env_steps": self.env_steps,
                          "train_success_by_round": succ, "train_return_by_round": ret,
                          "n_train_tasks": len(curve.tasks)}
-            checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
-            (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+            try:
+                checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
+                (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+            except OSError as e:
+                raise self._write_failed(e) from None
 
     def selected(self) -> dict[str, Any] | None:
         """eval.select_best: the choice (best.json's fields) and best.pt's final held-out curve."""

@@ -256,3 +256,68 @@ def test_more_workers_than_cores_warns_once(toy_config, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["metarl: warning: env.n_workers=3 starts 3 worker processes on 2 cores; "
                    "they will share cores (no faster than 2)"]
+
+
+# ---- 5. plot, read-only checkpoints, resume after a truncated checkpoint ------------------
+@pytest.mark.parametrize("drop", ["success", "round", "env_steps", "return"])
+def test_plot_on_an_eval_csv_that_lacks_a_column(tmp_path, capsys, drop):
+    run = tmp_path / "r"
+    run.mkdir()
+    cols = [c for c in ("env_steps", "eval", "task", "round", "success", "return") if c != drop]
+    with (run / "eval.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        w.writerow({c: {"eval": "eval", "task": "point"}.get(c, "1") for c in cols})
+    _refused(capsys, ["plot", str(run)], f"RUN_DIR: {run / 'eval.csv'} lacks the column {drop}; an eval.csv needs "
+                                         f"env_steps, round, success, return", run / "adaptation_curve.png")
+
+
+def test_plot_on_an_eval_csv_with_a_bad_number(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "eval.csv").write_text("env_steps,round,success,return\n4000,0,1.0,-3\n4000,one,0.5,-2\n")
+    _refused(capsys, ["plot", str(run)], "line 3: env_steps and round must be integers", run / "adaptation_curve.png")
+
+
+def test_checkpoints_made_unwritable_mid_run_end_in_one_line_with_a_resume_hint(tmp_path, toy_config, capsys,
+                                                                             monkeypatch):
+    """After the first checkpoint, writing checkpoints fails with EACCES, as it does when
+    checkpoints/ is made read-only (simulated: chmod does not stop root, which runs CI here)."""
+    real_open = open
+    writes = []
+
+    def guarded_open(path, *a, **k):
+        if str(path).endswith(".tmp"):
+            writes.append(path)
+            if len(writes) > 1:
+                raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "open", guarded_open, raising=False)
+    capsys.readouterr()
+    rc = _train(tmp_path, toy_config, "--set", "run.env_steps=16000")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and "PermissionError" not in err
+    last = err.strip().splitlines()[-1]
+    run = tmp_path / "r"
+    assert last.startswith(f"metarl: error: checkpoints: cannot write {run / 'checkpoints' / '.ckpt_0000002.pt.tmp'} "
+                           f"(Permission denied); training stopped at iteration 2 (8,000 env steps) and the newest "
+                           f"checkpoint on disk is ckpt_0000001.pt."), last
+    assert last.endswith(f"then resume with: metarl train --resume {run}"), last
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_0000001.pt"]  # no temp file left
+
+
+def test_resume_after_a_truncated_checkpoint_writes_each_env_steps_row_once(tmp_path, toy_config):
+    assert _train(tmp_path, toy_config, "--set", "run.env_steps=12000", "--set", "eval.every=1") == 0
+    run = tmp_path / "r"
+    newest = checkpoint.list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # iteration 3's checkpoint is lost
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        assert main(["train", "--resume", str(run), "--set", "run.env_steps=16000"]) == 0
+    steps = [int(r["env_steps"]) for r in csv.DictReader((run / "progress.csv").open())]
+    assert steps == [4000, 8000, 12000, 16000]
+    evals = sorted({(int(r["env_steps"]), r["eval"]) for r in csv.DictReader((run / "eval.csv").open())})
+    rows = list(csv.DictReader((run / "eval.csv").open()))
+    assert evals == [(4000, "eval"), (8000, "eval"), (12000, "eval"), (16000, "eval")]
+    assert len([r for r in rows if r["env_steps"] == "12000"]) == len([r for r in rows if r["env_steps"] == "8000"])
