@@ -16,7 +16,7 @@ from envs import TaskVectorEnv, make_benchmark
 from envs.vector import WorkerError
 from metarl import checkpoint, resources
 from metarl.config import RunConfig
-from metarl.evaluation import evaluate, select_tasks
+from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, official_pool_size, select_tasks
 from metarl.logging import RunLogger
 from metarl.sampler import Sampler
 from metarl.types import AdaptationCurve, ConfigError
@@ -111,6 +111,7 @@ class Trainer:
         self.stopped_early = False
         self.best: dict[str, Any] | None = None  # eval.select_best: the best training-task evaluation so far
         self.best_curve: AdaptationCurve | None = None  # final held-out evaluation of checkpoints/best.pt
+        self.protocol_summary: dict[str, Any] | None = None  # eval.protocol: metaworld, final evaluation
         if resume is not None:
             self._restore(resume)
 
@@ -127,6 +128,9 @@ class Trainer:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        if isinstance(payload.get("agent"), dict) and payload["agent"].get("policy_only"):
+            raise ConfigError("--resume: the checkpoint is a released policy (benchmarks/release.py: no optimizer "
+                              "state or buffers); it can be evaluated with `metarl eval`, not resumed")
         if payload.get("agent_name") != self.cfg.agent.name:
             raise ConfigError(f"--resume: the checkpoint holds a {payload.get('agent_name')!r} agent but the config "
                               f"asks for {self.cfg.agent.name!r}; allowed: agent.name={payload.get('agent_name')}")
@@ -159,15 +163,31 @@ class Trainer:
                            f"{on_disk}. Make {d} writable, then resume with: metarl train --resume {self.run_dir}")
 
     # ---- evaluation -----------------------------------------------------------------
-    def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test") -> AdaptationCurve:
+    def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test", final: bool = False) -> AdaptationCurve:
         """The meta-test protocol on the held-out tasks (split="test") or, for model selection, on
-        training tasks (split="train"); each split draws from its own generator."""
+        training tasks (split="train"); each split draws from its own generator. With
+        eval.protocol: metaworld, the Meta-World protocol as a 2-round curve; `final` then also
+        writes eval_metaworld.json / .csv and keeps the summary in `protocol_summary`."""
         ev = self.cfg.eval
         tasks = select_tasks(self.bench.tasks(split), per_class)
         rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1 if split == "test" else 2])
+        if final and ev.protocol == "metaworld":
+            rng = np.random.default_rng(0)  # as `metarl eval CHECKPOINT --protocol metaworld` (--seed 0): the
+            #                                 released checkpoint reproduces this number exactly
         with torch.random.fork_rng(devices=[]):  # evaluation never shifts training's random streams
-            return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
-                            ev.deterministic, on_progress=progress)
+            if ev.protocol == "curve":
+                return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
+                                ev.deterministic, on_progress=progress)
+            result = metaworld_evaluate(self.agent, self.sampler, tasks, rng, MetaworldProtocol(),
+                                        on_progress=progress)
+        if final:
+            from metarl.logging import write_protocol_result
+            summary = {**result.to_dict(official_pool_size(len({t.name for t in tasks}))), "split": split,
+                       "benchmark": self.cfg.env.benchmark, "env_name": self.cfg.env.env_name,
+                       "agent": self.cfg.agent.name}
+            write_protocol_result(self.run_dir, summary, result.rows(), self.env_steps, self.run_dir / "tb")
+            self.protocol_summary = summary
+        return result.as_curve()
 
     # ---- the loop -------------------------------------------------------------------
     def run(self, final_eval_on_stop: bool = False) -> AdaptationCurve | None:
@@ -241,8 +261,9 @@ class Trainer:
                 finished = self.env_steps >= cfg.run.env_steps and not stop.requested
                 if finished or (stop.requested and final_eval_on_stop):
                     tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
-                    total = len(tasks) * (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round \
-                        * self.sampler.horizon
+                    per_task = (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round if cfg.eval.protocol == "curve" \
+                        else MetaworldProtocol().adaptation_episodes + MetaworldProtocol().evaluation_episodes
+                    total = len(tasks) * per_task * self.sampler.horizon
                     ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
                     t1 = time.perf_counter()
 
@@ -251,7 +272,7 @@ class Trainer:
                         done_steps = bar.tasks[ev_job].completed
                         bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
 
-                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
+                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True)
                     self.wall_seconds += time.perf_counter() - t1
                     logger.log_eval(final_curve, self.env_steps)
                     best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
@@ -304,4 +325,6 @@ class Trainer:
         selected = self.selected()
         if selected is not None:
             out["selected"] = selected
+        if self.protocol_summary is not None:
+            out["metaworld"] = self.protocol_summary
         (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))

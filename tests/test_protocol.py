@@ -153,3 +153,33 @@ def test_pooled_success_counts_the_first_episodes_to_finish():
     # ties on the finishing step go to the env listed first
     lengths = np.array([[500, 500, 500], [500, 500, 500]])
     assert pooled_success(tasks, success, lengths, pool_size=2) == pytest.approx(2 / 3)
+
+
+def test_final_protocol_evaluation_is_reproduced_by_metarl_eval_on_the_checkpoint(tmp_path):
+    """A run's final Meta-World-protocol evaluation (eval.protocol: metaworld) and
+    `metarl eval CHECKPOINT --protocol metaworld` give the same episodes, so a released
+    checkpoint reproduces its table row."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "metarl.cli"]
+    r = subprocess.run([*cmd, "train", str(root / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
+                        "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
+                        "--set", "eval.every=0", "--set", "eval.protocol=metaworld", "--set", "eval.final_tasks_per_class=0"],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "r"
+    final = json.loads((run / "eval_metaworld.json").read_text())
+    ckpt = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]
+    r = subprocess.run([*cmd, "eval", str(ckpt), "--protocol", "metaworld", "--out", str(tmp_path / "again")],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "again" / "eval_metaworld.json").read_text())
+    assert again["n_goals"] == final["n_goals"] == 40
+    for key in ("success", "success_pre_adaptation", "success_metaworld_pooled", "return"):
+        assert again[key] == final[key], key
+    assert (run / "eval_metaworld.csv").read_text().replace("\r", "").splitlines()[1:] == \
+        (tmp_path / "again" / "eval_metaworld.csv").read_text().replace("\r", "").splitlines()[1:]
