@@ -155,6 +155,8 @@ def _print_curve(curve: AdaptationCurve, per_task: bool = False) -> None:
 
 def _eval_setup(args):
     """(checkpoint path, payload, config with --horizon applied, device) for `metarl eval`."""
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed: must be in 0..{2**32 - 1}, got {args.seed}")
     from metarl import checkpoint, config
 
     ckpt_path, payload = checkpoint.resolve(args.checkpoint)

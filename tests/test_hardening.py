@@ -321,3 +321,9 @@ def test_resume_after_a_truncated_checkpoint_writes_each_env_steps_row_once(tmp_
     rows = list(csv.DictReader((run / "eval.csv").open()))
     assert evals == [(4000, "eval"), (8000, "eval"), (12000, "eval"), (16000, "eval")]
     assert len([r for r in rows if r["env_steps"] == "12000"]) == len([r for r in rows if r["env_steps"] == "8000"])
+
+
+@pytest.mark.parametrize("seed", ["-1", "100000000000000000000000"])
+def test_eval_seed_outside_0_to_2_pow_32_is_refused(tmp_path, seed):
+    r = _cli("eval", str(tmp_path / "nothing"), "--seed", seed, cwd=tmp_path)
+    assert r.returncode == 2 and "--seed: must be in 0.." in _one_line(r.stderr)
