@@ -5,6 +5,7 @@ from agents.rl2_ppo import RL2PPO, RL2PPOConfig, trial_inputs
 from envs import TaskVectorEnv, make_benchmark
 from metarl.rollout import slot_noise
 from metarl.sampler import Sampler
+from helpers import train_seeds
 
 
 def _setup(n_workers=0):
@@ -76,28 +77,53 @@ def test_multiprocess_backend_carries_rl2_state_like_in_process():
     torch.testing.assert_close(out[0][1]["h"], out[1][1]["h"])
 
 
-def test_rl2_meta_learns_within_a_trial_on_toy_tasks():
-    """After meta-training, the second episode of a trial (same task, hidden state kept)
-    beats the first by a clear margin: the GRU remembered where the goal was."""
+def train_rl2(seed, iterations=150, **over):
+    """One seed (tasks, initial weights, sampling noise all drawn from it) of RL²-PPO on the toy
+    semicircle goals, trials of two 10-step episodes. Held-out trial returns (minus the summed
+    distance over 10 steps; about -5 for a policy that stays put), deterministic actions, each
+    the mean over the policies after `iterations` - 20, - 10 and `iterations` iterations (one
+    policy snapshot alone is noisy: its margin moves by ~0.3 from one 10-iteration step to the next):
+    `first` and `last` episode of a trial, `within` = last - first, and `meta` = within after
+    meta-training minus within before it (about 0: untrained, the two episodes are alike)."""
     from metarl.evaluation import evaluate
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    bench = make_benchmark("toy", seed=0, max_episode_steps=10, toy_goals="semicircle")
-    agent = RL2PPO(RL2PPOConfig(meta_batch=20, episodes_per_task=2, hidden_size=64, lr=3e-3, epochs=5,
-                                minibatches=2), bench.obs_dim, bench.act_dim)
-    sampler = Sampler(TaskVectorEnv(bench.env_factory, 20), bench.max_episode_steps)
+    torch.manual_seed(seed)
+    bench = make_benchmark("toy", seed=seed, max_episode_steps=10, toy_goals="semicircle")
+    cfg = dict(meta_batch=40, episodes_per_task=2, hidden_size=64, lr=3e-3, epochs=5, minibatches=2,
+               init_log_std=-0.7)
+    agent = RL2PPO(RL2PPOConfig(**{**cfg, **over}), bench.obs_dim, bench.act_dim)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, agent.cfg.meta_batch), bench.max_episode_steps)
 
     def trial_returns():
         c = evaluate(agent, sampler, bench.test_tasks[:40], rounds=1, episodes_per_round=1,
-                     rng=np.random.default_rng(1), deterministic=True)
+                     rng=np.random.default_rng(10_000 + seed), deterministic=True)
         return c.return_by_round()
 
     first0, last0 = trial_returns()
-    rng = np.random.default_rng(0)
-    for _ in range(300):
+    rng = np.random.default_rng(seed)
+    ends = []
+    for i in range(1, iterations + 1):
         agent.train_iteration(sampler, bench.train_tasks, rng)
-    first, last = trial_returns()
-    # returns are minus the summed distance over 10 steps (about -5 for a policy that stays put)
-    assert last > first + 0.5, (first, last)
-    assert (last - first) > (last0 - first0) + 0.5, ((first0, last0), (first, last))
+        if i in (iterations - 20, iterations - 10, iterations):
+            ends.append(trial_returns())
+    first, last = np.mean(ends, axis=0)
+    return {"first": first, "last": last, "within": last - first, "meta": (last - first) - (last0 - first0)}
+
+
+def test_rl2_meta_learns_within_a_trial_on_toy_tasks():
+    """After meta-training, the second episode of a trial (same task, hidden state kept)
+    beats the first by a clear margin: the GRU remembered where the goal was.
+
+    Four seeds of 150 iterations (about 7 s of one core a seed; 300 iterations of one seed
+    before), median margins against thresholds set from a sweep of 15 runs (seeds 0-9, and
+    seeds 0-4 again with every initial weight perturbed by a relative 1e-6, the size of a CPU's
+    different rounding, which moved a seed's margin by up to 0.9):
+    within min +0.20 / median +0.81 / max +1.68, worst median-of-4 +0.49 (meta: the same to
+    0.01, since untrained the two episodes are alike). Threshold 0.25, about half the worst
+    median-of-4, and still far above the untrained policy's 0.00. The margin is not monotonic
+    in training (as the first episode gets better there is less left for the second to gain),
+    so more iterations would not widen it much."""
+    runs = train_seeds(train_rl2, range(4))
+    print(runs.table())
+    runs.assert_median_above("within", 0.25)
+    runs.assert_median_above("meta", 0.25)   # untrained, the two episodes are alike: meta-training made it so
