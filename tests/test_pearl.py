@@ -1,4 +1,4 @@
-"""PEARL: posterior math, permutation invariance, KL at the prior, buffers and their RAM
+"""PEARL: posterior math, permutation invariance, the KL term, buffers and their RAM
 check, non-finite updates, resume with buffers, and meta-learning on the toy semicircle goals."""
 import os
 import pickle
@@ -76,14 +76,34 @@ def test_posterior_is_invariant_to_the_order_of_context_transitions():
     assert a["ctx"].shape == (S, M * T, agent.ctx_dim) and a["z"].shape == (S, 3)
 
 
-def test_kl_term_is_zero_at_the_prior():
+def test_kl_term_is_the_closed_form_gaussian_kl_of_the_posterior():
     L = 7
     assert float(kl_to_prior(torch.zeros(4, L), torch.ones(4, L)).abs().max()) == 0.0
     assert bool((kl_to_prior(torch.full((4, L), 0.3), torch.ones(4, L)) > 0).all())
     assert bool((kl_to_prior(torch.zeros(4, L), torch.full((4, L), 0.5)) > 0).all())
+    # the posterior of actual context (not the hard-coded empty-context prior): KL > 0 and equal
+    # to torch.distributions' closed form for KL(N(mu, var) || N(0, I)), summed over the latent dims
+    torch.manual_seed(0)
     agent = PEARL(PEARLConfig(**SMALL), obs_dim=3, act_dim=2)
-    mu, var = agent.posterior(agent.initial_task_state(4)["ctx"])  # no context: the prior
-    assert float(kl_to_prior(mu, var).abs().max()) == 0.0
+    agent.encoder.double()
+    for n in (1, 5, 50):
+        with torch.no_grad():
+            mu, var = agent.posterior(torch.randn(4, n, agent.ctx_dim, dtype=torch.float64))
+        assert not torch.equal(var, torch.ones_like(var))     # the encoder's factors, not the prior
+        kl = kl_to_prior(mu, var)
+        ref = torch.distributions.kl_divergence(torch.distributions.Normal(mu, var.sqrt()),
+                                                torch.distributions.Normal(torch.zeros_like(mu), 1.0)).sum(-1)
+        assert kl.shape == (4,) and bool((kl > 0).all()), kl
+        torch.testing.assert_close(kl, ref, rtol=1e-12, atol=1e-12)
+    # a Monte Carlo estimate of E_q[log q(z) - log p(z)] agrees (a check independent of both formulas)
+    q = torch.distributions.Normal(mu[0], var[0].sqrt())
+    z = q.sample((400_000,))
+    mc = (q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)).sum(-1).mean()
+    assert abs(float(mc) - float(kl[0])) < 0.02 * float(kl[0]) + 0.01, (float(mc), float(kl[0]))
+    # and the KL term's gradient reaches the encoder (it is what pulls q(z | c) towards the prior)
+    agent.encoder.float().zero_grad()
+    kl_to_prior(*agent.posterior(torch.randn(4, 5, agent.ctx_dim))).sum().backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in agent.encoder.parameters())
 
 
 def test_config_fields_are_validated():
