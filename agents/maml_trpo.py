@@ -47,6 +47,8 @@ class MAMLTRPOConfig:
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
     fvp_subsample: float = 1.0      # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
+    first_order: bool = False       # first-order MAML: the outer gradient treats the inner steps' Jacobian as
+                                    # the identity (no second derivatives through the inner policy gradient)
 
     def __post_init__(self):
         _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
@@ -157,7 +159,9 @@ class MAMLTRPO:
         for _ in range(self.cfg.inner_steps):
             mean, log_std = call(self.policy, params, obs)
             loss = -(gaussian_log_prob(mean, log_std, act) * adv).mean()
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+            # first order: the inner gradient is a constant to the outer one (d theta'/d theta = I)
+            grads = torch.autograd.grad(loss, list(params.values()), retain_graph=create_graph,
+                                        create_graph=create_graph and not self.cfg.first_order)
             params = {k: v - self.cfg.inner_lr * g for (k, v), g in zip(params.items(), grads)}
         return params
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
@@ -153,3 +154,41 @@ def test_numpy_actor_matches_the_torch_policy():
     a, _ = actor.act(obs, state, deterministic=True)
     c, _ = actor.act(obs, state2, deterministic=True)
     assert not torch.equal(a[0], c[0]) and torch.equal(a[1:], c[1:])
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_first_order_maml_gradient_treats_the_inner_jacobian_as_identity(inner_steps):
+    """agent.first_order: d(meta-objective)/d(theta) equals d(surrogate)/d(theta') at the adapted
+    parameters theta' (each task's gradient, averaged), and differs from the second-order one."""
+    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from envs import TaskVectorEnv, make_benchmark
+    from metarl.sampler import Sampler
+
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    grads = {}
+    for first_order in (True, False):
+        torch.manual_seed(0)
+        agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, episodes_per_task=3, hidden_sizes=(16,), inner_lr=0.5,
+                                        inner_steps=inner_steps, first_order=first_order),
+                         bench.obs_dim, bench.act_dim)
+        sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), bench.max_episode_steps)
+        rng = np.random.default_rng(0)
+        state = agent.initial_task_state(4)
+        pre_b, _ = sampler.sample(agent, bench.train_tasks[:4], state, 3, rng)
+        adapted = agent.adapt(state, pre_b)
+        post_b, _ = sampler.sample(agent, bench.train_tasks[:4], adapted, 3, rng)
+        pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+        with torch.no_grad():
+            old = [call(agent.policy, {k: v[i] for k, v in adapted.items()}, d[0]) for i, d in enumerate(post)]
+        params = list(agent.params.values())
+        grads[first_order] = torch.autograd.grad(agent.meta_objective(pre, post, old), params)
+        if first_order:
+            leaf = [{k: v[i].clone().requires_grad_(True) for k, v in adapted.items()} for i in range(4)]
+            loss, _ = agent.surrogate_and_kl(leaf, post, old)
+            at_adapted = torch.autograd.grad(loss, [p for d in leaf for p in d.values()])
+            n = len(params)
+            expected = [sum(at_adapted[i * n + j] for i in range(4)) for j in range(n)]
+            for g, e in zip(grads[True], expected):
+                torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        sampler.vec_env.close()
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[True], grads[False]))
