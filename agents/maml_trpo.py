@@ -49,6 +49,9 @@ class MAMLTRPOConfig:
     fvp_subsample: float = 1.0      # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
     first_order: bool = False       # first-order MAML: the outer gradient treats the inner steps' Jacobian as
                                     # the identity (no second derivatives through the inner policy gradient)
+    learn_inner_lr: str = "none"    # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) |
+                                    # per_parameter (one per policy weight); learned with the outer TRPO step,
+                                    # initialised to inner_lr
 
     def __post_init__(self):
         _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
@@ -63,8 +66,13 @@ class MAMLTRPOConfig:
             raise ConfigError(f"agent.backtrack_ratio: must be in (0, 1), got {self.backtrack_ratio}")
         if not 0.0 < self.fvp_subsample <= 1.0:
             raise ConfigError(f"agent.fvp_subsample: must be in (0, 1], got {self.fvp_subsample}")
+        if self.learn_inner_lr not in LEARN_INNER_LR:
+            raise ConfigError(f"agent.learn_inner_lr: unknown {self.learn_inner_lr!r}; allowed: {', '.join(LEARN_INNER_LR)}")
         if self.inner_lr < 0 or self.cg_damping < 0:
             raise ConfigError("agent.inner_lr and agent.cg_damping: must be >= 0")
+
+
+LEARN_INNER_LR = ("none", "scalar", "per_parameter")
 
 
 def _positive(cfg: object, *names: str) -> None:
@@ -84,6 +92,22 @@ class MAMLTRPO:
         self.policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std).to(self.device)
         self.names = [n for n, _ in self.policy.named_parameters()]
         self.act_dim = act_dim
+        # Meta-SGD: learned inner step sizes (meta-parameters next to the policy's)
+        self.inner_lrs: dict[str, Tensor] = {}
+        if cfg.learn_inner_lr == "scalar":
+            self.inner_lrs = {"*": torch.tensor(cfg.inner_lr, device=self.device, requires_grad=True)}
+        elif cfg.learn_inner_lr == "per_parameter":
+            self.inner_lrs = {n: torch.full_like(p, cfg.inner_lr).requires_grad_(True)
+                              for n, p in self.policy.named_parameters()}
+
+    def meta_parameters(self) -> list[Tensor]:
+        """What the outer (TRPO) step updates: the policy's weights, then any learned step sizes."""
+        return list(self.policy.parameters()) + list(self.inner_lrs.values())
+
+    def _lr(self, name: str) -> float | Tensor:
+        if not self.inner_lrs:
+            return self.cfg.inner_lr
+        return self.inner_lrs["*"] if "*" in self.inner_lrs else self.inner_lrs[name]
 
     # ---- parameters ------------------------------------------------------------------
     @property
@@ -162,7 +186,7 @@ class MAMLTRPO:
             # first order: the inner gradient is a constant to the outer one (d theta'/d theta = I)
             grads = torch.autograd.grad(loss, list(params.values()), retain_graph=create_graph,
                                         create_graph=create_graph and not self.cfg.first_order)
-            params = {k: v - self.cfg.inner_lr * g for (k, v), g in zip(params.items(), grads)}
+            params = {k: v - self._lr(k) * g for (k, v), g in zip(params.items(), grads)}
         return params
 
     def adapted_params(self, params: Params, pre: list, create_graph: bool) -> list[Params]:
@@ -210,7 +234,7 @@ class MAMLTRPO:
         with torch.no_grad():
             old = [call(self.policy, {k: v[i].to(self.device) for k, v in adapted_state.items()}, d[0])
                    for i, d in enumerate(post)]
-        params = list(self.policy.parameters())
+        params = self.meta_parameters()
         adapted = self.adapted_params(self.params, pre, create_graph=True)
         loss, kl = self.surrogate_and_kl(adapted, post, old)
         grads = torch.autograd.grad(loss, params, retain_graph=True)
@@ -260,13 +284,26 @@ class MAMLTRPO:
                         # non-finite updates only; a line search that finds no improvement is normal
                         "train/rejected_updates": 0.0,
                         "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
+        if self.inner_lrs:
+            lrs = torch.cat([v.detach().reshape(-1) for v in self.inner_lrs.values()])
+            metrics.update({"train/inner_lr_mean": float(lrs.mean()), "train/inner_lr_min": float(lrs.min()),
+                            "train/inner_lr_max": float(lrs.max())})
         return metrics
 
     # ---- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
+        out: dict[str, Any] = {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
+        if self.inner_lrs:
+            out["inner_lr"] = {k: v.detach().cpu().clone() for k, v in self.inner_lrs.items()}
+        return out
 
-    RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
+    RELEASE_KEYS = ("policy", "inner_lr")  # what acting and adapting need (benchmarks/release.py)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
+        if set(state.get("inner_lr", {})) != set(self.inner_lrs):
+            raise ConfigError(f"checkpoint: learned inner step sizes {sorted(state.get('inner_lr', {}))} do not match "
+                              f"agent.learn_inner_lr={self.cfg.learn_inner_lr!r}")
+        with torch.no_grad():
+            for k, v in state.get("inner_lr", {}).items():
+                self.inner_lrs[k].copy_(v)

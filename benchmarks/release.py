@@ -45,7 +45,7 @@ def release(source: str, name: str, dest: Path = DEST) -> Path:
     state = payload["agent"]
     if state.get("policy_only"):
         raise ConfigError(f"SOURCE: {path} is already a released policy")
-    light = {k: state[k] for k in keys}
+    light = {k: state[k] for k in keys if k in state}
     light["policy_only"] = True
     out = {k: payload[k] for k in ("config", "config_hash", "agent_name", "counters") if k in payload}
     out.update({"agent": light, "release": {"name": name, "source": str(path), "git_commit": _git_commit() or ""}})

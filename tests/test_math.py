@@ -192,3 +192,63 @@ def test_first_order_maml_gradient_treats_the_inner_jacobian_as_identity(inner_s
                 torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
         sampler.vec_env.close()
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[True], grads[False]))
+
+
+@pytest.mark.parametrize("mode", ["scalar", "per_parameter"])
+def test_meta_sgd_learns_the_inner_step_size_with_the_right_gradient(mode, tmp_path):
+    """agent.learn_inner_lr: theta' = theta - alpha * g, so d(objective)/d(alpha) = -sum over tasks
+    of (d objective / d theta') * g (summed over every weight for a scalar alpha). At alpha =
+    inner_lr the adapted parameters are plain MAML's; the step sizes round-trip through a
+    checkpoint, and a TRPO update changes them."""
+    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from envs import TaskVectorEnv, make_benchmark
+    from metarl.sampler import Sampler
+
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, episodes_per_task=3, hidden_sizes=(16,), inner_lr=0.3,
+                                    learn_inner_lr=mode), bench.obs_dim, bench.act_dim)
+    torch.manual_seed(0)
+    plain = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, episodes_per_task=3, hidden_sizes=(16,), inner_lr=0.3),
+                     bench.obs_dim, bench.act_dim)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), bench.max_episode_steps)
+    rng = np.random.default_rng(0)
+    state = agent.initial_task_state(4)
+    pre_b, _ = sampler.sample(agent, bench.train_tasks[:4], state, 3, rng)
+    adapted = agent.adapt(state, pre_b)
+    for k, v in plain.adapt(state, pre_b).items():
+        torch.testing.assert_close(adapted[k], v)
+    post_b, _ = sampler.sample(agent, bench.train_tasks[:4], adapted, 3, rng)
+    pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+    with torch.no_grad():
+        old = [call(agent.policy, {k: v[i] for k, v in adapted.items()}, d[0]) for i, d in enumerate(post)]
+    lrs = list(agent.inner_lrs.values())
+    got = torch.autograd.grad(agent.meta_objective(pre, post, old), lrs)
+    # the same by hand: inner gradients g_i at theta, outer gradients at theta'_i
+    leaf = [{k: v[i].clone().requires_grad_(True) for k, v in adapted.items()} for i in range(4)]
+    loss, _ = agent.surrogate_and_kl(leaf, post, old)
+    outer = torch.autograd.grad(loss, [p for d in leaf for p in d.values()])
+    n = len(agent.names)
+    expected = {k: torch.zeros_like(v) for k, v in agent.params.items()}
+    for i, d in enumerate(pre):
+        p = {k: v.detach().clone().requires_grad_(True) for k, v in agent.params.items()}
+        from metarl.nn import gaussian_log_prob
+        mean, log_std = call(agent.policy, p, d[0])
+        inner_loss = -(gaussian_log_prob(mean, log_std, d[1]) * d[2]).mean()
+        g = torch.autograd.grad(inner_loss, list(p.values()))
+        for j, k in enumerate(agent.names):
+            expected[k] += -outer[i * n + j] * g[j]
+    if mode == "scalar":
+        torch.testing.assert_close(got[0], sum(e.sum() for e in expected.values()), rtol=1e-4, atol=1e-6)
+    else:
+        for k, gk in zip(agent.inner_lrs, got):
+            torch.testing.assert_close(gk, expected[k], rtol=1e-4, atol=1e-6)
+    before = [v.detach().clone() for v in lrs]
+    agent.update(pre_b, post_b, adapted)
+    assert any(not torch.equal(b, v.detach()) for b, v in zip(before, lrs))
+    other = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, episodes_per_task=3, hidden_sizes=(16,), learn_inner_lr=mode),
+                     bench.obs_dim, bench.act_dim)
+    other.load_state_dict(agent.state_dict())
+    for a, b in zip(other.inner_lrs.values(), lrs):
+        assert torch.equal(a, b.detach())
+    sampler.vec_env.close()
