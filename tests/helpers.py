@@ -67,7 +67,12 @@ def _run_seed(seed):
 
 
 def default_processes(n_seeds):
-    """One process per core this process may run on, at most one per seed."""
+    """One process per core this process may run on, at most one per seed; METARL_TEST_PROCESSES
+    overrides it (1: every seed in the test's own process). 1 where fork is not available."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if os.environ.get("METARL_TEST_PROCESSES"):
+        return max(1, int(os.environ["METARL_TEST_PROCESSES"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(n_seeds, cores))
 
@@ -75,8 +80,8 @@ def default_processes(n_seeds):
 def train_seeds(train_one, seeds, threads=1, processes=None) -> SeedRuns:
     """Run `train_one(seed) -> {metric: float}` for each seed, with torch on `threads` threads,
     and give back the per-seed metrics. The seeds run in `processes` forked processes (default:
-    one per core, at most one per seed); each seed's numbers are the same in any process, since
-    it runs single-threaded from its own seeds. With one process they run here, and torch's
+    one per core, at most one per seed); with threads=1 each seed's numbers are the same in
+    any process, since it runs single-threaded from its own seeds. With one process they run here, and torch's
     global RNG state and thread count are restored afterwards."""
     global _JOB
     seeds = [int(s) for s in seeds]
