@@ -9,11 +9,12 @@ import torch
 from agents.base import MetaAgent
 from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from agents.pearl import PEARL, PEARLConfig
+from agents.reptile import Reptile, ReptileConfig
 from agents.rl2_ppo import RL2PPO, RL2PPOConfig
 
-AgentConfig = Union[MAMLTRPOConfig, RL2PPOConfig, PEARLConfig]
-AGENTS: dict[str, type[MAMLTRPO] | type[RL2PPO] | type[PEARL]] = {
-    "maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL}
+AgentConfig = Union[MAMLTRPOConfig, RL2PPOConfig, PEARLConfig, ReptileConfig]
+AGENTS: dict[str, type[MAMLTRPO] | type[RL2PPO] | type[PEARL] | type[Reptile]] = {
+    "maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL, "reptile": Reptile}
 
 
 def make(cfg: AgentConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
