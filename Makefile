@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 train: setup
 	$(VENV)/bin/metarl train $(PRESET)
 
+# two test processes (pytest-xdist): the suite is mostly single-threaded subprocesses and training loops
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
