@@ -117,6 +117,24 @@ class RunLogger:
             self.progress.truncate_after(resume_step)
             self.eval_csv.truncate_after(resume_step)
 
+    def layout(self, test_classes: Sequence[str], rounds: int) -> dict:
+        """A TensorBoard custom-scalars layout: per held-out class, success after 0..K rounds as one
+        multi-line chart; the mean over held-out tasks likewise; training vs held-out success after
+        adaptation on one chart (with eval.select_best)."""
+        k = list(range(rounds + 1))
+        per_class = {c: ["Multiline", [f"eval/{c}/success@{r}" for r in k]] for c in test_classes}
+        layout = {
+            "adaptation (held-out)": {"mean over held-out tasks": ["Multiline", [f"eval/success@{r}" for r in k]],
+                                      **per_class},
+            "train vs test": {f"success after {rounds} round(s)": ["Multiline", [f"eval/success@{rounds}",
+                                                                                  f"eval_train/success@{rounds}"]],
+                              "meta-training rollouts": ["Multiline", ["rollout/success_rate_pre",
+                                                                        "rollout/success_rate"]]},
+        }
+        self.tb.add_custom_scalars(layout)
+        self.tb.flush()
+        return layout
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():
             self.tb.add_scalar(k, v, step)

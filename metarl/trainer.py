@@ -198,6 +198,8 @@ class Trainer:
 
         cfg = self.cfg
         logger = RunLogger(self.run_dir, f"{cfg.preset} (seed {cfg.run.seed})", resume_step=self.resumed_from)
+        logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
+                      1 if cfg.eval.protocol == "metaworld" else cfg.eval.rounds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(),
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                    TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
