@@ -309,8 +309,10 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_eval_curve(run_dir: Path) -> tuple[int, list[float], list[float]]:
-    """Mean success and return by round of the last evaluation in a run's eval.csv."""
+def read_eval_curve(run_dir: Path, by_class: bool = False) -> tuple[int, dict[str, tuple[list[float], list[float]]]]:
+    """Success and return by round of the last held-out evaluation in a run's eval.csv (rows of
+    model selection on training tasks, `eval_train`, and of best.pt, `eval_best`, left out): the
+    mean over tasks under the key "mean", or with `by_class` one entry per env class."""
     path = Path(run_dir) / "eval.csv"
     if not path.is_file():
         raise ConfigError(f"RUN_DIR: {run_dir} has no eval.csv (has it finished an evaluation?)")
@@ -324,25 +326,32 @@ def read_eval_curve(run_dir: Path) -> tuple[int, list[float], list[float]]:
         raise ConfigError(f"RUN_DIR: cannot read {path} ({e.__class__.__name__})") from None
     if not rows:
         raise ConfigError(f"RUN_DIR: {path} is empty")
-    missing = [c for c in need if c not in header]
+    missing = [c for c in need + (("task",) if by_class else ()) if c not in header]
     if missing:
         raise ConfigError(f"RUN_DIR: {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                          f"an eval.csv needs {', '.join(need)}")
+                          f"an eval.csv needs {', '.join(need)}" + (" (and task for --by-class)" if by_class else ""))
     parsed = []
     for line, r in enumerate(rows, start=2):
+        if r.get("eval", "eval") != "eval":
+            continue
         try:
-            parsed.append((int(r["env_steps"]), int(r["round"]), float(r["success"]), float(r["return"])))
+            parsed.append((int(r["env_steps"]), int(r["round"]), float(r["success"]), float(r["return"]),
+                           r.get("task") if by_class else "mean"))
         except (TypeError, ValueError):
             raise ConfigError(f"RUN_DIR: {path} line {line}: env_steps and round must be integers, success and "
                               f"return numbers") from None
+    if not parsed:
+        raise ConfigError(f"RUN_DIR: {path} has no held-out evaluation rows")
     last = max(p[0] for p in parsed)
     at_last = [p for p in parsed if p[0] == last]
     k_max = max(p[1] for p in at_last)
-    s = [sum(p[2] for p in at_last if p[1] == k) / max(1, sum(1 for p in at_last if p[1] == k))
-         for k in range(k_max + 1)]
-    ret = [sum(p[3] for p in at_last if p[1] == k) / max(1, sum(1 for p in at_last if p[1] == k))
-           for k in range(k_max + 1)]
-    return last, s, ret
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for group in dict.fromkeys(str(p[4]) for p in at_last):
+        g = [p for p in at_last if str(p[4]) == group]
+        n = [max(1, sum(1 for p in g if p[1] == k)) for k in range(k_max + 1)]
+        out[group] = ([sum(p[2] for p in g if p[1] == k) / n[k] for k in range(k_max + 1)],
+                      [sum(p[3] for p in g if p[1] == k) / n[k] for k in range(k_max + 1)])
+    return last, out
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -350,11 +359,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     curves = {}
     for rd in args.run_dirs:
-        steps, s, r = read_eval_curve(Path(rd))
-        curves[f"{Path(rd).name} @ {steps:,} steps"] = (s, r)
+        steps, groups = read_eval_curve(Path(rd), by_class=args.by_class)
+        for group, (s, r) in groups.items():
+            label = f"{Path(rd).name} @ {steps:,} steps" + (f": {group}" if args.by_class else "")
+            curves[label] = (s, r)
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "adaptation_curve.png"
+    title = "meta-test adaptation curve" + (" by held-out class" if args.by_class else "")
     try:
-        curve_figure(curves, "meta-test adaptation curve").savefig(out, dpi=100)
+        curve_figure(curves, title).savefig(out, dpi=100)
     except OSError as e:
         raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
     print(f"wrote {out}")
@@ -402,6 +414,7 @@ def make_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="plot the adaptation curve of one or more runs")
     pl.add_argument("run_dirs", nargs="+")
     pl.add_argument("--out", help="PNG path (default: first RUN_DIR/adaptation_curve.png)")
+    pl.add_argument("--by-class", action="store_true", help="one line per held-out env class (ML10/ML45)")
     pl.set_defaults(func=cmd_plot)
     return p
 

@@ -229,3 +229,23 @@ def test_select_best_changes_neither_training_nor_the_held_out_evaluation(tmp_pa
     rows = {n: [r for r in csv.DictReader((tmp_path / n / "eval.csv").open()) if r["eval"] == "eval"]
             for n in ("plain", "select")}
     assert rows["plain"] == rows["select"] and len(rows["plain"]) == (2 + 2 + 3) * 3
+
+
+def test_plot_by_class_draws_one_curve_per_held_out_class_from_the_last_evaluation(tmp_path):
+    from metarl.cli import read_eval_curve
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = ["env_steps,eval,task,task_index,round,success,return"]
+    for step, tag in ((100, "eval"), (200, "eval"), (200, "eval_best"), (200, "eval_train")):
+        for task, s in (("door-close-v3", 0.5), ("lever-pull-v3", 0.1)):
+            for k in (0, 1):
+                val = 1.0 if tag != "eval" else (s + 0.2 * k if step == 200 else 0.0)
+                rows.append(f"{step},{tag},{task},0,{k},{val},{val * 10}")
+    (run / "eval.csv").write_text("\n".join(rows) + "\n")
+    steps, groups = read_eval_curve(run, by_class=True)
+    assert steps == 200 and list(groups) == ["door-close-v3", "lever-pull-v3"]
+    assert groups["door-close-v3"][0] == pytest.approx([0.5, 0.7]) and groups["lever-pull-v3"][0] == pytest.approx([0.1, 0.3])
+    _, mean = read_eval_curve(run)  # eval_best / eval_train rows at the same step are not mixed in
+    assert mean["mean"][0] == pytest.approx([0.3, 0.5])
+    assert main(["plot", str(run), "--by-class", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
