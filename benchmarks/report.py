@@ -95,6 +95,7 @@ def load_seed(results: Path, name: str) -> dict | None:
         "name": name, "seed": seed, "result": res, "metaworld": mw, "metaworld_train": mw_train,
         "env_steps": res["env_steps"], "wall_seconds": res["wall_seconds"],
         "stopped_early": res.get("stopped_early", False),
+        "periodic_protocol": res.get("config", {}).get("eval", {}).get("protocol", "curve"),
         "test": {"final": mw["success"], "pooled": mw["success_metaworld_pooled"],
                  "max": max([mw["success"]] + [s for _, s in test_hist]), "history": test_hist,
                  "pre_adaptation": mw.get("success_pre_adaptation"),
@@ -144,6 +145,7 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
         "wall_seconds": [s["wall_seconds"] for s in seeds], "machine": sorted({s["result"]["machine"] for s in seeds}),
         "command": [s["result"]["command"] for s in seeds], "git_commit": [s["result"]["git_commit"] for s in seeds],
         "meta_test": split("test"), "meta_train": split("train"), "result_files": [s["name"] for s in seeds],
+        "periodic_protocol": [s["periodic_protocol"] for s in seeds],
     }
 
 
@@ -175,7 +177,7 @@ def figures(results: Path, row: str, agg: dict, seeds: list[dict]) -> list[str]:
         ax.set(title=title, xlabel="env steps (M)", ylabel="success after adaptation (%)", ylim=(-2, 102))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{row}: periodic evaluations (Meta-World protocol, subsample of goals)")
+    fig.suptitle(f"{row}: periodic evaluations (success after adaptation, a fixed subsample of goals)")
     fig.tight_layout()
     fig.savefig(results / f"{row}.curves.png", dpi=100)
     out.append(f"{row}.curves.png")
@@ -240,6 +242,13 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
             if a["benchmark"] == bench:
                 lines.append(f"`{row}`: " + " ".join(f"![{f}]({f})" for f in figs.get(row, [])))
                 lines.append("")
+                curve_seeds = [str(sd) for sd, pp in zip(a["seeds"], a["periodic_protocol"]) if pp != "metaworld"]
+                if curve_seeds:
+                    lines.append(f"Seed(s) {', '.join(curve_seeds)} of `{row}` ran before `eval.protocol: metaworld` "
+                                 "existed: their periodic evaluations (the *max* columns) used the curve protocol on the "
+                                 "same goals (10 episodes, one adaptation step, 10 more episodes), which estimates the "
+                                 "same success for MAML-TRPO; their *final* figures come from the Meta-World protocol.")
+                    lines.append("")
                 per_class = a["meta_test"]["per_class"]
                 lines.append("Held-out classes (final, mean over seeds): " +
                              ", ".join(f"{c} {pct(v)}" for c, v in per_class.items()))
