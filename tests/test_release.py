@@ -49,29 +49,42 @@ def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(
     assert r.returncode == 2 and "released policy" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(not (RELEASED / "ml1_reach_maml_trpo_s1.pt").is_file(),
-                    reason="no released ML1 reach checkpoint in this checkout")
-def test_released_ml1_reach_checkpoint_loads_safely_and_beats_an_untrained_policy():
+def released_vs_untrained(name: str, goals_per_class: int, seed: int) -> dict[str, float]:
+    """Meta-World-protocol success (per goal, class, mean; 4 adaptation episodes) of a released
+    policy and of an untrained one of the same architecture, on the same goals and noise."""
     from metarl import checkpoint, config
     from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, select_tasks
     from metarl.trainer import build
 
-    f = RELEASED / "ml1_reach_maml_trpo_s1.pt"
-    assert _manifest()[f.name] == hashlib.sha256(f.read_bytes()).hexdigest()
-    payload = torch.load(f, map_location="cpu", weights_only=True)
-    assert payload["agent"]["policy_only"]
-    cfg = config.from_dict(payload["config"])
+    f = RELEASED / f"{name}.pt"
+    cfg = config.from_dict(torch.load(f, map_location="cpu", weights_only=True)["config"])
     scores = {}
     for label in ("released", "untrained"):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         bench, sampler, agent = build(cfg, torch.device("cpu"))
         try:
             if label == "released":
                 agent.load_state_dict(checkpoint.load_file(f)["agent"])
-            tasks = select_tasks(bench.test_tasks, 8)
-            res = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(0),
+            tasks = select_tasks(bench.test_tasks, goals_per_class)
+            res = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(seed),
                                      MetaworldProtocol(adaptation_episodes=4))
         finally:
             sampler.vec_env.close()
         scores[label] = res.success_mean()
-    assert scores["released"] >= scores["untrained"] + 0.3, scores
+    return scores
+
+
+RELEASE_TEST = "ml10_maml_trpo_s1"
+THRESHOLD = 0.08
+
+
+def test_released_checkpoint_loads_safely_matches_its_manifest_and_beats_an_untrained_policy():
+    """ML10 MAML-TRPO seed 1 (20M env steps), 2 goals of each held-out class, 4 adaptation
+    episodes. Sweep over evaluation seeds 0-4 (AMD EPYC), released vs untrained success:
+    0.33 vs 0.03, 0.20 vs 0.03, 0.37 vs 0.07, 0.33 vs 0.00, 0.23 vs 0.00; margins 0.17-0.33.
+    THRESHOLD is half the smallest margin seen."""
+    f = RELEASED / f"{RELEASE_TEST}.pt"
+    assert _manifest()[f.name] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert torch.load(f, map_location="cpu", weights_only=True)["agent"]["policy_only"]
+    scores = released_vs_untrained(RELEASE_TEST, 2, 0)
+    assert scores["released"] >= scores["untrained"] + THRESHOLD, scores
