@@ -299,7 +299,9 @@ def main(argv=None) -> int:
         seeds.sort(key=lambda s: (s["seed"] is None, s["seed"]))
         agg = aggregate(row, seeds)
         rows[row] = agg
-        (results / f"{row}.json").write_text(json.dumps(agg, indent=2) + "\n")
+        # a row made of one unsuffixed result (run_preset's own <name>.json) must not overwrite it
+        target = results / (f"{row}.json" if seeds[0]["name"] != row else f"{row}_all_seeds.json")
+        target.write_text(json.dumps(agg, indent=2) + "\n")
         figs[row] = figures(results, row, agg, seeds)
     extra = ""
     scratch = results / "scratch_baseline.md"
