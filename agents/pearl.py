@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import SamplerLike
+from metarl.machine import available_ram_bytes
 from metarl.nn import mlp
 from metarl.types import ConfigError, EpisodeBatch, Task
 
@@ -265,21 +265,6 @@ class TaskRingBuffers:
 
 def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
     return x.numpy() if torch.is_tensor(x) else np.asarray(x)
-
-
-def available_ram_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo; else available physical pages; else None (unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 # ---- the agent -----------------------------------------------------------------------------

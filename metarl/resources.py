@@ -18,10 +18,10 @@ processes than cores only get a warning, more than MAX_WORKERS_PER_CORE per core
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from metarl.machine import available_ram_bytes, cpu_cores  # noqa: F401 (re-exported; tests patch them here)
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:
@@ -35,29 +35,6 @@ LEARNER_FLOATS_PER_STEP_UNIT = {"maml_trpo": 26, "rl2_ppo": 15}
 MAX_WORKERS_PER_CORE = 4
 
 _warned: set[str] = set()
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def available_ram_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo; else available physical pages; else None (unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def warn_once(message: str) -> None:

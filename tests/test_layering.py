@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("metarl", "envs", "agents")
 
-CORE = {"metarl.types", "metarl.nn", "metarl.returns", "metarl.optim"}  # what agents may import
+CORE = {"metarl.types", "metarl.nn", "metarl.returns", "metarl.optim", "metarl.machine"}  # what agents may import
 ENVS_MAY_IMPORT = {"metarl.types"}
 MAY_IMPORT_ENVS_AGENTS = {"metarl.trainer", "metarl.cli", "metarl.evaluation", "metarl.sampler",
                           "metarl.metaworld_adapter"}
