@@ -14,7 +14,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -65,18 +64,13 @@ def main(argv=None) -> int:
             m = agent.update(pre, post, adapted)
             times[name].append(time.perf_counter() - t0)
             accepted[name].append(m["train/line_search_accepted"])
-    cpu = platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from run_preset import machine  # the machine string every result file carries
     second = float(np.median(times["second_order"]))
     result = {"batch_env_steps": 2 * 20 * args.episodes * 500, "episodes_per_task": args.episodes,
               "threads": args.threads, "repeats": args.repeats,
               "seconds_median": {k: float(np.median(v)) for k, v in times.items()},
               "seconds_all": times, "ratio_to_second_order": {k: float(np.median(v)) / second for k, v in times.items()},
-              "line_search_accepted": accepted, "machine": f"{cpu}, {os.cpu_count()} cores",
+              "line_search_accepted": accepted, "machine": machine(),
               "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
               "git_commit": _git_commit()}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

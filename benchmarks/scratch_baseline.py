@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -101,17 +100,12 @@ def main(argv=None) -> int:
                 by_class.setdefault(r["task"], []).append(r["success"])
         per_budget[str(b)] = {"success": float(np.mean([np.mean(v) for v in by_class.values()])),
                               "per_class": {k: float(np.mean(v)) for k, v in by_class.items()}}
-    cpu = platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from run_preset import machine  # the machine string every result file carries
     from metarl.cli import _git_commit
     result = {"benchmark": "ML10", "split": "test", "algorithm": "SAC (stable-baselines3 defaults), one per goal",
               "goals_per_class": args.goals_per_class, "horizon": HORIZON, "evaluation_episodes": 3,
               "deterministic": True, "seed": args.seed, "budgets": budgets, "per_budget": per_budget, "rows": rows,
-              "wall_seconds": time.time() - t0, "machine": f"{cpu}, {os.cpu_count()} cores",
+              "wall_seconds": time.time() - t0, "machine": machine(),
               "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
               "git_commit": _git_commit()}
     out = Path(args.results)

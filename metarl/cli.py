@@ -33,6 +33,13 @@ def _git_commit() -> str | None:
         return None
 
 
+def _existing_ancestor(path: Path) -> Path:
+    """`path` itself or its nearest existing parent: where creating `path` would start."""
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def _prepare_run_dir(cfg: RunConfig) -> Path:
     out = Path(cfg.run.out_dir)
     name = cfg.run.name or f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -42,9 +49,7 @@ def _prepare_run_dir(cfg: RunConfig) -> Path:
                           f"choose another run.name or resume it with --resume {run_dir}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run.out_dir: {out} is not a directory")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
+    probe = _existing_ancestor(out)
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"run.out_dir: cannot create run dir under {out}: {probe} is not writable")
     return run_dir
@@ -289,9 +294,7 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     ckpt_path, payload, cfg, device = _eval_setup(args)
     out_dir = Path(args.out) if args.out else _default_out_dir(ckpt_path)
     stem = "eval_metaworld" if args.split == "test" else "eval_metaworld_train"
-    probe = out_dir
-    while not probe.exists():
-        probe = probe.parent
+    probe = _existing_ancestor(out_dir)
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"--out: cannot write under {out_dir}: {probe} is not writable")
     t0 = time.time()
