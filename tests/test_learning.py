@@ -1,38 +1,18 @@
 """MAML-TRPO must meta-learn on the toy point-goal distribution: several short seeds, the
 median margin against a threshold set from a sweep (tests/helpers.py: train_seeds)."""
-import numpy as np
 import pytest
-import torch
 
 from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from helpers import train_seeds
-from metarl.evaluation import evaluate
-from metarl.sampler import Sampler
+from helpers import train_seeds, train_toy_point_goals
 
 
 def train_maml(seed, fvp_subsample=1.0, iterations=10):
     """One seed (tasks, initial weights, sampling and evaluation noise all drawn from it):
     `adapt` = held-out return after one adaptation step minus before it, after meta-training;
     `meta` = adapted return after meta-training minus adapted return before it."""
-    torch.manual_seed(seed)
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=20)
-    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32),
-                                    fvp_subsample=fvp_subsample),
-                     bench.obs_dim, bench.act_dim)
-    sampler = Sampler(TaskVectorEnv(bench.env_factory, 10), bench.max_episode_steps)
-
-    def held_out():
-        c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=10,
-                     rng=np.random.default_rng(10_000 + seed))
-        return c.return_by_round()
-
-    _, post0 = held_out()
-    rng = np.random.default_rng(seed)
-    for _ in range(iterations):
-        agent.train_iteration(sampler, bench.train_tasks, rng)
-    pre, post = held_out()
-    return {"pre": pre, "post": post, "adapt": post - pre, "meta": post - post0}
+    return train_toy_point_goals(seed, lambda obs_dim, act_dim: MAMLTRPO(
+        MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), fvp_subsample=fvp_subsample),
+        obs_dim, act_dim), iterations)
 
 
 # (fvp_subsample, adapt threshold, meta threshold); 0.2: the ML10 preset's cheaper Fisher-vector products

@@ -12,8 +12,7 @@ import torch
 
 from agents.reptile import Reptile, ReptileConfig
 from envs import TaskVectorEnv, make_benchmark
-from helpers import train_seeds
-from metarl.evaluation import evaluate
+from helpers import train_seeds, train_toy_point_goals
 from metarl.sampler import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,23 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def train_reptile(seed, iterations=12):
     """`adapt` = held-out return after k inner steps minus before, after meta-training;
     `meta` = adapted return after meta-training minus adapted return before it."""
-    torch.manual_seed(seed)
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=20)
-    agent = Reptile(ReptileConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32)),
-                    bench.obs_dim, bench.act_dim)
-    sampler = Sampler(TaskVectorEnv(bench.env_factory, 10), bench.max_episode_steps)
-
-    def held_out():
-        c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=10,
-                     rng=np.random.default_rng(10_000 + seed))
-        return c.return_by_round()
-
-    _, post0 = held_out()
-    rng = np.random.default_rng(seed)
-    for _ in range(iterations):
-        agent.train_iteration(sampler, bench.train_tasks, rng)
-    pre, post = held_out()
-    return {"adapt": post - pre, "meta": post - post0}
+    out = train_toy_point_goals(seed, lambda obs_dim, act_dim: Reptile(
+        ReptileConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32)), obs_dim, act_dim), iterations)
+    return {"adapt": out["adapt"], "meta": out["meta"]}
 
 
 def test_reptile_meta_learns_on_toy_tasks():
