@@ -52,13 +52,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.base import SamplerLike
-from metarl.machine import available_ram_bytes
-from metarl.nn import mlp
+from metarl.buffers import GIB, TaskRingBuffers, add_episodes, check_ram, ram_note
+from metarl.nn import TanhGaussianPolicy, mlp
 from metarl.types import ConfigError, EpisodeBatch, Task
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 MIN_VAR = 1e-7
-GIB = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -148,40 +146,6 @@ def kl_to_prior(mu: Tensor, var: Tensor) -> Tensor:
     return 0.5 * (var + mu.pow(2) - 1.0 - torch.log(var)).sum(-1)
 
 
-def _squash_log_prob(u: Tensor, eps: Tensor, log_std: Tensor) -> Tensor:
-    """log pi(tanh(u)) for u = mean + std * eps: Gaussian log-density minus log|d tanh/du|."""
-    gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    return gauss - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-
-
-class TanhGaussianPolicy(nn.Module):
-    """pi(a | obs, z) = tanh(N(mean, std^2)), mean and log-std from one MLP."""
-
-    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int]):
-        super().__init__()
-        self.act_dim = act_dim
-        self.net = mlp([in_dim, *hidden, 2 * act_dim], activation=nn.ReLU, out_gain=0.01)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.net(x).chunk(2, -1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-    def sample(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-        """Reparameterised action and its log-probability, from standard-normal `eps`."""
-        mean, log_std = self(x)
-        u = mean + log_std.exp() * eps
-        return torch.tanh(u), _squash_log_prob(u, eps, log_std)
-
-    def act(self, obs: Tensor, z: Tensor, deterministic: bool, noise: Tensor | None) -> Tensor:
-        dev = next(self.parameters()).device
-        mean, log_std = self(torch.cat([obs.to(dev, torch.float32), z.to(dev, torch.float32)], -1))
-        if deterministic:
-            return torch.tanh(mean)
-        if noise is None:
-            noise = torch.randn(mean.shape).to(dev)
-        return torch.tanh(mean + log_std.exp() * noise.to(dev, mean.dtype))
-
-
 class PEARLActor:
     """What sampler workers act with: the z-conditioned policy (a CPU copy) and nothing
     else, so the replay buffers never travel to worker processes."""
@@ -193,78 +157,6 @@ class PEARLActor:
     def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
             noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         return self.policy.act(obs, task_state["z"], deterministic, noise), task_state
-
-
-# ---- buffers -------------------------------------------------------------------------------
-_FIELDS = ("obs", "actions", "rewards", "next_obs")
-
-
-class TaskRingBuffers:
-    """One ring buffer per task, all in preallocated arrays [n_tasks, capacity, ...]."""
-
-    def __init__(self, n_tasks: int, capacity: int, obs_dim: int, act_dim: int):
-        self.n_tasks, self.capacity = n_tasks, capacity
-        self.arrays = {
-            "obs": np.zeros((n_tasks, capacity, obs_dim), np.float32),
-            "actions": np.zeros((n_tasks, capacity, act_dim), np.float32),
-            "rewards": np.zeros((n_tasks, capacity), np.float32),
-            "next_obs": np.zeros((n_tasks, capacity, obs_dim), np.float32),
-        }
-        self.ptr = np.zeros(n_tasks, np.int64)
-        self.size = np.zeros(n_tasks, np.int64)
-
-    @staticmethod
-    def bytes_needed(n_tasks: int, capacity: int, obs_dim: int, act_dim: int) -> int:
-        return 4 * n_tasks * capacity * (2 * obs_dim + act_dim + 1) + 16 * n_tasks
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values()) + self.ptr.nbytes + self.size.nbytes
-
-    def clear(self, task: int) -> None:
-        self.ptr[task] = 0
-        self.size[task] = 0
-
-    def add(self, task: int, data: dict[str, np.ndarray]) -> None:
-        """data[field]: [n, ...] transitions in order; the oldest are overwritten when full."""
-        n = len(data["rewards"])
-        c = self.capacity
-        start = int(self.ptr[task])
-        if n > c:  # only the newest `c` survive
-            data = {k: v[n - c:] for k, v in data.items()}
-            start, n = (start + n - c) % c, c
-        pos = (start + np.arange(n)) % c
-        for k in _FIELDS:
-            self.arrays[k][task, pos] = data[k]
-        self.ptr[task] = (start + n) % c
-        self.size[task] = min(int(self.size[task]) + n, c)
-
-    def sample(self, tasks: np.ndarray, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """n transitions per task (uniform, with replacement): field -> [len(tasks), n, ...]."""
-        idx = rng.integers(0, self.size[tasks][:, None], size=(len(tasks), n))
-        return {k: a[tasks[:, None], idx] for k, a in self.arrays.items()}
-
-    def state(self) -> dict[str, Any]:
-        """Arrays up to the fullest task's size, as tensors sharing memory with the buffers
-        where no copy is needed (serialise before adding more data)."""
-        m = int(self.size.max()) if self.n_tasks else 0
-        out = {k: torch.from_numpy(a if m == self.capacity else np.ascontiguousarray(a[:, :m]))
-               for k, a in self.arrays.items()}
-        out["ptr"] = torch.from_numpy(self.ptr.copy())
-        out["size"] = torch.from_numpy(self.size.copy())
-        return out
-
-    def load(self, state: dict[str, Any]) -> None:
-        m = state["obs"].shape[1]
-        for k, a in self.arrays.items():
-            a.fill(0)
-            a[:, :m] = _numpy(state[k])
-        self.ptr[:] = _numpy(state["ptr"])
-        self.size[:] = _numpy(state["size"])
-
-
-def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
-    return x.numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
 # ---- the agent -----------------------------------------------------------------------------
@@ -283,11 +175,11 @@ class PEARL:
         self.ctx_dim = obs_dim + act_dim + 1 + (obs_dim if cfg.use_next_obs_in_context else 0)
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
 
-        L, H = cfg.latent_dim, cfg.hidden_sizes
-        self.encoder = mlp([self.ctx_dim, *cfg.encoder_hidden, 2 * L], activation=nn.ReLU).to(self.device)
-        self.policy = TanhGaussianPolicy(obs_dim + L, act_dim, H).to(self.device)
-        self.q1 = mlp([obs_dim + L + act_dim, *H, 1], activation=nn.ReLU).to(self.device)
-        self.q2 = mlp([obs_dim + L + act_dim, *H, 1], activation=nn.ReLU).to(self.device)
+        latent, hidden = cfg.latent_dim, cfg.hidden_sizes
+        self.encoder = mlp([self.ctx_dim, *cfg.encoder_hidden, 2 * latent], activation=nn.ReLU).to(self.device)
+        self.policy = TanhGaussianPolicy(obs_dim + latent, act_dim, hidden).to(self.device)
+        self.q1 = mlp([obs_dim + latent + act_dim, *hidden, 1], activation=nn.ReLU).to(self.device)
+        self.q2 = mlp([obs_dim + latent + act_dim, *hidden, 1], activation=nn.ReLU).to(self.device)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.auto_entropy)
@@ -343,36 +235,22 @@ class PEARL:
         return self.replay.nbytes + self.context.nbytes
 
     def _check_ram(self, need: int, n_tasks: int) -> None:
-        avail = available_ram_bytes()
-        if avail is not None and need > avail:
-            raise ConfigError(
-                f"agent.replay_capacity: buffers need {need / GIB:,.2f} GiB but only {avail / GIB:,.2f} GiB of "
-                f"RAM is available; lower agent.replay_capacity (now {self.cfg.replay_capacity:,} transitions "
-                f"per task, {n_tasks} training task{'s' if n_tasks != 1 else ''})")
+        check_ram(need, "agent.replay_capacity", f"lower agent.replay_capacity (now {self.cfg.replay_capacity:,} "
+                  f"transitions per task, {n_tasks} training task{'s' if n_tasks != 1 else ''})")
 
-    def _allocate(self, n_tasks: int, horizon: int, announce: bool = True) -> None:
+    def _allocate(self, n_tasks: int, horizon: int) -> None:
         need = self.buffer_bytes(n_tasks, horizon)
         self._check_ram(need, n_tasks)
         self.replay = TaskRingBuffers(n_tasks, self.cfg.replay_capacity, self.obs_dim, self.act_dim)
         self.context = TaskRingBuffers(n_tasks, self.context_capacity(horizon), self.obs_dim, self.act_dim)
         self.horizon = horizon
-        if announce:
-            avail = available_ram_bytes()
-            print(f"pearl: replay + context buffers for {n_tasks} training tasks: {need / GIB:,.3f} GiB "
-                  f"({self.cfg.replay_capacity:,} + {self.context.capacity:,} transitions per task"
-                  + (f"; {avail / GIB:,.1f} GiB of RAM available)" if avail is not None else ")"),
-                  file=sys.stderr)
+        print(f"pearl: replay + context buffers for {n_tasks} training tasks: {need / GIB:,.3f} GiB "
+              f"({self.cfg.replay_capacity:,} + {self.context.capacity:,} transitions per task{ram_note()})",
+              file=sys.stderr)
 
     def _add(self, positions: np.ndarray, batch: EpisodeBatch, to_context: bool) -> None:
         replay, context = self._buffers()
-        s, m, t = batch.rewards.shape
-        flat = {"obs": batch.obs.reshape(s, m * t, -1), "actions": batch.actions.reshape(s, m * t, -1),
-                "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1)}
-        for i, p in enumerate(positions):
-            data = {k: v[i] for k, v in flat.items()}
-            replay.add(int(p), data)
-            if to_context:
-                context.add(int(p), data)
+        add_episodes([replay, context] if to_context else [replay], positions, batch)
 
     # ---- context and posterior --------------------------------------------------------
     def _ctx_features(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
@@ -524,62 +402,63 @@ class PEARL:
         """One SAC + encoder gradient step on `meta_batch` tasks: the step's metrics as one
         tensor (order UPDATE_METRICS, left on the device), or None (nothing changed) when a
         loss or gradient is not finite."""
-        c = self.cfg
+        cfg = self.cfg
         replay, context = self._buffers()
-        n = replay.n_tasks
-        tasks = rng.choice(n, size=c.meta_batch, replace=n < c.meta_batch)
-        cd = context.sample(tasks, c.embedding_batch_size, rng)
-        rd = replay.sample(tasks, c.batch_size, rng)
-        ctx = self._ctx_features(cd["obs"], cd["actions"], cd["rewards"], cd["next_obs"])
-        obs, act, nobs = (torch.from_numpy(rd[k]).to(self.device) for k in ("obs", "actions", "next_obs"))
-        rew = torch.from_numpy(rd["rewards"]).to(self.device)
-        B, b = len(tasks), c.batch_size
+        tasks = rng.choice(replay.n_tasks, size=cfg.meta_batch, replace=replay.n_tasks < cfg.meta_batch)
+        ctx_data = context.sample(tasks, cfg.embedding_batch_size, rng)
+        sac_data = replay.sample(tasks, cfg.batch_size, rng)
+        ctx = self._ctx_features(ctx_data["obs"], ctx_data["actions"], ctx_data["rewards"], ctx_data["next_obs"])
+        obs, actions, next_obs, rewards = (torch.from_numpy(sac_data[k]).to(self.device)
+                                           for k in ("obs", "actions", "next_obs", "rewards"))
+        n_tasks, per_task = len(tasks), cfg.batch_size
 
+        # the posterior over z of each task's context; its KL to the prior regularises the encoder
         mu, var = self.posterior(ctx)
-        z = mu + var.sqrt() * self._randn(B, self.latent_dim)
-        kl = kl_to_prior(mu, var)                                   # [B]
-        zb = z[:, None, :].expand(B, b, self.latent_dim)
-        zd = zb.detach()
+        z = mu + var.sqrt() * self._randn(n_tasks, self.latent_dim)
+        kl = kl_to_prior(mu, var)                                    # [n_tasks]
+        z_per_sample = z[:, None, :].expand(n_tasks, per_task, self.latent_dim)
+        z_detached = z_per_sample.detach()                           # the policy loss does not train the encoder
         alpha = self.log_alpha.detach().exp()
 
+        # critic: soft Bellman target from the target critics; the encoder learns through this loss
         with torch.no_grad():
-            a2, logp2 = self.policy.sample(torch.cat([nobs, zd], -1), self._randn(B, b, self.act_dim))
-            x2 = torch.cat([nobs, zd, a2], -1)
-            q_next = torch.min(self.q1_target(x2), self.q2_target(x2)).squeeze(-1)
-            y = c.reward_scale * rew + c.discount * (q_next - alpha * logp2)
-        x = torch.cat([obs, zb, act], -1)
-        q1, q2 = self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-        qf_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-        critic_loss = qf_loss + c.kl_weight * kl.sum()  # KL summed over the meta-batch, as in the paper's code
+            next_action, next_logp = self.policy.sample(torch.cat([next_obs, z_detached], -1),
+                                                        self._randn(n_tasks, per_task, self.act_dim))
+            next_input = torch.cat([next_obs, z_detached, next_action], -1)
+            q_next = torch.min(self.q1_target(next_input), self.q2_target(next_input)).squeeze(-1)
+            q_target = cfg.reward_scale * rewards + cfg.discount * (q_next - alpha * next_logp)
+        q_input = torch.cat([obs, z_per_sample, actions], -1)
+        q1, q2 = self.q1(q_input).squeeze(-1), self.q2(q_input).squeeze(-1)
+        qf_loss = F.mse_loss(q1, q_target) + F.mse_loss(q2, q_target)
+        critic_loss = qf_loss + cfg.kl_weight * kl.sum()  # KL summed over the meta-batch, as in the paper's code
 
-        so = torch.cat([obs, zd], -1)
-        a, logp = self.policy.sample(so, self._randn(B, b, self.act_dim))
-        xa = torch.cat([obs, zd, a], -1)
-        q_pi = torch.min(self.q1(xa), self.q2(xa)).squeeze(-1)
-        policy_loss = (alpha * logp - q_pi).mean()
+        # policy: maximise the twin-Q minimum plus entropy, on z detached
+        new_action, new_logp = self.policy.sample(torch.cat([obs, z_detached], -1),
+                                                  self._randn(n_tasks, per_task, self.act_dim))
+        new_input = torch.cat([obs, z_detached, new_action], -1)
+        q_new = torch.min(self.q1(new_input), self.q2(new_input)).squeeze(-1)
+        policy_loss = (alpha * new_logp - q_new).mean()
 
         losses = [critic_loss, policy_loss]
-        g_critic = torch.autograd.grad(critic_loss, self.critic_params)
-        g_policy = torch.autograd.grad(policy_loss, self.policy_params)
-        grads = [*g_critic, *g_policy]
-        if c.auto_entropy:
-            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-            g_alpha = torch.autograd.grad(alpha_loss, [self.log_alpha])
+        grads = [*torch.autograd.grad(critic_loss, self.critic_params),
+                 *torch.autograd.grad(policy_loss, self.policy_params)]
+        if cfg.auto_entropy:
+            alpha_loss = -(self.log_alpha * (new_logp.detach() + self.target_entropy)).mean()
             losses.append(alpha_loss)
-            grads.extend(g_alpha)
+            grads.extend(torch.autograd.grad(alpha_loss, [self.log_alpha]))
         # one host sync per step: every loss and gradient finite, else skip the step
         if not bool(torch.stack([torch.isfinite(t).all() for t in (*losses, *grads)]).all()):
             return None
-        for p, g in zip(self.critic_params + self.policy_params + ([self.log_alpha] if c.auto_entropy else []),
-                        grads):
-            p.grad = g
+        params = self.critic_params + self.policy_params + ([self.log_alpha] if cfg.auto_entropy else [])
+        for param, grad in zip(params, grads):
+            param.grad = grad
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            torch._foreach_lerp_(self.target_params, self.source_params, c.tau)
+            torch._foreach_lerp_(self.target_params, self.source_params, cfg.tau)
         return torch.stack([qf_loss, policy_loss, kl.mean(), alpha, q1.mean(), var.sqrt().mean(),
-                            -logp.mean()]).detach()
+                            -new_logp.mean()]).detach()
 
     # ---- checkpoints ------------------------------------------------------------------
     _NETS = ("encoder", "policy", "q1", "q2", "q1_target", "q2_target")

@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -58,6 +59,9 @@ class BatchedGaussianActor:
     (docs/design.md); its actions equal `GaussianMLPPolicy.batched`'s within float rounding.
     It holds no weights, so it is cheap to send to the sampler's workers."""
 
+    # act never changes the task state: the sampler may run each episode as its own unit
+    episodes_independent = True
+
     def __init__(self, policy: GaussianMLPPolicy):
         self.layers: list = []
         for i, layer in enumerate(policy.mean):
@@ -83,6 +87,46 @@ class BatchedGaussianActor:
             eps = torch.randn(mean.shape, dtype=task_state["log_std"].dtype) if noise is None else noise
             mean = mean + np.exp(p["log_std"]) * eps.to(task_state["log_std"].dtype).numpy()
         return torch.from_numpy(np.ascontiguousarray(mean)), task_state
+
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def squashed_log_prob(u: Tensor, eps: Tensor, log_std: Tensor) -> Tensor:
+    """log pi(tanh(u)) for u = mean + std * eps: Gaussian log-density minus log|d tanh/du|."""
+    gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return gauss - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(a | x) = tanh(N(mean, std^2)), mean and log-std (clamped to [LOG_STD_MIN, LOG_STD_MAX])
+    from one ReLU MLP: SAC's policy (PEARL acts with it on [obs, z])."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = mlp([in_dim, *hidden, 2 * act_dim], activation=nn.ReLU, out_gain=0.01)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.net(x).chunk(2, -1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised action and its log-probability, from standard-normal `eps`."""
+        mean, log_std = self(x)
+        u = mean + log_std.exp() * eps
+        return torch.tanh(u), squashed_log_prob(u, eps, log_std)
+
+    def act(self, obs: Tensor, z: Tensor, deterministic: bool, noise: Tensor | None) -> Tensor:
+        """Action for [obs, z] (float32, on the policy's device): tanh(mean) when deterministic,
+        else tanh(mean + std * noise) with standard-normal `noise` [S, A]."""
+        dev = next(self.parameters()).device
+        mean, log_std = self(torch.cat([obs.to(dev, torch.float32), z.to(dev, torch.float32)], -1))
+        if deterministic:
+            return torch.tanh(mean)
+        if noise is None:
+            noise = torch.randn(mean.shape).to(dev)
+        return torch.tanh(mean + log_std.exp() * noise.to(dev, mean.dtype))
 
 
 def gaussian_log_prob(mean: Tensor, log_std: Tensor, act: Tensor) -> Tensor:

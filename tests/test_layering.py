@@ -1,8 +1,8 @@
 """The dependency direction of ../shared/DESIGN.md, checked on every import statement.
 
-    agents -> metarl.{types, nn, returns, optim}
+    agents -> metarl.{types, nn, returns, optim, buffers, machine}
     envs   -> metarl.types
-    only metarl.{trainer, cli, evaluation, sampler, metaworld_adapter} import envs or agents
+    only metarl.{trainer, cli, evaluation, sampler, metaworld_adapter, video} import envs or agents
 
 plus what keeps that free of circles: the part of metarl that agents and envs import stays
 below them (it imports nothing else from metarl, nor envs or agents). Every import counts:
@@ -20,9 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("metarl", "envs", "agents")
 
-CORE = {"metarl.types", "metarl.nn", "metarl.returns", "metarl.optim", "metarl.machine"}  # what agents may import
+# what agents may import: shared math and data (buffers: PEARL's per-task replay and context arrays)
+CORE = {"metarl.types", "metarl.nn", "metarl.returns", "metarl.optim", "metarl.machine", "metarl.buffers"}
 ENVS_MAY_IMPORT = {"metarl.types"}
-MAY_IMPORT_ENVS_AGENTS = {"metarl.trainer", "metarl.cli", "metarl.evaluation", "metarl.sampler",
+MAY_IMPORT_ENVS_AGENTS = {"metarl.trainer", "metarl.cli", "metarl.evaluation", "metarl.sampler", "metarl.video",
                           "metarl.metaworld_adapter"}
 
 # (importer, imported) -> why it is allowed. Keep each one justified; the test below fails on

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import agents.pearl as pearl_mod
+import metarl.buffers as buffers_mod
 from agents.pearl import PEARL, PEARLConfig, kl_to_prior, product_of_gaussians
 from envs import TaskVectorEnv, make_benchmark
 from metarl import checkpoint, config
@@ -125,7 +125,7 @@ def test_absurd_replay_capacity_is_refused(monkeypatch, tmp_path, capsys):
                                           r"of RAM is available; lower agent.replay_capacity"):
         PEARL(PEARLConfig(**{**SMALL, "replay_capacity": 10**12}), obs_dim=39, act_dim=4)
     # with a known count: 40 tasks x 10M transitions x 28 B = 10.4 GiB > 1 GiB
-    monkeypatch.setattr(pearl_mod, "available_ram_bytes", lambda: 2**30)
+    monkeypatch.setattr(buffers_mod, "available_ram_bytes", lambda: 2**30)
     cfg = PEARLConfig(**{**SMALL, "replay_capacity": 10**7})
     with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 10.43 GiB but only 1.00 GiB"):
         PEARL(cfg, obs_dim=2, act_dim=2, n_train_tasks=40, horizon=20)
