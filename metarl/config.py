@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("curve", "metaworld")
+VIDEO_MAX_TASKS = 100  # eval.video_tasks: each task is filmed for every round (~30 s a clip at 240x240)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,14 @@ class EvalSection:
                                     # success; rounds/episodes_per_round unused): its curve has round 0 =
                                     # the adaptation episodes, round 1 = the evaluation episodes, and the
                                     # final one also writes eval_metaworld.json (metarl/evaluation.py)
+    video_tasks: int = 0            # final evaluation only: film this many held-out tasks (one goal per class
+                                    # first) before and after adaptation, into videos/ and TensorBoard
+                                    # (metarl/video.py; needs `pip install -e '.[video]'` and EGL or OSMesa). 0: off
+    video_camera: str = "corner"    # a Meta-World camera: corner, corner2, corner3, corner4, topview, ...
+    video_width: int = 240
+    video_height: int = 240
+    video_fps: int = 30
+    video_stride: int = 2           # env steps per frame (2: a 500-step episode is 250 frames, 8.3 s at 30 fps)
 
     def __post_init__(self):
         _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
@@ -108,6 +117,14 @@ class EvalSection:
         _check(self.episodes_per_round > 0, "eval.episodes_per_round", f"must be > 0, got {self.episodes_per_round}")
         _check(self.protocol in PROTOCOLS, "eval.protocol",
                f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+        _check(0 <= self.video_tasks <= VIDEO_MAX_TASKS, "eval.video_tasks",
+               f"must be in 0..{VIDEO_MAX_TASKS} (0: no video), got {self.video_tasks}")
+        _check(bool(self.video_camera) and self.video_camera.isprintable(), "eval.video_camera",
+               f"must be a camera name such as 'corner', got {self.video_camera!r}")
+        for name, lo, hi in (("video_width", 16, 1024), ("video_height", 16, 1024), ("video_fps", 1, 120),
+                             ("video_stride", 1, 500)):
+            v = getattr(self, name)
+            _check(lo <= v <= hi, f"eval.{name}", f"must be in {lo}..{hi}, got {v}")
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,10 @@ class Trainer:
                         logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
                     self._write_final(final_curve, stopped_early=not finished)
                     self.stopped_early = not finished
+                    if cfg.eval.video_tasks:  # after final_eval.json, in its own process (metarl/video.py)
+                        from metarl.video import film_final_evaluation
+                        film_final_evaluation(cfg, self.run_dir, self.bench.test_tasks, self.iteration,
+                                              self.env_steps, final_curve, logger.tb)
         finally:
             logger.close()
             self.sampler.vec_env.close()

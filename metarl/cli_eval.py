@@ -1,0 +1,370 @@
+"""`metarl eval | plot | report`: evaluate a checkpoint (optionally filming held-out tasks, metarl/video.py),
+plot adaptation curves, write a run's report.md (metarl/report.py)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metarl.types import ConfigError
+
+if TYPE_CHECKING:  # the commands import their modules when they run (a quick --help)
+    import torch
+
+    from metarl.config import RunConfig
+    from metarl.evaluation import MetaworldProtocol, ProtocolResult
+    from metarl.types import AdaptationCurve, Task
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` itself or its nearest existing parent: where creating `path` would start."""
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+
+def _print_curve(curve: AdaptationCurve, per_task: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k_cols = [f"@{k}" for k in range(curve.rounds + 1)]
+    table = Table(title="meta-test success (return) after k adaptation rounds")
+    table.add_column("task")
+    for c in k_cols:
+        table.add_column(c, justify="right")
+    if per_task:
+        for i, t in enumerate(curve.tasks):
+            table.add_row(t.label, *[f"{curve.success[i, k]:.0%} ({curve.returns[i, k]:.1f})"
+                                     for k in range(curve.rounds + 1)])
+    else:
+        for name, (s, r) in curve.by_class().items():
+            table.add_row(name, *[f"{s[k]:.0%} ({r[k]:.1f})" for k in range(len(s))])
+    table.add_row("[bold]mean", *[f"{s:.0%} ({r:.1f})" for s, r in
+                                  zip(curve.success_by_round(), curve.return_by_round())])
+    Console().print(table)
+
+
+def _eval_setup(args):
+    """(checkpoint path, payload, config with --horizon applied, device) for `metarl eval`."""
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed: must be in 0..{2**32 - 1}, got {args.seed}")
+    from metarl import checkpoint, config
+
+    ckpt_path, payload = checkpoint.resolve(args.checkpoint)
+    cfg = config.from_dict(payload["config"])
+    horizon = args.horizon
+    if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
+        horizon = 500  # the protocol's horizon, whatever the run trained with
+    if horizon is not None:
+        if horizon < 1:
+            raise ConfigError(f"--horizon: must be >= 1, got {horizon}")
+        d = cfg.to_dict()
+        d["env"]["max_episode_steps"] = horizon
+        cfg = config.from_dict(d)
+    return ckpt_path, payload, cfg, config.resolve_device(args.device)
+
+
+def _default_out_dir(ckpt_path: Path) -> Path:
+    """A run's checkpoint (RUN_DIR/checkpoints/x.pt) -> RUN_DIR; a loose file -> <stem>_eval/ beside it."""
+    if ckpt_path.parent.name == "checkpoints" and (ckpt_path.parent.parent / "config.yaml").is_file():
+        return ckpt_path.parent.parent
+    return ckpt_path.parent / f"{ckpt_path.stem}_eval"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.protocol == "metaworld":
+        return cmd_eval_metaworld(args)
+    import numpy as np
+    import torch
+
+    from metarl.evaluation import evaluate, select_tasks
+    from metarl.trainer import build
+
+    ckpt_path, payload, cfg, device = _eval_setup(args)
+    if args.rounds is not None and args.rounds < 0:
+        raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
+    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"eval_{args.split}" / "eval.csv"
+    video = _video_setup(args, cfg, args.tasks_per_class)
+    torch.manual_seed(args.seed)
+    bench, sampler, agent = build(cfg, device)
+    try:
+        agent.load_state_dict(payload["agent"])
+        tasks = select_tasks(bench.tasks(args.split), args.tasks_per_class)
+        rounds = cfg.eval.rounds if args.rounds is None else args.rounds
+        episodes = args.episodes or cfg.eval.episodes_per_round
+        deterministic = cfg.eval.deterministic if args.deterministic is None else args.deterministic
+        curve = evaluate(agent, sampler, tasks, rounds, episodes, np.random.default_rng(args.seed), deterministic)
+    finally:
+        sampler.vec_env.close()
+    _print_curve(curve, per_task=args.per_task)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as f:
+            w = csv.DictWriter(f, ["checkpoint", "split", "task", "task_index", "round", "success", "return"])
+            w.writeheader()
+            for row in curve.rows():
+                w.writerow({"checkpoint": str(ckpt_path), "split": args.split, **row})
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+    print(f"wrote {out}", file=sys.stderr)
+    if video is not None:
+        _film(args, video, ckpt_path, payload, cfg, tasks, curve,
+              {"name": "curve", "rounds": rounds, "episodes": episodes, "deterministic": deterministic},
+              Path(args.out).parent if args.out else _default_out_dir(ckpt_path))
+    return 0
+
+
+def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torch.device, split: str,
+                           goals_per_class: int, seed: int, protocol: MetaworldProtocol,
+                           progress: bool = True) -> tuple[ProtocolResult, int]:
+    """Build the checkpoint's agent and run the Meta-World protocol on `split`'s goals.
+    Returns (ProtocolResult, pool size of metaworld's own test vector env)."""
+    import numpy as np
+    import torch
+
+    from metarl.evaluation import metaworld_evaluate, official_pool_size, select_tasks
+    from metarl.trainer import build
+
+    torch.manual_seed(seed)
+    bench, sampler, agent = build(cfg, device)
+    try:
+        agent.load_state_dict(payload["agent"])
+        tasks = select_tasks(bench.tasks(split), goals_per_class)
+        p = protocol
+        total = len(tasks) * (p.adaptation_steps * p.adaptation_episodes + p.evaluation_episodes) * sampler.horizon
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        with Progress(TextColumn("metaworld protocol"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
+                      TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+            job = bar.add_task("eval", total=total)
+            result = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(seed), protocol,
+                                        on_progress=lambda n: bar.advance(job, n))
+    finally:
+        sampler.vec_env.close()
+    n_classes = len({t.name for t in tasks})
+    return result, official_pool_size(n_classes)
+
+
+def _print_protocol(summary: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in ("class", "goals", "before adaptation", "after adaptation", "return"):
+        table.add_column(c, justify="left" if c == "class" else "right")
+    for name, c in summary["per_class"].items():
+        table.add_row(name, str(c["goals"]), f"{c['success_pre_adaptation']:.1%}", f"{c['success']:.1%}",
+                      f"{c['return']:.1f}")
+    table.add_row("[bold]mean over classes", str(summary["n_goals"]), f"{summary['success_pre_adaptation']:.1%}",
+                  f"[bold]{summary['success']:.1%}", f"{summary['return']:.1f}")
+    Console().print(table)
+    print(f"success (per goal, then class, then mean): {summary['success']:.1%}; "
+          f"as metaworld 3.1.1 pools it (first {summary['evaluation_episodes']} finished episodes of "
+          f"{summary['pool_size']} envs per class): {summary['success_metaworld_pooled']:.1%}")
+
+
+def cmd_eval_metaworld(args: argparse.Namespace) -> int:
+    from metarl.evaluation import MetaworldProtocol
+    from metarl.logging import write_protocol_result
+
+    for flag in ("rounds", "episodes"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag}: belongs to --protocol curve; with --protocol metaworld use "
+                              f"--adaptation-episodes, --adaptation-steps, --evaluation-episodes")
+    if args.deterministic is not None:
+        raise ConfigError("--deterministic: belongs to --protocol curve; with --protocol metaworld use "
+                          "--eval-deterministic (and --adapt-deterministic)")
+    if args.tasks_per_class:
+        raise ConfigError("--tasks-per-class: belongs to --protocol curve; with --protocol metaworld use "
+                          "--goals-per-class")
+    if args.goals_per_class < 0:
+        raise ConfigError(f"--goals-per-class: must be >= 0 (0: all), got {args.goals_per_class}")
+    protocol = MetaworldProtocol(args.adaptation_episodes, args.adaptation_steps, args.evaluation_episodes,
+                                 args.adapt_deterministic, args.eval_deterministic)
+    ckpt_path, payload, cfg, device = _eval_setup(args)
+    out_dir = Path(args.out) if args.out else _default_out_dir(ckpt_path)
+    stem = "eval_metaworld" if args.split == "test" else "eval_metaworld_train"
+    probe = _existing_ancestor(out_dir)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write under {out_dir}: {probe} is not writable")
+    video = _video_setup(args, cfg, args.goals_per_class)
+    t0 = time.time()
+    result, pool = run_metaworld_protocol(cfg, payload, device, args.split, args.goals_per_class, args.seed,
+                                          protocol, progress=sys.stderr.isatty())
+    summary = {**result.to_dict(pool), "checkpoint": str(ckpt_path), "split": args.split, "seed": args.seed,
+               "benchmark": cfg.env.benchmark, "env_name": cfg.env.env_name, "agent": cfg.agent.name,
+               "wall_seconds": time.time() - t0}
+    step = int(payload.get("counters", {}).get("env_steps", 0))
+    tb = out_dir / "tb" if out_dir == _default_out_dir(ckpt_path) and (out_dir / "tb").is_dir() else None
+    _print_protocol(summary, f"{cfg.env.benchmark} {args.split} goals, Meta-World protocol "
+                             f"({step:,} env steps of training)")
+    js, cs = write_protocol_result(out_dir, summary, result.rows(), step, tb, stem=stem)
+    print(f"wrote {js} and {cs}", file=sys.stderr)
+    if video is not None:
+        _film(args, video, ckpt_path, payload, cfg, result.tasks, result.as_curve(),
+              {"name": "metaworld", **dataclasses.asdict(protocol)}, out_dir)
+    return 0
+
+
+def read_eval_curve(run_dir: Path, by_class: bool = False) -> tuple[int, dict[str, tuple[list[float], list[float]]]]:
+    """Success and return by round of the last held-out evaluation in a run's eval.csv (rows of
+    model selection on training tasks, `eval_train`, and of best.pt, `eval_best`, left out): the
+    mean over tasks under the key "mean", or with `by_class` one entry per env class."""
+    path = Path(run_dir) / "eval.csv"
+    if not path.is_file():
+        raise ConfigError(f"RUN_DIR: {run_dir} has no eval.csv (has it finished an evaluation?)")
+    need = ("env_steps", "round", "success", "return")
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"RUN_DIR: cannot read {path} ({e.__class__.__name__})") from None
+    if not rows:
+        raise ConfigError(f"RUN_DIR: {path} is empty")
+    missing = [c for c in need + (("task",) if by_class else ()) if c not in header]
+    if missing:
+        raise ConfigError(f"RUN_DIR: {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                          f"an eval.csv needs {', '.join(need)}" + (" (and task for --by-class)" if by_class else ""))
+    parsed = []
+    for line, r in enumerate(rows, start=2):
+        if r.get("eval", "eval") != "eval":
+            continue
+        try:
+            parsed.append((int(r["env_steps"]), int(r["round"]), float(r["success"]), float(r["return"]),
+                           r.get("task") if by_class else "mean"))
+        except (TypeError, ValueError):
+            raise ConfigError(f"RUN_DIR: {path} line {line}: env_steps and round must be integers, success and "
+                              f"return numbers") from None
+    if not parsed:
+        raise ConfigError(f"RUN_DIR: {path} has no held-out evaluation rows")
+    last = max(p[0] for p in parsed)
+    at_last = [p for p in parsed if p[0] == last]
+    k_max = max(p[1] for p in at_last)
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for group in dict.fromkeys(str(p[4]) for p in at_last):
+        g = [p for p in at_last if str(p[4]) == group]
+        n = [max(1, sum(1 for p in g if p[1] == k)) for k in range(k_max + 1)]
+        out[group] = ([sum(p[2] for p in g if p[1] == k) / n[k] for k in range(k_max + 1)],
+                      [sum(p[3] for p in g if p[1] == k) / n[k] for k in range(k_max + 1)])
+    return last, out
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metarl.logging import curve_figure
+
+    curves = {}
+    for rd in args.run_dirs:
+        steps, groups = read_eval_curve(Path(rd), by_class=args.by_class)
+        for group, (s, r) in groups.items():
+            label = f"{Path(rd).name} @ {steps:,} steps" + (f": {group}" if args.by_class else "")
+            curves[label] = (s, r)
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "adaptation_curve.png"
+    title = "meta-test adaptation curve" + (" by held-out class" if args.by_class else "")
+    try:
+        curve_figure(curves, title).savefig(out, dpi=100)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+    print(f"wrote {out}")
+    return 0
+
+
+def _video_setup(args: argparse.Namespace, cfg: RunConfig, per_class: int) -> tuple[str, list[Task], list[Task]] | None:
+    """--video: (GL backend, the tasks the evaluation will run, those to film), checked before
+    anything runs; None without --video."""
+    if args.video is None:
+        return None
+    if args.video == 0 or args.video < -1:
+        raise ConfigError(f"--video: must be >= 1 (tasks to film; no value: one goal per held-out class), "
+                          f"got {args.video}")
+    from metarl.evaluation import select_tasks
+    from metarl.trainer import benchmark_for
+    from metarl.video import pick_tasks, preflight
+
+    bench = benchmark_for(cfg)
+    backend, _ = preflight(cfg, bench.env_factory, "--video")
+    tasks = select_tasks(bench.tasks(args.split), per_class)
+    return backend, tasks, pick_tasks(tasks, None if args.video == -1 else args.video, "--video")
+
+
+def _film(args: argparse.Namespace, video: tuple[str, list[Task], list[Task]], ckpt_path: Path, payload: dict,
+          cfg: RunConfig, tasks: list[Task], curve: AdaptationCurve, protocol: dict[str, Any], out_dir: Path) -> None:
+    """Film the chosen tasks (`tasks`: the evaluated ones, in evaluation order) into out_dir/videos;
+    into the run's TensorBoard too when the checkpoint belongs to a run dir."""
+    from metarl.video import render_evaluation
+
+    backend, _, chosen = video
+    film = [t for t in tasks if (t.name, t.index) in {(c.name, c.index) for c in chosen}]
+    step = int(payload.get("counters", {}).get("env_steps", 0))
+    run_dir = _default_out_dir(ckpt_path)
+    tb = None
+    if run_dir != ckpt_path.parent / f"{ckpt_path.stem}_eval" and (run_dir / "tb").is_dir():
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(str(run_dir / "tb"))
+    try:
+        render_evaluation(checkpoint=ckpt_path, cfg=cfg, split=args.split, tasks=tasks, film=film, protocol=protocol,
+                          rng_seed=args.seed, torch_seed=args.seed, torch_from_checkpoint=False, curve=curve,
+                          out_dir=out_dir / "videos", backend=backend, tb=tb, step=step,
+                          log=lambda s: print(s, file=sys.stderr))
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metarl.report import write_report
+
+    out = write_report(Path(args.run_dir))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_eval_commands(sub: Any) -> None:
+    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out tasks; prints a table and writes eval.csv")
+    e.add_argument("checkpoint", help="checkpoint file or run dir (its newest checkpoint)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--rounds", type=int, help="adaptation rounds K (default: the run's eval.rounds)")
+    e.add_argument("--episodes", type=int, help="episodes per round (default: the run's eval.episodes_per_round)")
+    e.add_argument("--tasks-per-class", type=int, default=0, help="curve: goals per env class (0: all)")
+    e.add_argument("--per-task", action="store_true", help="one table row per task instead of per class")
+    e.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="mean actions instead of sampled ones (default: the run's eval.deterministic)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="curve: CSV path (default: RUN_DIR/eval_<split>/eval.csv); metaworld: output "
+                                 "dir (default: the run dir, or <checkpoint stem>_eval/ beside a loose file)")
+    e.add_argument("--protocol", default="curve", choices=["curve", "metaworld"],
+                   help="curve: rounds 0..K of adaptation (quick looks); metaworld: the Meta-World+ meta-test "
+                        "protocol, for numbers compared with papers (horizon 500 unless --horizon)")
+    e.add_argument("--horizon", type=int, help="episode length (default: the run's; 500 with --protocol metaworld)")
+    e.add_argument("--goals-per-class", type=int, default=0, help="metaworld: goals per class (0: all)")
+    e.add_argument("--adaptation-episodes", type=int, default=10, help="metaworld: episodes per adaptation step")
+    e.add_argument("--adaptation-steps", type=int, default=1, help="metaworld: adaptation steps")
+    e.add_argument("--evaluation-episodes", type=int, default=3,
+                   help="metaworld: episodes after adaptation, each ending on success")
+    e.add_argument("--adapt-deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="metaworld: mean actions in the adaptation episodes (default: sampled)")
+    e.add_argument("--eval-deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="metaworld: mean actions in the evaluation episodes (default: sampled)")
+    e.add_argument("--video", type=int, nargs="?", const=-1, metavar="N",
+                   help="film N evaluated tasks (no N: one goal per class) at round 0 and after each adaptation "
+                        "round: videos/ beside the results, TensorBoard eval/video/<class> (pip install -e "
+                        "'.[video]' and EGL or OSMesa; camera, size, fps: the run's eval.video_* fields)")
+    e.set_defaults(func=cmd_eval)
+    pl = sub.add_parser("plot", help="plot the adaptation curve of one or more runs")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--out", help="PNG path (default: first RUN_DIR/adaptation_curve.png)")
+    pl.add_argument("--by-class", action="store_true", help="one line per held-out env class (ML10/ML45)")
+    pl.set_defaults(func=cmd_plot)
+    rp = sub.add_parser("report", help="write RUN_DIR/report.md: config, success vs env steps, adaptation "
+                                         "curves per class, the final per-task table and the videos")
+    rp.add_argument("run_dir")
+    rp.set_defaults(func=cmd_report)
