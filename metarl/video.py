@@ -167,11 +167,9 @@ def render_evaluation(*, checkpoint: Path, cfg: RunConfig, split: str, tasks: Se
         log(f"videos: warning: the replay of {', '.join(bad)} differs from the evaluation's numbers "
             f"(see videos.json); those videos show similar, not the same, episodes")
     if tb is not None:
-        for t in manifest["tasks"]:
-            for k, f in enumerate(t["rounds"]):
-                add_gif_summary(tb, f"eval/video/{t['class']}/goal{t['goal']}_round{k}", out_dir / f["gif"], step)
-            add_gif_summary(tb, f"eval/video/{t['class']}/goal{t['goal']}_before_after", out_dir / t["montage_gif"],
-                            step)
+        from metarl.videofile import add_gif_summary
+        for t in manifest["tasks"]:  # the before | after preview of each task
+            add_gif_summary(tb, f"eval/video/{t['class']}/goal{t['goal']}", out_dir / t["montage_gif"], step)
         tb.flush()
     return manifest
 
@@ -204,21 +202,6 @@ def film_final_evaluation(cfg: RunConfig, run_dir: Path, test_tasks: Sequence[Ta
         log(f"videos: not made ({e}); the run's results are written. Try again with: metarl eval {run_dir} --video")
 
 
-def add_gif_summary(tb: Any, tag: str, gif: Path, step: int) -> None:
-    """The summary `SummaryWriter.add_video` writes (an image summary holding an animated GIF),
-    written from our own GIF: torch's add_video encodes through moviepy.editor, gone in moviepy 2."""
-    import importlib
-
-    from PIL import Image
-
-    Summary = importlib.import_module("tensorboard.compat.proto.summary_pb2").Summary  # ships no types
-
-    with Image.open(gif) as im:
-        w, h = im.size
-    img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif.read_bytes())
-    tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=img)]), step)
-
-
 # ---- the child side: replay and film --------------------------------------------------------------
 class _Recorder:
     """A task slot that films, for each task to film, the first episode it runs in each round
@@ -231,7 +214,7 @@ class _Recorder:
         self._task: str | None = None
         self._clip: tuple[str, int] | None = None
         self._frames: list[np.ndarray] = []
-        self._t = 0
+        self._t, self._succeeded = 0, False
 
     def _finish(self) -> None:
         if self._clip is not None:
@@ -257,7 +240,7 @@ class _Recorder:
     def reset(self) -> np.ndarray:
         self._finish()
         obs = self.inner.reset()
-        self._t = 0
+        self._t, self._succeeded = 0, False
         key = (self._task, self.store["round"])
         if self._task is not None and key not in self.store.setdefault("taken", set()):
             self.store["taken"].add(key)
@@ -269,7 +252,9 @@ class _Recorder:
         out = self.inner.step(action)
         if self._clip is not None:
             self._t += 1
-            if self._t % self.stride == 0 or out[2] or self._t == self.horizon:
+            first_success = out[2] and not self._succeeded
+            self._succeeded |= out[2]
+            if self._t % self.stride == 0 or first_success or self._t == self.horizon:
                 self._grab()
         return out
 
@@ -350,40 +335,10 @@ def _replay(spec: dict[str, Any], store: dict) -> tuple[AdaptationCurve, RunConf
     return AdaptationCurve(tasks, success, returns), cfg
 
 
-def _label(frame: np.ndarray, text: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    im = Image.fromarray(frame)
-    d = ImageDraw.Draw(im)
-    d.rectangle([0, 0, im.width, 14], fill=(0, 0, 0))
-    d.text((3, 2), text, fill=(255, 255, 255))
-    return np.asarray(im)
-
-
-def montage(left: list[np.ndarray], right: list[np.ndarray], texts: tuple[str, str]) -> list[np.ndarray]:
-    """Side by side, the shorter clip held on its last frame."""
-    n = max(len(left), len(right))
-    pad = [c + [c[-1]] * (n - len(c)) for c in (left, right)]
-    return [np.concatenate([_label(a, texts[0]), np.full((a.shape[0], 4, 3), 255, np.uint8), _label(b, texts[1])],
-                           axis=1) for a, b in zip(*pad)]
-
-
-def _write(path: Path, frames: list[Any], fps: int) -> None:
-    """Write through a temporary name, so a crash leaves no half-written file."""
-    import imageio.v2 as imageio
-
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    if path.suffix == ".gif":
-        imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
-    elif path.suffix == ".png":
-        imageio.imwrite(tmp, frames[-1])
-    else:
-        imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-    os.replace(tmp, path)
-
-
 def child_main(spec_path: str) -> int:
     import tempfile
+
+    from metarl.videofile import montage, write
 
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out_dir"])
@@ -407,18 +362,16 @@ def child_main(spec_path: str) -> int:
             rounds = []
             for k, rec in enumerate(ks):
                 clip = list(np.load(Path(tmp) / f"{s}_{rec}.npy"))
-                files = {"video": f"{s}_round{k}{ext}", "gif": f"{s}_round{k}.gif"}
-                for f in dict.fromkeys(files.values()):
-                    _write(out / f, clip, fps)
-                rounds.append({**files, "frames": len(clip), "success": float(curve.success[i, k]),
-                               "return": float(curve.returns[i, k])})
+                write(out / f"{s}_round{k}{ext}", clip, fps)
+                rounds.append({"video": f"{s}_round{k}{ext}", "frames": len(clip),
+                               "success": float(curve.success[i, k]), "return": float(curve.returns[i, k])})
             exp = spec["expected"][s]
             matches = bool(np.allclose(curve.success[i], exp["success"], rtol=0, atol=1e-9) and
                            np.allclose(curve.returns[i], exp["return"], rtol=1e-6, atol=1e-6))
             before, after = (list(np.load(Path(tmp) / f"{s}_{rec}.npy")) for rec in (ks[0], ks[-1]))
             m = montage(before, after, ("before adaptation", "after adaptation"))
-            for suffix in (".gif", ".png"):
-                _write(out / f"{s}_montage{suffix}", m, fps)
+            for suffix in (".gif", ".png") + ((".mp4",) if ffmpeg else ()):
+                write(out / f"{s}_montage{suffix}", m, fps, preview=True)
             entries.append({"task": s, "class": task.name, "goal": task.index, "rounds": rounds, "matches": matches,
                             "montage_gif": f"{s}_montage.gif", "montage_png": f"{s}_montage.png",
                             "expected": exp})
