@@ -1,58 +1,128 @@
-"""The MetaAgent protocol: one sampler and one evaluator serve every algorithm.
+"""The MetaAgent contract: one sampler, one evaluator and one trainer serve every algorithm.
 
-Adaptation is "act on a new task, then update a per-task state from what was
-seen", repeated:
+Adaptation is "act on a new task, then update a per-task state from what was seen", repeated:
 
-    state = agent.initial_task_state(n_tasks)
+    state = agent.initial_task_state(n_tasks, rng)
     episodes, state = sampler.sample(agent, tasks, state, n_episodes, rng)
-    state = agent.adapt(state, episodes)
+    state = agent.adapt(state, episodes, rng)
 
-The per-task state is opaque to everyone but the agent (MAML: adapted
-parameters; RL2: hidden state; PEARL: context and posterior), but it must be a
-pytree of tensors with a leading task dimension so that a vector env can slice it
-across its worker processes.
+The per-task state is opaque to everyone but the agent (MAML: adapted parameters; RL²: hidden
+state; PEARL: context and a sample of z), but it must be a pytree of tensors with a leading task
+dimension so that a vector env can slice it across its worker processes.
 
-Two optional verbs:
-- `actor()` returns what the sampler's workers act with (picklable, on the CPU,
-  with `act` and, if needed, `observe`); default: the agent itself.
-- `observe(task_state, action, reward, done)` is called after every env step
-  (RL2 feeds the previous action, reward and episode end back to its GRU).
+Randomness: every random number of the protocol comes from the caller's
+`numpy.random.Generator` (`rng`): the sampler's slot seeds and exploration noise, the tasks and
+minibatches of `train_iteration`, and whatever `initial_task_state` / `adapt` draw (PEARL's z).
+No agent keeps a generator of its own, so the trainer's checkpoint (which stores `rng` and
+torch's global generator) is all a bit-exact resume needs, and an evaluation, which draws from
+a generator of its own, never shifts training. NumPy rather than torch.Generator because the
+trainer, the sampler and the evaluators already thread NumPy generators; an agent that wants
+torch numbers draws `rng.standard_normal(...)` and converts.
+
+Everything an agent must offer is declared on `MetaAgent` below; the optional verbs have their
+defaults right there, so an agent class that subclasses `MetaAgent` gets them and no caller
+probes with `hasattr`:
+- `actor()`: what the sampler's workers act with (picklable, on the CPU); default: the agent.
+- `observe(task_state, action, reward, done)` (from `metarl.types.Actor`): called after every
+  env step; default: the state unchanged. RL² feeds its GRU the previous action, reward and
+  episode end.
+- `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (benchmarks/release.py);
+  default: all of them.
+
+`train_iteration` returns an `UpdateResult`: the values the trainer acts on as typed fields
+(`rejected`, `success_rate`) and the rest as `scalars` for the logs.
+
+Agent configs extend `AgentConfig`: a frozen dataclass whose fields state their constraint
+declaratively (`metarl.fields`), checked in one `__post_init__`.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 from torch import Tensor
 
-from metarl.types import EpisodeBatch, Task
+from metarl.fields import Section, in_range, layer_sizes, positive
+from metarl.types import Actor, EpisodeBatch, Task, TaskState, UpdateResult
 
-TaskState = Any
+__all__ = ["Actor", "AgentConfig", "MetaAgent", "SamplerLike", "TaskState", "UpdateResult",
+           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES"]
+
+# constraints several agents' fields share
+DISCOUNT = in_range(0, 1, lo_open=True)
+GAE_LAMBDA = in_range(0, 1)
+LAYER_SIZES = layer_sizes()
+
+
+@dataclass(frozen=True)
+class AgentConfig(Section):
+    """The `agent:` section of a preset. Every agent's config extends it, redeclaring `name`
+    with the agent's registry name as default (and `meta_batch` if its default differs).
+    Fields state their constraint in their metadata (`metarl.fields`); checks that span fields
+    go in `validate()`."""
+
+    SECTION: ClassVar[str] = "agent"
+    name: str = ""
+    meta_batch: int = field(default=20, metadata=positive())  # task slots the sampler needs
+
+    def validate(self) -> None:
+        default = {f.name: f.default for f in dataclasses.fields(self)}["name"]
+        if self.name != default:
+            raise self.refuse("name", f"must be {default!r} for {type(self).__name__}, got {self.name!r}")
 
 
 class SamplerLike(Protocol):
+    """What an agent may ask of the sampler (metarl.sampler.Sampler)."""
+
     horizon: int  # steps per episode
+
+    @property
+    def n_slots(self) -> int:
+        """Task slots one `sample` call can run."""
+        ...
 
     def sample(self, agent: "MetaAgent", tasks: Sequence[Task], task_state: TaskState,
                n_episodes: int, rng: np.random.Generator,
                deterministic: bool = False) -> tuple[EpisodeBatch, TaskState]: ...
 
 
-class MetaAgent(Protocol):
+class MetaAgent(Actor, Protocol):
+    """An agent class subclasses this (`class Reptile(MetaAgent)`) to inherit the defaults;
+    mypy checks every registered class against it (agents.make)."""
+
     meta_batch: int   # task slots the sampler needs
     act_dim: int      # size of the exploration noise the sampler draws per step
+    RELEASE_KEYS: ClassVar[tuple[str, ...] | None] = None  # None: the whole state_dict
 
-    def initial_task_state(self, n_tasks: int) -> TaskState: ...
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> TaskState:
+        """The per-task state before the agent has seen anything of the tasks."""
+        ...
 
     def act(self, obs: Tensor, task_state: TaskState, *, deterministic: bool,
             noise: Tensor | None = None) -> tuple[Tensor, TaskState]:
         """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
+        ...
 
-    def adapt(self, task_state: TaskState, episodes: EpisodeBatch) -> TaskState: ...
+    def adapt(self, task_state: TaskState, episodes: EpisodeBatch, rng: np.random.Generator) -> TaskState:
+        """One adaptation step from the episodes ([S, M, T, ...]) each task has just seen."""
+        ...
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
-                        rng: np.random.Generator) -> dict[str, float]: ...
+                        rng: np.random.Generator) -> UpdateResult:
+        """Collect with the sampler, update, report. Every random draw comes from `rng` (or
+        torch's global generator, which the trainer's checkpoints store)."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-exact resume needs: tensors, numbers, strings, lists, dicts."""
+        ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # ---- optional verbs: the defaults ------------------------------------------------
+    def actor(self) -> Actor:
+        """What the sampler's workers act with: picklable, on the CPU, with `act` (and
+        `observe`). Default: the agent itself."""
+        return self

@@ -14,75 +14,51 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import SamplerLike
+from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, Actor, AgentConfig, MetaAgent, SamplerLike
 from metarl.nn import (BatchedGaussianActor, GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob,
                        unflat_like)
 from metarl.optim import backtracking_line_search, conjugate_gradient
+from metarl.fields import in_range, nonnegative, one_of, positive
 from metarl.returns import task_advantages
-from metarl.types import ConfigError, EpisodeBatch, Task
-
-
-@dataclass(frozen=True)
-class MAMLTRPOConfig:
-    name: str = "maml_trpo"
-    meta_batch: int = 20
-    episodes_per_task: int = 10
-    hidden_sizes: tuple[int, ...] = (100, 100)
-    init_log_std: float = 0.0
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    line_search_steps: int = 15
-    backtrack_ratio: float = 0.8
-    discount: float = 0.99
-    gae_lambda: float = 1.0
-    normalize_advantages: bool = True
-    fvp_subsample: float = 1.0      # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
-    first_order: bool = False       # first-order MAML: the outer gradient treats the inner steps' Jacobian as
-                                    # the identity (no second derivatives through the inner policy gradient)
-    learn_inner_lr: str = "none"    # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) |
-                                    # per_parameter (one per policy weight); learned with the outer TRPO step,
-                                    # initialised to inner_lr
-
-    def __post_init__(self):
-        _positive(self, "meta_batch", "episodes_per_task", "inner_steps", "max_kl", "cg_iters",
-                  "line_search_steps")
-        if not all(h > 0 for h in self.hidden_sizes):
-            raise ConfigError(f"agent.hidden_sizes: every layer size must be > 0, got {list(self.hidden_sizes)}")
-        if not 0.0 < self.discount <= 1.0:
-            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
-        if not 0.0 < self.backtrack_ratio < 1.0:
-            raise ConfigError(f"agent.backtrack_ratio: must be in (0, 1), got {self.backtrack_ratio}")
-        if not 0.0 < self.fvp_subsample <= 1.0:
-            raise ConfigError(f"agent.fvp_subsample: must be in (0, 1], got {self.fvp_subsample}")
-        if self.learn_inner_lr not in LEARN_INNER_LR:
-            raise ConfigError(f"agent.learn_inner_lr: unknown {self.learn_inner_lr!r}; allowed: {', '.join(LEARN_INNER_LR)}")
-        if self.inner_lr < 0 or self.cg_damping < 0:
-            raise ConfigError("agent.inner_lr and agent.cg_damping: must be >= 0")
+from metarl.types import ConfigError, EpisodeBatch, Task, UpdateResult
 
 
 LEARN_INNER_LR = ("none", "scalar", "per_parameter")
 
 
-def _positive(cfg: object, *names: str) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if not v > 0:
-            raise ConfigError(f"agent.{n}: must be > 0, got {v}")
+@dataclass(frozen=True)
+class MAMLTRPOConfig(AgentConfig):
+    name: str = "maml_trpo"
+    episodes_per_task: int = field(default=10, metadata=positive())
+    hidden_sizes: tuple[int, ...] = field(default=(100, 100), metadata=LAYER_SIZES)
+    init_log_std: float = 0.0
+    inner_lr: float = field(default=0.1, metadata=nonnegative())
+    inner_steps: int = field(default=1, metadata=positive())
+    max_kl: float = field(default=0.01, metadata=positive())
+    cg_iters: int = field(default=10, metadata=positive())
+    cg_damping: float = field(default=1e-5, metadata=nonnegative())
+    line_search_steps: int = field(default=15, metadata=positive())
+    backtrack_ratio: float = field(default=0.8, metadata=in_range(0, 1, lo_open=True, hi_open=True))
+    discount: float = field(default=0.99, metadata=DISCOUNT)
+    gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
+    normalize_advantages: bool = True
+    # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
+    fvp_subsample: float = field(default=1.0, metadata=in_range(0, 1, lo_open=True))
+    first_order: bool = False       # first-order MAML: the outer gradient treats the inner steps' Jacobian as
+                                    # the identity (no second derivatives through the inner policy gradient)
+    # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) | per_parameter (one per policy
+    # weight); learned with the outer TRPO step, initialised to inner_lr
+    learn_inner_lr: str = field(default="none", metadata=one_of(*LEARN_INNER_LR))
 
 
-class MAMLTRPO:
+class MAMLTRPO(MetaAgent):
     Config = MAMLTRPOConfig
 
     def __init__(self, cfg: MAMLTRPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
@@ -122,7 +98,8 @@ class MAMLTRPO:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int) -> Params:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> Params:
+        """The meta-parameters θ for every task (no randomness: `rng` is not used)."""
         return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.params.items()}
 
     def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
@@ -138,7 +115,7 @@ class MAMLTRPO:
             noise = torch.randn_like(mean)
         return mean + torch.exp(log_std) * noise.to(mean), task_state
 
-    def actor(self):
+    def actor(self) -> Actor:
         """What the sampler acts with: the policy's MLP in NumPy over the per-slot parameters
         (metarl.nn.BatchedGaussianActor); an activation it lacks -> this agent with a CPU copy
         of the policy."""
@@ -154,9 +131,9 @@ class MAMLTRPO:
         clone.device = torch.device("cpu")
         return clone
 
-    def adapt(self, task_state: Params, episodes: EpisodeBatch) -> Params:
+    def adapt(self, task_state: Params, episodes: EpisodeBatch, rng: np.random.Generator | None = None) -> Params:
         """One round of `inner_steps` policy-gradient steps per task, from each task's
-        current parameters, on that task's new episodes."""
+        current parameters, on that task's new episodes (deterministic: `rng` is not used)."""
         data = self._task_data(episodes)
         out: list[Params] = []
         for i, d in enumerate(data):
@@ -208,27 +185,28 @@ class MAMLTRPO:
 
     # ---- one meta-iteration ---------------------------------------------------------
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
-                        rng: np.random.Generator) -> dict[str, float]:
+                        rng: np.random.Generator) -> UpdateResult:
         idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
         batch_tasks = [tasks[i] for i in idx]
-        state = self.initial_task_state(len(batch_tasks))
+        state = self.initial_task_state(len(batch_tasks), rng)
         pre_batch, _ = sampler.sample(self, batch_tasks, state, self.cfg.episodes_per_task, rng)
         t0 = time.perf_counter()
-        adapted_state = self.adapt(state, pre_batch)
+        adapted_state = self.adapt(state, pre_batch, rng)
         adapt_s = time.perf_counter() - t0
         post_batch, _ = sampler.sample(self, batch_tasks, adapted_state, self.cfg.episodes_per_task, rng)
-        metrics = {
+        t0 = time.perf_counter()
+        result = self.update(pre_batch, post_batch, adapted_state)
+        result.success_rate = float(post_batch.episode_success().mean())
+        result.scalars = {
             "rollout/return_mean_pre": float(pre_batch.episode_returns().mean()),
             "rollout/success_rate_pre": float(pre_batch.episode_success().mean()),
             "rollout/return_mean": float(post_batch.episode_returns().mean()),
-            "rollout/success_rate": float(post_batch.episode_success().mean()),
-        }
-        t0 = time.perf_counter()
-        metrics.update(self.update(pre_batch, post_batch, adapted_state))
-        metrics.update({"time/inner_adapt_s": adapt_s, "time/trpo_s": time.perf_counter() - t0})
-        return metrics
+            **result.scalars, "time/inner_adapt_s": adapt_s, "time/trpo_s": time.perf_counter() - t0}
+        return result
 
-    def update(self, pre_batch: EpisodeBatch, post_batch: EpisodeBatch, adapted_state: Params) -> dict[str, float]:
+    def update(self, pre_batch: EpisodeBatch, post_batch: EpisodeBatch, adapted_state: Params) -> UpdateResult:
+        """The TRPO step on the post-adaptation surrogate (through the inner step); a non-finite
+        loss or gradient is rejected and leaves the parameters as they were."""
         cfg = self.cfg
         pre, post = self._task_data(pre_batch), self._task_data(post_batch)
         with torch.no_grad():
@@ -256,8 +234,8 @@ class MAMLTRPO:
         metrics = {"train/loss_before": float(loss.detach()), "train/grad_norm": float(g.norm())}
         if not torch.isfinite(g).all() or not torch.isfinite(loss):
             metrics.update({"train/line_search_accepted": 0.0, "train/line_search_steps": 0.0,
-                            "train/loss_after": float(loss.detach()), "train/kl": 0.0, "train/rejected_updates": 1.0})
-            return metrics
+                            "train/loss_after": float(loss.detach()), "train/kl": 0.0})
+            return UpdateResult(rejected=1, scalars=metrics)
         direction = conjugate_gradient(fvp, -g, cfg.cg_iters)
         shs = float(direction @ fvp(direction))
         step = direction * np.sqrt(2 * cfg.max_kl / max(shs, 1e-12))
@@ -281,14 +259,13 @@ class MAMLTRPO:
             step, apply, evaluate, float(loss.detach()), cfg.max_kl, cfg.line_search_steps, cfg.backtrack_ratio)
         metrics.update({"train/line_search_accepted": float(ok), "train/line_search_steps": float(k),
                         "train/loss_after": loss_after, "train/kl": kl_after,
-                        # non-finite updates only; a line search that finds no improvement is normal
-                        "train/rejected_updates": 0.0,
                         "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
         if self.inner_lrs:
             lrs = torch.cat([v.detach().reshape(-1) for v in self.inner_lrs.values()])
             metrics.update({"train/inner_lr_mean": float(lrs.mean()), "train/inner_lr_min": float(lrs.min()),
                             "train/inner_lr_max": float(lrs.max())})
-        return metrics
+        # rejected: non-finite updates only; a line search that finds no improvement is normal
+        return UpdateResult(rejected=0, scalars=metrics)
 
     # ---- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

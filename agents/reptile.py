@@ -14,48 +14,36 @@ for MAML-TRPO, and the sampler's workers act with the same NumPy MLP.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import SamplerLike
+from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, AgentConfig, MetaAgent, SamplerLike
 from metarl.nn import BatchedGaussianActor, GaussianMLPPolicy, Params, call, gaussian_log_prob
+from metarl.fields import in_range, positive
 from metarl.returns import task_advantages
-from metarl.types import ConfigError, EpisodeBatch, Task
+from metarl.types import EpisodeBatch, Task, UpdateResult
 
 
 @dataclass(frozen=True)
-class ReptileConfig:
+class ReptileConfig(AgentConfig):
     name: str = "reptile"
-    meta_batch: int = 20
-    episodes_per_task: int = 10
-    hidden_sizes: tuple[int, ...] = (100, 100)
+    episodes_per_task: int = field(default=10, metadata=positive())
+    hidden_sizes: tuple[int, ...] = field(default=(100, 100), metadata=LAYER_SIZES)
     init_log_std: float = 0.0
-    inner_lr: float = 0.1           # α: step size of each inner policy-gradient step
-    inner_steps: int = 3            # k: inner steps per task, in training and at meta-test
-    outer_lr: float = 1.0           # ε: fraction of the way from θ to the mean adapted parameters
-    discount: float = 0.99
-    gae_lambda: float = 1.0
+    inner_lr: float = field(default=0.1, metadata=positive())   # α: step size of each inner policy-gradient step
+    inner_steps: int = field(default=3, metadata=positive())    # k: inner steps per task, in training and at meta-test
+    # ε: fraction of the way from θ to the mean adapted parameters (above 1 would step past it)
+    outer_lr: float = field(default=1.0, metadata=in_range(0, 1, lo_open=True))
+    discount: float = field(default=0.99, metadata=DISCOUNT)
+    gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
     normalize_advantages: bool = True
 
-    def __post_init__(self):
-        for n in ("meta_batch", "episodes_per_task", "inner_steps", "inner_lr", "outer_lr"):
-            if not getattr(self, n) > 0:
-                raise ConfigError(f"agent.{n}: must be > 0, got {getattr(self, n)}")
-        if not all(h > 0 for h in self.hidden_sizes):
-            raise ConfigError(f"agent.hidden_sizes: every layer size must be > 0, got {list(self.hidden_sizes)}")
-        if not 0.0 < self.discount <= 1.0:
-            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
-        if self.outer_lr > 1.0:
-            raise ConfigError(f"agent.outer_lr: must be in (0, 1] (a step past the adapted mean), got {self.outer_lr}")
 
-
-class Reptile:
+class Reptile(MetaAgent):
     Config = ReptileConfig
     RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
 
@@ -68,7 +56,8 @@ class Reptile:
         self.names = [n for n, _ in self.policy.named_parameters()]
 
     # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int) -> Params:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> Params:
+        """θ for every task (no randomness: `rng` is not used)."""
         return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.policy.named_parameters()}
 
     def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
@@ -84,8 +73,9 @@ class Reptile:
     def actor(self) -> BatchedGaussianActor:
         return BatchedGaussianActor(self.policy)
 
-    def adapt(self, task_state: Params, episodes: EpisodeBatch) -> Params:
-        """k inner policy-gradient steps per task, from each task's current parameters."""
+    def adapt(self, task_state: Params, episodes: EpisodeBatch, rng: np.random.Generator | None = None) -> Params:
+        """k inner policy-gradient steps per task, from each task's current parameters
+        (deterministic: `rng` is not used)."""
         out: list[Params] = []
         for i in range(episodes.n_tasks):
             obs, act, adv = self._task_data(episodes, i)
@@ -111,26 +101,25 @@ class Reptile:
                 t(episodes.actions[i].reshape(-1, episodes.actions.shape[-1])), t(adv.reshape(-1)))
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
-                        rng: np.random.Generator) -> dict[str, float]:
+                        rng: np.random.Generator) -> UpdateResult:
         idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
-        state = self.initial_task_state(self.meta_batch)
+        state = self.initial_task_state(self.meta_batch, rng)
         batch, _ = sampler.sample(self, [tasks[i] for i in idx], state, self.cfg.episodes_per_task, rng)
-        adapted = self.adapt(state, batch)
-        metrics = {"rollout/return_mean": float(batch.episode_returns().mean()),
-                   "rollout/success_rate": float(batch.episode_success().mean())}
-        finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
-        if not finite:
-            metrics["train/rejected_updates"] = 1.0
-            return metrics
+        adapted = self.adapt(state, batch, rng)
+        result = UpdateResult(success_rate=float(batch.episode_success().mean()),
+                              scalars={"rollout/return_mean": float(batch.episode_returns().mean())})
+        if not all(bool(torch.isfinite(v).all()) for v in adapted.values()):
+            result.rejected = 1  # θ kept
+            return result
         with torch.no_grad():
             sq = 0.0
             for k, p in self.policy.named_parameters():
                 step = self.cfg.outer_lr * (adapted[k].to(p).mean(dim=0) - p)
                 sq += float(step.pow(2).sum())
                 p.add_(step)
-        metrics.update({"train/rejected_updates": 0.0, "train/outer_step_norm": sq ** 0.5,
-                        "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
-        return metrics
+        result.scalars.update({"train/outer_step_norm": sq ** 0.5,
+                               "train/policy_std": float(self.policy.log_std.detach().exp().mean())})
+        return result
 
     # ---- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -16,52 +16,38 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.base import SamplerLike
+from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, Actor, AgentConfig, MetaAgent, SamplerLike
+from metarl.fields import nonnegative, positive
 from metarl.nn import gaussian_log_prob, mlp
 from metarl.returns import gae
-from metarl.types import ConfigError, EpisodeBatch, Task
+from metarl.types import EpisodeBatch, Task, UpdateResult
 
 
 @dataclass(frozen=True)
-class RL2PPOConfig:
+class RL2PPOConfig(AgentConfig):
     name: str = "rl2_ppo"
-    meta_batch: int = 20
-    episodes_per_task: int = 10     # episodes per trial
-    hidden_size: int = 256          # GRU units
-    head_hidden: tuple[int, ...] = ()  # optional MLP between GRU and the heads
+    episodes_per_task: int = field(default=10, metadata=positive())     # episodes per trial
+    hidden_size: int = field(default=256, metadata=positive())          # GRU units
+    head_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)  # optional MLP between GRU and heads
     init_log_std: float = 0.0
-    lr: float = 5e-4
-    clip: float = 0.2
-    epochs: int = 10
-    minibatches: int = 4            # minibatches of trial chunks per epoch
-    bptt_chunk: int = 0             # steps per TBPTT chunk (0: one episode)
-    discount: float = 0.99
-    gae_lambda: float = 0.95
-    entropy_coef: float = 5e-3
-    value_coef: float = 0.5
-    max_grad_norm: float = 1.0
+    lr: float = field(default=5e-4, metadata=positive())
+    clip: float = field(default=0.2, metadata=positive())
+    epochs: int = field(default=10, metadata=positive())
+    minibatches: int = field(default=4, metadata=positive())            # minibatches of trial chunks per epoch
+    bptt_chunk: int = field(default=0, metadata=nonnegative(note="(0: one episode)"))  # steps per TBPTT chunk
+    discount: float = field(default=0.99, metadata=DISCOUNT)
+    gae_lambda: float = field(default=0.95, metadata=GAE_LAMBDA)
+    entropy_coef: float = field(default=5e-3, metadata=nonnegative())
+    value_coef: float = field(default=0.5, metadata=nonnegative())
+    max_grad_norm: float = field(default=1.0, metadata=positive())
     reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
-
-    def __post_init__(self):
-        for n in ("meta_batch", "episodes_per_task", "hidden_size", "lr", "clip", "epochs", "minibatches",
-                  "max_grad_norm"):
-            if not getattr(self, n) > 0:
-                raise ConfigError(f"agent.{n}: must be > 0, got {getattr(self, n)}")
-        if self.bptt_chunk < 0:
-            raise ConfigError(f"agent.bptt_chunk: must be >= 0 (0: one episode), got {self.bptt_chunk}")
-        if not 0.0 < self.discount <= 1.0:
-            raise ConfigError(f"agent.discount: must be in (0, 1], got {self.discount}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ConfigError(f"agent.gae_lambda: must be in [0, 1], got {self.gae_lambda}")
-        if self.entropy_coef < 0 or self.value_coef < 0:
-            raise ConfigError("agent.entropy_coef and agent.value_coef: must be >= 0")
 
 
 class RecurrentGaussianPolicy(nn.Module):
@@ -81,7 +67,7 @@ class RecurrentGaussianPolicy(nn.Module):
         return self.pi(out), self.v(out).squeeze(-1), out
 
 
-class _Actor:
+class _Actor(Actor):
     """What the sampler acts with (picklable, CPU): policy network + RL² state handling."""
 
     def __init__(self, net: RecurrentGaussianPolicy, reward_scale: float):
@@ -127,7 +113,7 @@ def trial_inputs(batch: EpisodeBatch, reward_scale: float) -> np.ndarray:
     return np.concatenate([obs, shift(act), shift(rew), shift(done)], axis=-1).astype(np.float32)
 
 
-class RL2PPO:
+class RL2PPO(MetaAgent):
     Config = RL2PPOConfig
 
     def __init__(self, cfg: RL2PPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
@@ -143,7 +129,8 @@ class RL2PPO:
         self.value_scale = torch.ones((), dtype=torch.float64)
 
     # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int) -> dict[str, Tensor]:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+        """Zeros: a new trial (no randomness: `rng` is not used)."""
         z = lambda *shape: torch.zeros(n_tasks, *shape, device=self.device)  # noqa: E731
         return {"h": z(self.cfg.hidden_size), "prev_a": z(self.act_dim), "prev_r": z(1), "prev_d": z(1)}
 
@@ -160,7 +147,8 @@ class RL2PPO:
                 done: bool | np.ndarray) -> dict[str, Tensor]:
         return _Actor(self.net, self.cfg.reward_input_scale).observe(task_state, action, reward, done)
 
-    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch) -> dict[str, Tensor]:
+    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch,
+              rng: np.random.Generator | None = None) -> dict[str, Tensor]:
         return task_state  # the trial goes on: what was seen already lives in the hidden state
 
     # ---- learner --------------------------------------------------------------------
@@ -182,21 +170,22 @@ class RL2PPO:
         return torch.cat(means, 1), torch.cat(values, 1), torch.stack(starts, 1)
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
-                        rng: np.random.Generator) -> dict[str, float]:
+                        rng: np.random.Generator) -> UpdateResult:
         idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
-        batch, _ = sampler.sample(self, [tasks[i] for i in idx], self.initial_task_state(self.meta_batch),
+        batch, _ = sampler.sample(self, [tasks[i] for i in idx], self.initial_task_state(self.meta_batch, rng),
                                   self.cfg.episodes_per_task, rng)
-        metrics = {
+        result = self.update(batch, rng)
+        result.success_rate = float(batch.episode_success().mean())
+        result.scalars = {
             "rollout/return_mean": float(batch.episode_returns().mean()),
-            "rollout/success_rate": float(batch.episode_success().mean()),
             "rollout/return_first_episode": float(batch.episode_returns()[:, 0].mean()),
             "rollout/return_last_episode": float(batch.episode_returns()[:, -1].mean()),
             "rollout/success_last_episode": float(batch.episode_success()[:, -1].mean()),
-        }
-        metrics.update(self.update(batch, rng))
-        return metrics
+            **result.scalars}
+        return result
 
-    def update(self, batch: EpisodeBatch, rng: np.random.Generator) -> dict[str, float]:
+    def update(self, batch: EpisodeBatch, rng: np.random.Generator) -> UpdateResult:
+        """PPO epochs over the trials' chunks; a minibatch with a non-finite loss or gradient is skipped."""
         cfg = self.cfg
         s, m, t = batch.rewards.shape
         chunk = self.chunk_len(t)
@@ -263,9 +252,9 @@ class RL2PPO:
                     sums["approx_kl"] += float(((clogp[mb] - logp) * w).sum() / denom)
                     sums["clip_fraction"] += float((((ratio - 1).abs() > cfg.clip).float() * w).sum() / denom)
         out = {f"train/{k}": v / max(steps, 1) for k, v in sums.items()}
-        out.update({"train/rejected_updates": float(rejected), "train/policy_std": float(self.net.log_std.detach().exp().mean()),
+        out.update({"train/policy_std": float(self.net.log_std.detach().exp().mean()),
                     "train/value_scale": float(self.value_scale)})
-        return out
+        return UpdateResult(rejected=rejected, scalars=out)
 
     # ---- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             m = agent.update(pre, post, adapted)
             times[name].append(time.perf_counter() - t0)
-            accepted[name].append(m["train/line_search_accepted"])
+            accepted[name].append(m.scalars["train/line_search_accepted"])
     from run_preset import machine  # the machine string every result file carries
     second = float(np.median(times["second_order"]))
     result = {"batch_env_steps": 2 * 20 * args.episodes * 500, "episodes_per_task": args.episodes,

@@ -35,7 +35,9 @@ def time_steps(preset: str, device: str, steps: int) -> float:
     torch.manual_seed(0)
     agent = PEARL(cfg.agent, OBS_DIM, ACT_DIM, device, n_train_tasks=N_TASKS, horizon=HORIZON)
     rng = np.random.default_rng(0)
-    for buf, n in ((agent.replay, FILL), (agent.context, agent.context.capacity)):
+    buffers = agent.buffers
+    assert buffers is not None
+    for buf, n in ((buffers.replay, FILL), (buffers.context, buffers.context.capacity)):
         for t in range(N_TASKS):
             buf.add(t, {"obs": rng.standard_normal((n, OBS_DIM), np.float32),
                         "actions": rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),

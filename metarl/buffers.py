@@ -7,6 +7,7 @@ the memory a run needs is known before anything is allocated: `bytes_needed` siz
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,59 @@ class TaskRingBuffers:
             a[:, :m] = _numpy(state[k])
         self.ptr[:] = _numpy(state["ptr"])
         self.size[:] = _numpy(state["size"])
+
+
+class ReplayAndContext:
+    """An off-policy meta-learner's per-task data (PEARL): a replay buffer (ring of
+    `replay_capacity` transitions a task) and a context buffer (the task's most recent
+    episodes, `context_capacity` transitions, cleared when the task is collected on again),
+    allocated together for `n_tasks` tasks with episodes of `horizon` steps."""
+
+    def __init__(self, n_tasks: int, horizon: int, replay_capacity: int, context_capacity: int,
+                 obs_dim: int, act_dim: int):
+        self.n_tasks, self.horizon = n_tasks, horizon
+        self.replay = TaskRingBuffers(n_tasks, replay_capacity, obs_dim, act_dim)
+        self.context = TaskRingBuffers(n_tasks, context_capacity, obs_dim, act_dim)
+
+    @staticmethod
+    def bytes_needed(n_tasks: int, replay_capacity: int, context_capacity: int, obs_dim: int, act_dim: int) -> int:
+        return (TaskRingBuffers.bytes_needed(n_tasks, replay_capacity, obs_dim, act_dim)
+                + TaskRingBuffers.bytes_needed(n_tasks, context_capacity, obs_dim, act_dim))
+
+    @classmethod
+    def allocate(cls, n_tasks: int, horizon: int, replay_capacity: int, context_capacity: int, obs_dim: int,
+                 act_dim: int, field: str = "agent.replay_capacity") -> "ReplayAndContext":
+        """Check the RAM (refusal names `field`, the replay capacity's config field), allocate, and
+        say on stderr how much was taken."""
+        need = cls.check_fits(n_tasks, replay_capacity, context_capacity, obs_dim, act_dim, field)
+        print(f"buffers: replay + context for {n_tasks} training tasks: {need / GIB:,.3f} GiB ({replay_capacity:,} "
+              f"+ {context_capacity:,} transitions per task{ram_note()})", file=sys.stderr)
+        return cls(n_tasks, horizon, replay_capacity, context_capacity, obs_dim, act_dim)
+
+    @classmethod
+    def check_fits(cls, n_tasks: int, replay_capacity: int, context_capacity: int, obs_dim: int, act_dim: int,
+                   field: str = "agent.replay_capacity") -> int:
+        """The bytes `n_tasks` tasks need; ConfigError naming `field` if the RAM cannot hold them."""
+        need = cls.bytes_needed(n_tasks, replay_capacity, context_capacity, obs_dim, act_dim)
+        check_ram(need, field, f"lower {field} (now {replay_capacity:,} transitions per task, {n_tasks} training "
+                               f"task{'s' if n_tasks != 1 else ''})")
+        return need
+
+    @property
+    def nbytes(self) -> int:
+        return self.replay.nbytes + self.context.nbytes
+
+    def add(self, positions: np.ndarray, batch: EpisodeBatch, to_context: bool) -> None:
+        """Slot i's episodes to task positions[i]'s replay buffer (and context buffer)."""
+        add_episodes([self.replay, self.context] if to_context else [self.replay], positions, batch)
+
+    def state(self) -> dict[str, Any]:
+        return {"n_tasks": self.n_tasks, "horizon": self.horizon,
+                "replay": self.replay.state(), "context": self.context.state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.replay.load(state["replay"])
+        self.context.load(state["context"])
 
 
 def add_episodes(buffers: list[TaskRingBuffers], positions: np.ndarray, batch: EpisodeBatch) -> None:

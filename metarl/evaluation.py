@@ -40,14 +40,15 @@ def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: 
              on_progress: Callable[[int], None] | None = None,
              on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None) -> AdaptationCurve:
     """Round 0 acts with the agent's initial per-task state; after each round the
-    agent adapts on that round's episodes. Tasks run in chunks of the sampler's slots.
+    agent adapts on that round's episodes. Tasks run in chunks of the sampler's slots; every
+    random number (slot seeds, noise, the agent's own draws in initial_task_state / adapt) comes from `rng`.
     `on_batch(rows, k, batch)` sees each round's episodes (`rows`: their tasks' positions in `tasks`)."""
     tasks = list(tasks)
     success = np.zeros((len(tasks), rounds + 1))
     returns = np.zeros((len(tasks), rounds + 1))
     for start in range(0, len(tasks), sampler.n_slots):
         chunk = tasks[start:start + sampler.n_slots]
-        state = agent.initial_task_state(len(chunk))
+        state = agent.initial_task_state(len(chunk), rng)
         for k in range(rounds + 1):
             batch, state = sampler.sample(agent, chunk, state, episodes_per_round, rng, deterministic)
             rows = slice(start, start + len(chunk))
@@ -58,7 +59,7 @@ def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: 
             if on_progress is not None:
                 on_progress(batch.env_steps)
             if k < rounds:
-                state = agent.adapt(state, batch)
+                state = agent.adapt(state, batch, rng)
     return AdaptationCurve(tasks, success, returns)
 
 
@@ -196,7 +197,8 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
                        protocol: MetaworldProtocol = MetaworldProtocol(),
                        on_progress: Callable[[int], None] | None = None) -> ProtocolResult:
     """Run the Meta-World protocol on `tasks` in chunks of the sampler's slots. All randomness
-    comes from `rng` (slot seeds and exploration noise, drawn per sample call)."""
+    comes from `rng` (slot seeds and exploration noise, drawn per sample call; the agent's own
+    draws in initial_task_state / adapt)."""
     tasks = list(tasks)
     p = protocol
     n = len(tasks)
@@ -208,7 +210,7 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
     for start in range(0, n, sampler.n_slots):
         chunk = tasks[start:start + sampler.n_slots]
         rows = slice(start, start + len(chunk))
-        state = agent.initial_task_state(len(chunk))
+        state = agent.initial_task_state(len(chunk), rng)
         for a in range(p.adaptation_steps):
             batch, state = sampler.sample(agent, chunk, state, p.adaptation_episodes, rng,
                                           p.adaptation_deterministic)
@@ -216,7 +218,7 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
             a_ret[rows, a] = batch.episode_returns()
             if on_progress is not None:
                 on_progress(batch.env_steps)
-            state = agent.adapt(state, batch)
+            state = agent.adapt(state, batch, rng)
         batch, state = sampler.sample(agent, chunk, state, p.evaluation_episodes, rng,
                                       p.evaluation_deterministic, end_on_success=True)
         succ[rows] = batch.episode_success()

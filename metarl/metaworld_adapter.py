@@ -32,9 +32,8 @@ class MetaworldAgentAdapter:
     def __init__(self, agent: MetaAgent, n_envs: int, horizon: int, rng: np.random.Generator,
                  protocol: MetaworldProtocol = MetaworldProtocol()):
         self.agent = agent
-        self.actor = agent.actor() if hasattr(agent, "actor") else agent
+        self.actor = agent.actor()
         self.state: TaskState = None  # init() sets it
-        self.observe = getattr(self.actor, "observe", None)
         self.n = n_envs
         self.horizon = horizon
         self.rng = rng
@@ -67,7 +66,7 @@ class MetaworldAgentAdapter:
     # -- MetaLearningAgent
     def init(self) -> None:
         """New goals: the agent's initial per-task state, the first adaptation phase."""
-        self.state = self.agent.initial_task_state(self.n)
+        self.state = self.agent.initial_task_state(self.n, self.rng)
         self._adaptations = 0
         self._begin_adaptation()
         if self.protocol.adaptation_steps == 0:
@@ -88,10 +87,9 @@ class MetaworldAgentAdapter:
         reward = np.asarray(timestep.reward, np.float32)
         done = np.logical_or(timestep.terminated, timestep.truncated)
         self._steps.append((self._last_obs, self._last_action, reward))
-        if self.observe is not None:
-            with torch.no_grad():
-                self.state = self.observe(self.state, torch.from_numpy(self._last_action),
-                                          torch.from_numpy(reward), done)
+        with torch.no_grad():
+            self.state = self.actor.observe(self.state, torch.from_numpy(self._last_action),
+                                            torch.from_numpy(reward), done)
         self._t += 1
         for i in np.flatnonzero(done):
             self._t[i] = 0
@@ -108,7 +106,7 @@ class MetaworldAgentAdapter:
         # the official API does not tell the agent which goals its envs hold: placeholder tasks
         batch = EpisodeBatch(obs, act, rew, nxt, np.zeros(rew.shape, bool),
                              [Task("unknown", i, None) for i in range(self.n)])
-        self.state = self.agent.adapt(self.state, batch)
+        self.state = self.agent.adapt(self.state, batch, self.rng)
         self._adaptations += 1
         if self._adaptations < self.protocol.adaptation_steps:
             self._begin_adaptation()
@@ -133,10 +131,9 @@ class MetaworldAgentAdapter:
             self._t = np.zeros(self.n, np.int64)
             self._eval_started = True
             return
-        if self.observe is not None:
-            with torch.no_grad():  # the official API shows the agent no rewards here
-                self.state = self.observe(self.state, torch.from_numpy(self._prev_action),
-                                          torch.zeros(self.n), mask)
+        with torch.no_grad():  # the official API shows the agent no rewards here
+            self.state = self.actor.observe(self.state, torch.from_numpy(self._prev_action),
+                                            torch.zeros(self.n), mask)
         for i in np.flatnonzero(mask):
             self._t[i] = 0
             self._episode_noise[i] = None

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metarl.types import Actor
+
 Params = dict[str, Tensor]
 
 
@@ -52,7 +54,7 @@ def _relu(x: np.ndarray) -> np.ndarray:
 _NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: _relu}
 
 
-class BatchedGaussianActor:
+class BatchedGaussianActor(Actor):
     """The sampler's actor for a GaussianMLPPolicy whose per-slot parameters are the task
     state (MAML): the batched MLP in NumPy. For the sampler's small batches one step costs
     about half of the torch path, and it evicts less of the envs' data from the caches
@@ -127,6 +129,36 @@ class TanhGaussianPolicy(nn.Module):
         if noise is None:
             noise = torch.randn(mean.shape).to(dev)
         return torch.tanh(mean + log_std.exp() * noise.to(dev, mean.dtype))
+
+
+class LatentActor(Actor):
+    """What sampler workers act with for a policy conditioned on a per-task latent (PEARL): the
+    TanhGaussianPolicy on [obs, task_state["z"]] and nothing else."""
+
+    def __init__(self, policy: TanhGaussianPolicy):
+        self.policy = policy
+        self.act_dim = policy.act_dim
+
+    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.policy.act(obs, task_state["z"], deterministic, noise), task_state
+
+
+def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Product of N diagonal Gaussian factors over dim -2: mu, var [..., N, L] -> [..., L].
+
+    No factors (N = 0) gives the prior N(0, I)."""
+    if mu.shape[-2] == 0:
+        shape = mu.shape[:-2] + mu.shape[-1:]
+        return mu.new_zeros(shape), mu.new_ones(shape)
+    prec = 1.0 / var
+    post_var = 1.0 / prec.sum(-2)
+    return post_var * (mu * prec).sum(-2), post_var
+
+
+def kl_to_prior(mu: Tensor, var: Tensor) -> Tensor:
+    """KL(N(mu, var) || N(0, I)), summed over the last dim."""
+    return 0.5 * (var + mu.pow(2) - 1.0 - torch.log(var)).sum(-1)
 
 
 def gaussian_log_prob(mean: Tensor, log_std: Tensor, act: Tensor) -> Tensor:

@@ -54,7 +54,7 @@ class Sampler:
             raise ValueError(f"{s} tasks for {self.n_slots} sampler slots")
         seeds = rng.integers(0, 2**31 - 1, size=s)
         self.vec_env.set_tasks(list(tasks), seeds.tolist())
-        actor = agent.actor() if hasattr(agent, "actor") else agent
+        actor = agent.actor()
         # acting happens on the CPU (the actor is a CPU copy when the learner is on CUDA)
         task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
         noise = None if deterministic else slot_noise(seeds, n_episodes, self.horizon, agent.act_dim)

@@ -215,7 +215,7 @@ class Trainer:
                     warn0 = self.sampler.sim_warnings
                     rng_snapshot = (copy.deepcopy(self.rng.bit_generator.state), torch.get_rng_state())
                     try:
-                        metrics = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
+                        result = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
                     except WorkerError as e:
                         # nothing of this iteration was applied: rewind its random streams, then save
                         self.rng.bit_generator.state = rng_snapshot[0]
@@ -223,7 +223,7 @@ class Trainer:
                         self.save_checkpoint()
                         raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
                                          f"metarl train --resume {self.run_dir}") from e
-                    if metrics.get("train/rejected_updates", 0.0) > 0:
+                    if result.rejected > 0:
                         self.rejected_streak += 1
                         if self.rejected_streak >= cfg.run.max_rejected_streak:
                             self.iteration += 1
@@ -242,11 +242,12 @@ class Trainer:
                     self.iteration += 1
                     self.env_steps += steps
                     self.wall_seconds += dt
+                    metrics = result.log_scalars()
                     metrics.update({"rollout/sim_warnings": float(self.sampler.sim_warnings - warn0),
                                     "time/sps": steps / dt, "time/sample_s": sample_s,
                                     "time/update_s": dt - sample_s, "time/iteration": float(self.iteration)})
                     logger.log(metrics, self.env_steps)
-                    self.last_success = metrics.get("rollout/success_rate", float("nan"))
+                    self.last_success = result.success_rate
                     bar.update(job, completed=self.env_steps, sps=steps / dt, success=f"{self.last_success:.0%}")
                     done = self.env_steps >= cfg.run.env_steps
                     if cfg.eval.every and self.iteration % cfg.eval.every == 0 and not done:

@@ -43,12 +43,35 @@ class TaskEnv(Protocol):
 
 
 class Actor(Protocol):
-    """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers."""
+    """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers.
+    Subclass it (`class MyActor(Actor)`) to inherit the default `observe`."""
 
     def act(self, obs: "Tensor", task_state: TaskState, *, deterministic: bool,
             noise: "Tensor | None" = None) -> "tuple[Tensor, TaskState]":
         """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
         ...
+
+    def observe(self, task_state: TaskState, action: "Tensor", reward: "Tensor",
+                done: "bool | np.ndarray") -> TaskState:
+        """Called after every env step with the actions [S, A] and rewards [S] of that step;
+        `done` is one flag for all slots, or one per slot when evaluation episodes end on
+        success. Default: the state unchanged (only RL² folds these into its state)."""
+        return task_state
+
+
+@dataclass
+class UpdateResult:
+    """What `MetaAgent.train_iteration` returns. The trainer acts on the typed fields; the
+    `scalars` ("<group>/<name>" -> value) only go to the logs."""
+
+    rejected: int = 0                  # updates refused as non-finite (parameters kept) this iteration
+    success_rate: float = float("nan")  # success of the iteration's (post-adaptation) training episodes
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    def log_scalars(self) -> dict[str, float]:
+        """Everything to log: the scalars plus the typed fields under their log names."""
+        return {"rollout/success_rate": self.success_rate, **self.scalars,
+                "train/rejected_updates": float(self.rejected)}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 import agents
+from agents.base import MetaAgent
 from envs import TaskVectorEnv
 from helpers import assert_same
 from metarl import checkpoint, config
@@ -58,18 +59,23 @@ def test_protocol_verbs_and_task_state_shape(name):
         for verb in ("initial_task_state", "act", "adapt", "train_iteration", "state_dict", "load_state_dict"):
             assert callable(getattr(agent, verb, None)), verb
         assert isinstance(agent.meta_batch, int) and isinstance(agent.act_dim, int)
-        state = agent.initial_task_state(3)
+        assert MetaAgent in type(agent).__mro__  # the optional verbs' defaults come from agents.base
+        state = agent.initial_task_state(3, np.random.default_rng(0))
         leaves = [x for x in pytree.tree_leaves(state) if torch.is_tensor(x)]
         assert leaves and all(x.shape[0] == 3 for x in leaves)
-        actor = agent.actor() if hasattr(agent, "actor") else agent
+        actor = agent.actor()
         obs = torch.zeros(3, bench.obs_dim)
         action, state2 = actor.act(obs, state, deterministic=False, noise=torch.zeros(3, bench.act_dim))
         assert action.shape == (3, bench.act_dim) and torch.isfinite(action).all()
         assert all(x.shape[0] == 3 for x in pytree.tree_leaves(state2) if torch.is_tensor(x))
-        batch, state3 = sampler.sample(agent, bench.test_tasks[:3], agent.initial_task_state(3), 2,
-                                       np.random.default_rng(0))
-        adapted = agent.adapt(state3, batch)
+        batch, state3 = sampler.sample(agent, bench.test_tasks[:3], agent.initial_task_state(3, np.random.default_rng(0)),
+                                       2, np.random.default_rng(0))
+        adapted = agent.adapt(state3, batch, np.random.default_rng(1))
         assert all(x.shape[0] == 3 for x in pytree.tree_leaves(adapted) if torch.is_tensor(x))
+        # no private randomness: the same generator state gives the same task states
+        for verb, args in ((agent.initial_task_state, (3,)), (agent.adapt, (state3, batch))):
+            a, b = (verb(*args, np.random.default_rng(5)) for _ in range(2))
+            assert all(torch.equal(x, y) for x, y in zip(pytree.tree_leaves(a), pytree.tree_leaves(b))), verb
     finally:
         sampler.vec_env.close()
 
@@ -81,7 +87,7 @@ def test_in_process_and_two_worker_sampling_are_identical(name):
         bench, agent, sampler = _build(name, workers)
         try:
             n = min(agent.meta_batch, 6)
-            batch, state = sampler.sample(agent, bench.train_tasks[:n], agent.initial_task_state(n), 3,
+            batch, state = sampler.sample(agent, bench.train_tasks[:n], agent.initial_task_state(n, np.random.default_rng(6)), 3,
                                           np.random.default_rng(7))
             out.append((batch, state))
         finally:

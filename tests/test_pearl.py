@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import metarl.buffers as buffers_mod
+from metarl.buffers import ReplayAndContext
 from agents.pearl import PEARL, PEARLConfig, kl_to_prior, product_of_gaussians
 from envs import TaskVectorEnv, make_benchmark
 from metarl import checkpoint, config
@@ -70,8 +71,8 @@ def test_posterior_is_invariant_to_the_order_of_context_transitions():
                        rng.uniform(-1, 1, size=(S, M, T, 2)).astype(np.float32),
                        rng.normal(size=(S, M, T)).astype(np.float32),
                        rng.normal(size=(S, M, T, 3)).astype(np.float32), np.zeros((S, M, T), bool), [None] * S)
-    a = agent.adapt(agent.initial_task_state(S), eps)
-    b = agent.adapt(agent.initial_task_state(S), eps.select_episodes(np.array([2, 0, 1])))
+    a = agent.adapt(agent.initial_task_state(S, rng), eps, rng)
+    b = agent.adapt(agent.initial_task_state(S, rng), eps.select_episodes(np.array([2, 0, 1])), rng)
     torch.testing.assert_close(agent.posterior(a["ctx"]), agent.posterior(b["ctx"]), rtol=1e-5, atol=1e-6)
     assert a["ctx"].shape == (S, M * T, agent.ctx_dim) and a["z"].shape == (S, 3)
 
@@ -151,33 +152,32 @@ def test_buffers_actor_and_non_finite_updates():
     torch.manual_seed(0)
     bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
     agent = PEARL(PEARLConfig(**SMALL), bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
-    assert agent.memory_bytes() == agent.buffer_bytes(6, 5)
-    assert agent.replay.arrays["obs"].shape == (6, 100, 2) and agent.context.arrays["obs"].shape == (6, 10, 2)
+    assert agent.buffers.nbytes == ReplayAndContext.bytes_needed(6, 100, 10, 2, 2)
+    assert agent.buffers.replay.arrays["obs"].shape == (6, 100, 2) and agent.buffers.context.arrays["obs"].shape == (6, 10, 2)
     sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
     rng = np.random.default_rng(0)
     m = agent.train_iteration(sampler, bench.train_tasks, rng)
     # initial: 6 tasks x 1 episode; then 2 tasks x (1 prior + 1 posterior + 1 extra) episodes of 5 steps
     assert sampler.env_steps == 6 * 5 + 2 * 3 * 5
-    assert agent.replay.size.sum() == sampler.env_steps and m["buffer/transitions"] == sampler.env_steps
-    assert sorted(agent.context.size.tolist()) == [5, 5, 5, 5, 10, 10]  # sampled tasks: prior + posterior only
-    for k in ("rollout/return_mean", "rollout/success_rate", "train/qf_loss", "train/policy_loss", "train/kl",
-              "train/alpha", "train/rejected_updates"):
-        assert np.isfinite(m[k]), k
-    assert m["train/rejected_updates"] == 0.0
+    assert agent.buffers.replay.size.sum() == sampler.env_steps and m.scalars["buffer/transitions"] == sampler.env_steps
+    assert sorted(agent.buffers.context.size.tolist()) == [5, 5, 5, 5, 10, 10]  # sampled tasks: prior + posterior only
+    for k in ("rollout/return_mean", "train/qf_loss", "train/policy_loss", "train/kl", "train/alpha"):
+        assert np.isfinite(m.scalars[k]), k
+    assert np.isfinite(m.success_rate) and m.rejected == 0
     # the workers' actor carries the policy only, never the buffers
-    agent.replay.arrays["obs"][:] = 1.0
+    agent.buffers.replay.arrays["obs"][:] = 1.0
     assert len(pickle.dumps(agent.actor())) < 20_000
     obs = torch.zeros(3, 2)
-    st = agent.initial_task_state(3)
+    st = agent.initial_task_state(3, rng)
     a, _ = agent.actor().act(obs, st, deterministic=True)
     b, _ = agent.act(obs, st, deterministic=True)
     assert torch.equal(a, b) and bool((a.abs() < 1).all())
     # a non-finite loss skips the step and keeps every parameter and optimizer state
     before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
     q_before = {k: v.clone() for k, v in agent.q1.state_dict().items()}
-    agent.replay.arrays["rewards"][:] = np.nan
+    agent.buffers.replay.arrays["rewards"][:] = np.nan
     m = agent.train_iteration(sampler, bench.train_tasks, rng)
-    assert m["train/rejected_updates"] == SMALL["grad_steps_per_iteration"]
+    assert m.rejected == SMALL["grad_steps_per_iteration"]
     assert all(torch.equal(v, before[k]) for k, v in agent.policy.state_dict().items())
     assert all(torch.equal(v, q_before[k]) for k, v in agent.q1.state_dict().items())
 
@@ -232,7 +232,7 @@ def train_pearl(seed, iterations=30, **over):
     rng = np.random.default_rng(seed)
     rejected = 0.0
     for _ in range(iterations):
-        rejected += agent.train_iteration(sampler, bench.train_tasks, rng)["train/rejected_updates"]
+        rejected += agent.train_iteration(sampler, bench.train_tasks, rng).rejected
     prior, post = held_out()
     return {"prior": prior, "post": post, "ctx": post - prior, "meta": post - post0, "rejected": rejected}
 
