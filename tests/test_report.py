@@ -63,3 +63,46 @@ def test_report_refuses_a_missing_results_dir(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no such directory" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---- `metarl report RUN_DIR` (metarl/report.py) --------------------------------------------------
+def test_metarl_report_writes_a_readable_report_md(tmp_path):
+    from PIL import Image
+
+    from metarl.cli import main
+
+    assert main(["train", str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
+                 "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
+                 "--set", "eval.every=1", "--set", "eval.tasks_per_class=2", "--set", "eval.select_best=true",
+                 "--set", "eval.select_tasks_per_class=2", "--set", "eval.final_tasks_per_class=3"]) == 0
+    run = tmp_path / "r"
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    for heading in ("## Success vs env steps", "## Adaptation curves per held-out class",
+                    "## Final evaluation per task", "## Before and after adaptation", "## Config"):
+        assert heading in md
+    # images are linked relative to the run dir and are real PNGs
+    for png in ("report_success.png", "report_adaptation_by_class.png"):
+        assert f"]({png})" in md
+        with Image.open(run / png) as im:
+            assert im.format == "PNG" and im.width > 100
+    # the final evaluation's per-task table: one row per held-out task, success@k as logged
+    final = json.loads((run / "final_eval.json").read_text())
+    rows = [line for line in md.splitlines() if line.startswith("| point |")]
+    assert len(rows) == final["n_tasks"] == 3
+    with (run / "eval.csv").open() as f:
+        logged = [r for r in csv.DictReader(f) if r["eval"] == "eval" and int(r["env_steps"]) == final["env_steps"]
+                  and r["task_index"] == rows[0].split("|")[2].strip() and r["round"] == "2"]
+    assert f"{100 * float(logged[0]['success']):.0f}% ({float(logged[0]['return']):.1f})" in rows[0]
+    assert "metarl eval" in md and "--video" in md  # no videos yet: says how to make them
+    assert "preset: toy_maml_trpo" in md or "agent:" in md  # the config is there
+    assert not list(run.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_metarl_report_refuses_a_dir_that_is_not_a_run(tmp_path, capsys):
+    from metarl.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "RUN_DIR:" in err and "not a run dir" in err
+    assert not (tmp_path / "report.md").exists()
