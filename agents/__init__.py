@@ -1,4 +1,5 @@
-"""Agent registry: name -> agent class (each class carries its `Config` dataclass)."""
+"""Agent registry: name -> agent class (each class carries its `Config` dataclass, an
+`agents.base.AgentConfig`). The CLI hands `AGENTS` to `metarl.config.load(..., registry=AGENTS)`."""
 from __future__ import annotations
 
 import inspect
@@ -6,13 +7,13 @@ from typing import Any, Callable, Union
 
 import torch
 
-from agents.base import MetaAgent
+from agents.base import AgentConfig, MetaAgent
 from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from agents.pearl import PEARL, PEARLConfig
 from agents.reptile import Reptile, ReptileConfig
 from agents.rl2_ppo import RL2PPO, RL2PPOConfig
 
-AgentConfig = Union[MAMLTRPOConfig, RL2PPOConfig, PEARLConfig, ReptileConfig]
+AnyAgentConfig = Union[MAMLTRPOConfig, RL2PPOConfig, PEARLConfig, ReptileConfig]
 AGENTS: dict[str, type[MAMLTRPO] | type[RL2PPO] | type[PEARL] | type[Reptile]] = {
     "maml_trpo": MAMLTRPO, "rl2_ppo": RL2PPO, "pearl": PEARL, "reptile": Reptile}
 

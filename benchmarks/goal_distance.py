@@ -51,6 +51,7 @@ def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
 def main(argv=None) -> int:
     import torch
 
+    from agents import AGENTS
     from metarl import checkpoint, config
     from metarl.types import ConfigError
     from metarl.trainer import build
@@ -65,10 +66,10 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         raise SystemExit(f"goal_distance: --rounds must be >= 1, got {args.rounds}")
     try:
-        ckpt, payload = checkpoint.resolve(args.checkpoint)
+        ckpt, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
     except ConfigError as e:
         raise SystemExit(f"goal_distance: {e}")
-    cfg = config.from_dict(payload["config"])
+    cfg = config.from_dict(payload["config"], registry=AGENTS)
     if cfg.env.benchmark != "ML1":
         raise SystemExit(f"goal_distance: needs an ML1 run, got env.benchmark={cfg.env.benchmark!r}")
     torch.manual_seed(args.seed)

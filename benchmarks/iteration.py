@@ -31,11 +31,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON path (default benchmarks/results/iteration[_cuda].json)")
     args = p.parse_args(argv)
 
+    from agents import AGENTS
     from metarl import config
     from metarl.evaluation import evaluate, select_tasks
     from metarl.trainer import build
 
-    cfg = config.load(ROOT / "configs" / "ml10_maml_trpo.yaml", args.set, device=args.device)
+    cfg = config.load(ROOT / "configs" / "ml10_maml_trpo.yaml", args.set, device=args.device, registry=AGENTS)
     device = config.resolve_device(cfg.run.device)
     torch.set_num_threads(cfg.run.torch_threads or torch.get_num_threads())
     torch.manual_seed(0)

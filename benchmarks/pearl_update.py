@@ -29,9 +29,10 @@ OBS_DIM, ACT_DIM, N_TASKS, HORIZON, FILL = 39, 4, 50, 150, 5_000
 
 def time_steps(preset: str, device: str, steps: int) -> float:
     from agents.pearl import PEARL
+    from agents import AGENTS
     from metarl import config
 
-    cfg = config.load(ROOT / "configs" / f"{preset}.yaml", ["agent.replay_capacity=10000"], device=device)
+    cfg = config.load(ROOT / "configs" / f"{preset}.yaml", ["agent.replay_capacity=10000"], device=device, registry=AGENTS)
     torch.manual_seed(0)
     agent = PEARL(cfg.agent, OBS_DIM, ACT_DIM, device, n_train_tasks=N_TASKS, horizon=HORIZON)
     rng = np.random.default_rng(0)

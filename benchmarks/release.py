@@ -33,16 +33,17 @@ def release(source: str, name: str, dest: Path = DEST) -> Path:
     import torch
 
     import agents
+    from agents import AGENTS
     from metarl import checkpoint, config
     from metarl.cli import _git_commit
     from metarl.types import ConfigError
 
     if not _NAME.match(name) or name.endswith(".pt"):
         raise ConfigError(f"NAME: {name!r} must be letters, digits, '_', '-', '.' (no path, no .pt)")
-    path, payload = checkpoint.resolve(source)
-    cfg = config.from_dict(payload["config"])
-    keys = agents.AGENTS[cfg.agent.name].RELEASE_KEYS  # what acting and adapting need
+    path, payload = checkpoint.resolve(source, registry=AGENTS)
+    cfg = config.from_dict(payload["config"], registry=AGENTS)
     state = payload["agent"]
+    keys = agents.AGENTS[cfg.agent.name].RELEASE_KEYS or tuple(state)  # what acting and adapting need (None: all)
     if state.get("policy_only"):
         raise ConfigError(f"SOURCE: {path} is already a released policy")
     light = {k: state[k] for k in keys if k in state}

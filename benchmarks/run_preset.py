@@ -58,6 +58,7 @@ def _table(success: list[float], returns: list[float]) -> str:
 def main(argv=None) -> int:
     import torch
 
+    from agents import AGENTS
     from metarl import config
     from metarl.cli import _git_commit, resume_config
     from metarl.logging import curve_figure
@@ -92,10 +93,10 @@ def main(argv=None) -> int:
                 seed = cfg.run.seed
                 args.seeds = [seed]
             else:
-                cfg = config.load(args.config, args.set, seed=seed, device=args.device)
+                cfg = config.load(args.config, args.set, seed=seed, device=args.device, registry=AGENTS)
                 cfg = config.from_dict({**cfg.to_dict(), "run": {
                     **cfg.to_dict()["run"], "out_dir": args.runs,
-                    "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}})
+                    "name": f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"}}, registry=AGENTS)
                 run_dir = Path(cfg.run.out_dir) / cfg.run.name
             device = config.resolve_device(cfg.run.device)
         except ConfigError as e:

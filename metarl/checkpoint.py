@@ -12,12 +12,15 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from metarl.types import ConfigError
+
+if TYPE_CHECKING:
+    from metarl.config import Registry
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -134,8 +137,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Newest readable checkpoint of a run; a corrupt newer one is skipped with a warning."""
+def load_latest(run_dir: str | Path, *, registry: Registry) -> tuple[Path, dict[str, Any]]:
+    """Newest readable checkpoint of a run; a corrupt newer one is skipped with a warning.
+    `registry` (agents.AGENTS) reads the training configs `check_run` compares."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"--resume: no such run dir: {run_dir}")
@@ -150,29 +154,29 @@ def load_latest(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
             errors.append(str(e))
             warnings.warn(f"skipping unreadable checkpoint {path.name}: {e}", stacklevel=2)
             continue
-        check_run(path, payload)
+        check_run(path, payload, registry=registry)
         return path, payload
     if not candidates:
         raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
     raise ConfigError(f"--resume: no readable checkpoint in {checkpoint_dir(run_dir)}: {errors[0]}")
 
 
-def resolve(path_or_run: str | Path) -> tuple[Path, dict[str, Any]]:
+def resolve(path_or_run: str | Path, *, registry: Registry) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file, or a run dir meaning its newest readable checkpoint."""
     p = Path(path_or_run)
     if p.is_dir():
-        return load_latest(p)
+        return load_latest(p, registry=registry)
     payload = load_file(p)
-    check_run(p, payload)
+    check_run(p, payload, registry=registry)
     return p, payload
 
 
-def _config_hash(raw: Any) -> str | None:
+def _config_hash(raw: Any, registry: Registry) -> str | None:
     """The training-config hash of a config mapping as this code reads it; None if it cannot."""
     from metarl import config
 
     try:
-        return config.from_dict(raw).hash()
+        return config.from_dict(raw, registry=registry).hash()
     except (ConfigError, TypeError, ValueError, AttributeError):
         return None
 
@@ -195,7 +199,7 @@ def run_config_hashes(run_dir: Path) -> set[str]:
     return out
 
 
-def check_run(path: Path, payload: dict[str, Any]) -> None:
+def check_run(path: Path, payload: dict[str, Any], *, registry: Registry) -> None:
     """A checkpoint in RUN_DIR/checkpoints/ must have been written by that run: same agent and a
     training config the run has had (RUN_DIR/config.yaml, or one recorded in runs.jsonl).
     Checked before anything is written, so a checkpoint copied from another run is refused
@@ -224,7 +228,7 @@ def check_run(path: Path, payload: dict[str, Any]) -> None:
             f"checkpoint: {path} holds a {ck_agent!r} agent but its run dir's config.yaml asks for "
             f"{run_agent!r}: it was copied from another run; allowed: checkpoints this run wrote (move it out "
             f"of {path.parent})")
-    ck_hash, run_hash = _config_hash(saved), _config_hash(raw)
+    ck_hash, run_hash = _config_hash(saved, registry), _config_hash(raw, registry)
     if ck_hash is None or run_hash is None:
         return  # written by a metarl whose config this code cannot read: the agent check is all we can do
     if ck_hash != run_hash and ck_hash not in run_config_hashes(run_dir):

@@ -52,17 +52,18 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change
     """(config, checkpoint payload) to continue `run_dir` from its newest readable checkpoint:
     the checkpoint's config with `overrides` applied; a change to a field that shapes training
     is refused unless `allow_config_change`."""
+    from agents import AGENTS
     from metarl import checkpoint, config
 
-    _, payload = checkpoint.load_latest(run_dir)
-    base = config.from_dict(payload["config"])
+    _, payload = checkpoint.load_latest(run_dir, registry=AGENTS)
+    base = config.from_dict(payload["config"], registry=AGENTS)
     raw = base.to_dict()
     for key, value in config.parse_overrides(overrides):
         config._set_dotted(raw, key, value)
     for key, value in (("seed", seed), ("device", device)):
         if value is not None:
             config._set_dotted(raw, f"run.{key}", value)
-    cfg = config.from_dict(raw, base.preset)
+    cfg = config.from_dict(raw, base.preset, registry=AGENTS)
     # compare with the checkpoint's config as this code reads it (fields added since it was
     # written take their defaults), not with its stored hash, so new fields don't block resume
     if cfg.hash() != base.hash() and not allow_config_change:
@@ -76,6 +77,7 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from agents import AGENTS
     from metarl import config
     from metarl.trainer import Trainer, benchmark_for
 
@@ -91,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.config:
             raise ConfigError("CONFIG: a preset YAML is required (e.g. configs/ml1_reach_maml_trpo.yaml) "
                               "unless --resume RUN_DIR is given")
-        cfg = config.load(args.config, args.set or [], seed=args.seed, device=args.device)
+        cfg = config.load(args.config, args.set or [], seed=args.seed, device=args.device, registry=AGENTS)
         run_dir = None
     device = config.resolve_device(cfg.run.device)
     bench = benchmark_for(cfg)  # validates names and sizes before anything is written

@@ -54,10 +54,11 @@ def _eval_setup(args):
     """(checkpoint path, payload, config with --horizon applied, device) for `metarl eval`."""
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed: must be in 0..{2**32 - 1}, got {args.seed}")
+    from agents import AGENTS
     from metarl import checkpoint, config
 
-    ckpt_path, payload = checkpoint.resolve(args.checkpoint)
-    cfg = config.from_dict(payload["config"])
+    ckpt_path, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
+    cfg = config.from_dict(payload["config"], registry=AGENTS)
     horizon = args.horizon
     if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
         horizon = 500  # the protocol's horizon, whatever the run trained with
@@ -66,7 +67,7 @@ def _eval_setup(args):
             raise ConfigError(f"--horizon: must be >= 1, got {horizon}")
         d = cfg.to_dict()
         d["env"]["max_episode_steps"] = horizon
-        cfg = config.from_dict(d)
+        cfg = config.from_dict(d, registry=AGENTS)
     return ckpt_path, payload, cfg, config.resolve_device(args.device)
 
 

@@ -11,12 +11,13 @@ import math
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import yaml
 
+from metarl.fields import Section, int_in, nonnegative, one_of, positive
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:
@@ -24,35 +25,43 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("curve", "metaworld")
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
+
+
+class AgentClass(Protocol):
+    """What the config needs of a registered agent: the dataclass of its `agent:` section."""
+
+    @property
+    def Config(self) -> type: ...  # noqa: N802 (the agent classes' attribute name)
+
+
+# name -> agent class, e.g. agents.AGENTS: handed in by the caller (cli, trainer, tests), so that
+# this module, which the whole core uses, does not depend on the agents package
+Registry = Mapping[str, AgentClass]
 VIDEO_MAX_TASKS = 100  # eval.video_tasks: each task is filmed for every round (~30 s a clip at 240x240)
 
 
 @dataclass(frozen=True)
-class RunSection:
-    env_steps: int = 1_000_000      # training env-step budget (evaluation steps not counted)
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda
+class RunSection(Section):
+    SECTION: ClassVar[str] = "run"
+    env_steps: int = field(default=1_000_000, metadata=positive())  # training env-step budget (evaluation steps not counted)
+    seed: int = field(default=0, metadata=int_in(0, SEED_MAX))
+    device: str = field(default="auto", metadata=one_of(*DEVICES, what="device"))  # auto | cpu | cuda
     out_dir: str = "runs"           # run dirs are created under here
     name: str | None = None         # run dir name; default <preset>-s<seed>-<timestamp>
-    checkpoint_every: int = 1       # iterations between checkpoints
-    keep_checkpoints: int = 3
-    max_rejected_streak: int = 5    # stop after this many iterations in a row with non-finite updates
+    checkpoint_every: int = field(default=1, metadata=positive())  # iterations between checkpoints
+    keep_checkpoints: int = field(default=3, metadata=positive())
+    # stop after this many iterations in a row with non-finite updates
+    max_rejected_streak: int = field(default=5, metadata=positive())
     progress: bool = True           # rich progress bar on the console
-    torch_threads: int = 1          # learner threads (0: torch's default). 1 is robust when other
-                                    # processes share the cores; oversubscribed OpenMP threads stall
+    # learner threads (0: torch's default). 1 is robust when other processes share the cores;
+    # oversubscribed OpenMP threads stall
+    torch_threads: int = field(default=1, metadata=nonnegative())
 
-    def __post_init__(self):
-        _check(self.env_steps > 0, "run.env_steps", f"must be > 0, got {self.env_steps}")
-        _check(0 <= self.seed <= SEED_MAX, "run.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
+    def validate(self) -> None:
         _check(self.name is None or _plain_name(self.name), "run.name",
                f"must be a plain directory name, which stays inside run.out_dir (no '/', no '..', "
                f"not absolute, not empty), got {self.name!r}")
-        _check(self.device in DEVICES, "run.device", f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
-        _check(self.checkpoint_every > 0, "run.checkpoint_every", f"must be > 0, got {self.checkpoint_every}")
-        _check(self.torch_threads >= 0, "run.torch_threads", f"must be >= 0, got {self.torch_threads}")
-        _check(self.max_rejected_streak > 0, "run.max_rejected_streak",
-               f"must be > 0, got {self.max_rejected_streak}")
-        _check(self.keep_checkpoints > 0, "run.keep_checkpoints", f"must be > 0, got {self.keep_checkpoints}")
 
 
 @dataclass(frozen=True)
@@ -151,9 +160,6 @@ class RunConfig:
         for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
 
 
 def _plain_name(name: str) -> bool:
@@ -276,9 +282,8 @@ def _check_mapping(data: Any, prefix: str, fields: list[str]) -> None:
                           f"got {type(data).__name__} {shown}")
 
 
-def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
-    from agents import AGENTS
-
+def from_dict(raw: dict[str, Any], preset: str = "custom", *, registry: Registry) -> RunConfig:
+    """Validate a config mapping; the `agent:` section is built by `registry[agent.name].Config`."""
     raw = dict(raw)
     preset = str(raw.pop("preset", preset))  # present in a saved run's config.yaml
     allowed = ["run", "env", "agent", "eval"]
@@ -288,9 +293,9 @@ def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
     _check_mapping(raw.get("agent"), "agent", ["name", "meta_batch"])
     agent_raw = dict(raw.get("agent") or {})
     name = agent_raw.get("name", "maml_trpo")
-    if name not in AGENTS:
-        raise ConfigError(f"agent.name: unknown agent {name!r}; allowed: {', '.join(AGENTS)}")
-    agent_cfg = build_section(AGENTS[name].Config, agent_raw, "agent")
+    if not isinstance(name, str) or name not in registry:
+        raise ConfigError(f"agent.name: unknown agent {name!r}; allowed: {', '.join(registry)}")
+    agent_cfg = build_section(registry[name].Config, agent_raw, "agent")
     env = build_section(EnvSection, raw.get("env"), "env")
     if env.benchmark != "ML1" and "env_name" not in (raw.get("env") or {}):
         env = dataclasses.replace(env, env_name=None)
@@ -298,8 +303,9 @@ def from_dict(raw: dict[str, Any], preset: str = "custom") -> RunConfig:
                      build_section(EvalSection, raw.get("eval"), "eval"))
 
 
-def load(path: str | Path, overrides: Sequence[str] = (), **top: Any) -> RunConfig:
-    """Load a YAML preset, apply `a.b=c` overrides, then `top` (e.g. seed=, device=) into run."""
+def load(path: str | Path, overrides: Sequence[str] = (), *, registry: Registry, **top: Any) -> RunConfig:
+    """Load a YAML preset, apply `a.b=c` overrides, then `top` (e.g. seed=, device=) into run;
+    `registry` (agents.AGENTS) names the agents and their config dataclasses."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
@@ -317,7 +323,7 @@ def load(path: str | Path, overrides: Sequence[str] = (), **top: Any) -> RunConf
     for key, value in top.items():
         if value is not None:
             _set_dotted(raw, f"run.{key}", value)
-    return from_dict(raw, preset=path.stem)
+    return from_dict(raw, preset=path.stem, registry=registry)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -73,7 +73,7 @@ class Constraint:
         elif self.hi is not None:
             rule = f"must be {'<' if self.hi_open else '<='} {self.hi}"
         else:
-            rule = "must be a number"
+            return "must be a finite number" if self.finite else "must be a number"
         if self.finite:
             rule = rule.replace("must be", "must be a finite number", 1)
         return rule

@@ -280,6 +280,7 @@ def _render_factory(factory: Any, cfg: RunConfig, store: dict, film: set[str], h
 def _replay(spec: dict[str, Any], store: dict) -> tuple[AdaptationCurve, RunConfig]:
     import torch
 
+    from agents import AGENTS
     from envs import TaskVectorEnv
     from metarl import checkpoint, config
     from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate
@@ -287,9 +288,10 @@ def _replay(spec: dict[str, Any], store: dict) -> tuple[AdaptationCurve, RunConf
     from metarl.trainer import build
     from metarl.types import AdaptationCurve
 
-    cfg = config.from_dict(spec["config"], spec["preset"])
-    cfg_local = config.from_dict({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], "n_workers": 0}}, cfg.preset)
-    _, payload = checkpoint.resolve(spec["checkpoint"])
+    cfg = config.from_dict(spec["config"], spec["preset"], registry=AGENTS)
+    cfg_local = config.from_dict({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], "n_workers": 0}}, cfg.preset,
+                                 registry=AGENTS)
+    _, payload = checkpoint.resolve(spec["checkpoint"], registry=AGENTS)
     torch.manual_seed(spec["torch_seed"])
     bench, sampler, agent = build(cfg_local, torch.device("cpu"))  # the same construction as the evaluation's
     agent.load_state_dict(payload["agent"])

@@ -11,6 +11,7 @@ import torch
 from metarl import checkpoint
 from metarl.cli import main
 from helpers import assert_same
+from agents import AGENTS
 
 
 def train(tmp_path, toy_config, *extra, name="r"):
@@ -60,8 +61,8 @@ def test_resume_gives_exactly_the_uninterrupted_parameters(tmp_path, preset, per
     assert train(tmp_path, config, "--set", f"run.env_steps={total}", *common, name="straight") == 0
     assert train(tmp_path, config, "--set", f"run.env_steps={split}", *common, name="split") == 0
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", f"run.env_steps={total}"]) == 0
-    a = checkpoint.load_latest(tmp_path / "straight")[1]
-    b = checkpoint.load_latest(tmp_path / "split")[1]
+    a = checkpoint.load_latest(tmp_path / "straight", registry=AGENTS)[1]
+    b = checkpoint.load_latest(tmp_path / "split", registry=AGENTS)[1]
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 7
     assert_same(a["agent"], b["agent"])  # parameters (and optimizer state where there is one)
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
@@ -86,7 +87,7 @@ def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, toy_config):
     newest = ckpts[-1]
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
-        path, payload = checkpoint.load_latest(tmp_path / "r")
+        path, payload = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)
     assert path == ckpts[-2] and payload["counters"]["iteration"] == 4
 
 
@@ -133,9 +134,9 @@ def test_checkpoint_of_another_agent_is_refused(tmp_path, toy_config):
     from metarl.trainer import Trainer
     from metarl.types import ConfigError
 
-    rl2 = config.load(Path(toy_config).parent / "toy_rl2_ppo.yaml", ["run.progress=false"])
+    rl2 = config.load(Path(toy_config).parent / "toy_rl2_ppo.yaml", ["run.progress=false"], registry=AGENTS)
     with pytest.raises(ConfigError, match="the checkpoint holds a 'maml_trpo' agent but the config asks for 'rl2_ppo'"):
-        Trainer(rl2, tmp_path / "other", torch.device("cpu"), checkpoint.load_latest(tmp_path / "r")[1])
+        Trainer(rl2, tmp_path / "other", torch.device("cpu"), checkpoint.load_latest(tmp_path / "r", registry=AGENTS)[1])
 
 
 def test_cuda_without_cuda_is_refused(tmp_path, toy_config):
@@ -175,7 +176,7 @@ def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_p
     from metarl.types import ConfigError
 
     assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
-    path, payload = checkpoint.load_latest(tmp_path / "r")
+    path, payload = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)
     del payload["config"]["env"]["fast_path"]  # as written by a version without that field
     payload["config_hash"] = "hash-of-an-older-version"
     torch.save(payload, path)
@@ -208,7 +209,7 @@ def test_select_best_keeps_the_best_training_task_checkpoint_and_evaluates_it(tm
     assert best["env_steps"] == best_steps and best["score"] == pytest.approx(list(mean[best_steps]))
     path = checkpoint.checkpoint_dir(run) / checkpoint.BEST
     assert path not in checkpoint.list_checkpoints(run)
-    assert checkpoint.load_latest(run)[0].name == "ckpt_0000006.pt"
+    assert checkpoint.load_latest(run, registry=AGENTS)[0].name == "ckpt_0000006.pt"
     a = checkpoint.load_file(path)
     assert a["counters"]["iteration"] == best["iteration"] == best_steps // 4000
     assert_same(a["agent"], checkpoint.load_file(
@@ -224,7 +225,7 @@ def test_select_best_changes_neither_training_nor_the_held_out_evaluation(tmp_pa
     assert train(tmp_path, toy_config, *common, name="plain") == 0
     assert train(tmp_path, toy_config, *common, "--set", "eval.select_best=true",
                  "--set", "eval.select_tasks_per_class=4", name="select") == 0
-    a, b = (checkpoint.load_latest(tmp_path / n)[1] for n in ("plain", "select"))
+    a, b = (checkpoint.load_latest(tmp_path / n, registry=AGENTS)[1] for n in ("plain", "select"))
     assert_same(a["agent"], b["agent"])
     rows = {n: [r for r in csv.DictReader((tmp_path / n / "eval.csv").open()) if r["eval"] == "eval"]
             for n in ("plain", "select")}

@@ -25,6 +25,7 @@ from metarl import checkpoint, config
 from metarl.cli import main
 from metarl.sampler import Sampler
 from metarl.trainer import benchmark_for
+from agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = sorted(agents.AGENTS)
@@ -44,7 +45,7 @@ def test_every_registered_agent_has_a_toy_preset():
 
 
 def _build(name: str, n_workers: int):
-    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=6"], seed=3, device="cpu")
+    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=6"], seed=3, device="cpu", registry=AGENTS)
     bench = benchmark_for(cfg)
     torch.manual_seed(0)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, "cpu", n_train_tasks=len(bench.train_tasks),
@@ -117,16 +118,16 @@ def _train(tmp_path, name, run, *extra):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_resume_checkpoints_release_eval_and_plot(tmp_path, name):
-    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=8"], seed=0, device="cpu")
+    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=8"], seed=0, device="cpu", registry=AGENTS)
     # one iteration, then two resumes of one iteration each (iterations may differ in env steps)
     part = _train(tmp_path, name, "split", "--set", "run.env_steps=1")
     for _ in range(2):
-        steps = checkpoint.load_latest(part)[1]["counters"]["env_steps"]
+        steps = checkpoint.load_latest(part, registry=AGENTS)[1]["counters"]["env_steps"]
         _cli("train", "--resume", str(part), "--set", f"run.env_steps={steps + 1}")
-    total = checkpoint.load_latest(part)[1]["counters"]["env_steps"]
+    total = checkpoint.load_latest(part, registry=AGENTS)[1]["counters"]["env_steps"]
     straight = _train(tmp_path, name, "straight", "--set", f"run.env_steps={total}")
-    path_a, a = checkpoint.load_latest(straight)
-    _, b = checkpoint.load_latest(part)
+    path_a, a = checkpoint.load_latest(straight, registry=AGENTS)
+    _, b = checkpoint.load_latest(part, registry=AGENTS)
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 3
     assert_same(a["agent"], b["agent"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]

@@ -8,6 +8,7 @@ import torch
 
 from metarl import checkpoint
 from metarl.cli import main
+from agents import AGENTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -29,7 +30,7 @@ def test_agent_trains_and_resumes_on_cuda(tmp_path, preset):
     from metarl import config
     from metarl.trainer import build
 
-    cfg = config.load(CONFIGS / f"{preset}.yaml", [], device="cuda")
+    cfg = config.load(CONFIGS / f"{preset}.yaml", [], device="cuda", registry=AGENTS)
     _, sampler, agent = build(cfg, config.resolve_device("cuda"))
     sampler.vec_env.close()
     learner = [p for m in vars(agent).values() if isinstance(m, torch.nn.Module) for p in m.parameters()]
@@ -39,9 +40,9 @@ def test_agent_trains_and_resumes_on_cuda(tmp_path, preset):
               "--set", "eval.every=2", "--set", "eval.tasks_per_class=2", "--set", "eval.final_tasks_per_class=2"]
     assert main(["train", str(CONFIGS / f"{preset}.yaml"), "--device", "cuda", "--set", "run.env_steps=2000",
                  *common]) == 0
-    first = checkpoint.load_latest(tmp_path / "r")[1]
+    first = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)[1]
     assert main(["train", "--resume", str(tmp_path / "r"), "--set", "run.env_steps=12000"]) == 0
-    last = checkpoint.load_latest(tmp_path / "r")[1]
+    last = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)[1]
     assert last["counters"]["iteration"] > first["counters"]["iteration"]
     params = [t for t in _tensors(last["agent"]) if t.is_floating_point()]
     assert params and all(torch.isfinite(t).all() for t in params)

@@ -17,6 +17,7 @@ from envs.faults import DieAtStepFactory, SlowSetTaskFactory
 from envs.vector import WorkerError
 from metarl import checkpoint
 from metarl.sampler import Sampler
+from agents import AGENTS
 
 
 def _collect(factory, n_workers, bench, **kw):
@@ -97,7 +98,7 @@ def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "checkpoint written" in err and "--resume" in err
-    path, payload = checkpoint.load_latest(run)
+    path, payload = checkpoint.load_latest(run, registry=AGENTS)
     assert payload["counters"]["iteration"] >= 1
     time.sleep(0.5)
     alive = [c for c in children if os.path.exists(f"/proc/{c}") and
@@ -108,7 +109,7 @@ def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy
                         "--set", f"run.env_steps={payload['counters']['env_steps'] + 4000}",
                         "--set", "eval.final_tasks_per_class=1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert checkpoint.load_latest(run)[1]["counters"]["iteration"] == payload["counters"]["iteration"] + 1
+    assert checkpoint.load_latest(run, registry=AGENTS)[1]["counters"]["iteration"] == payload["counters"]["iteration"] + 1
 
 
 def test_resume_with_changed_training_config_is_refused(tmp_path, toy_config):
@@ -143,7 +144,7 @@ def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config
     from metarl import config
     from metarl.trainer import RunStopped, Trainer
 
-    cfg = config.load(toy_config, ["run.progress=false", "run.max_rejected_streak=2"])
+    cfg = config.load(toy_config, ["run.progress=false", "run.max_rejected_streak=2"], registry=AGENTS)
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"))
     real = trainer.agent.train_iteration
 
@@ -155,7 +156,7 @@ def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config
     monkeypatch.setattr(trainer.agent, "train_iteration", poisoned)
     with pytest.raises(RunStopped, match="2 iterations in a row"):
         trainer.run()
-    assert checkpoint.load_latest(tmp_path)[1]["counters"]["iteration"] == 2
+    assert checkpoint.load_latest(tmp_path, registry=AGENTS)[1]["counters"]["iteration"] == 2
 
 
 def test_unstable_episode_is_discarded_and_recollected():
@@ -186,7 +187,7 @@ def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
     proc.kill()
     proc.wait()
     assert tmp.exists(), "the save finished before it could be killed"
-    path, payload = checkpoint.load_latest(tmp_path)
+    path, payload = checkpoint.load_latest(tmp_path, registry=AGENTS)
     assert path.name == "ckpt_0000001.pt" and payload["counters"]["iteration"] == 1
 
 
@@ -286,7 +287,7 @@ def test_group_signal_mid_rollout_spends_no_worker_restarts(tmp_path, toy_config
     assert "Traceback" not in err and "died" not in err and "restarting" not in err, err
     assert "worker restarts: 0" in out, out
     assert "checkpoint written" in err and "--resume" in err, err
-    assert checkpoint.load_latest(tmp_path / "r")[1]["counters"]["iteration"] >= 2
+    assert checkpoint.load_latest(tmp_path / "r", registry=AGENTS)[1]["counters"]["iteration"] >= 2
     deadline = time.monotonic() + 10
     while _group(proc.pid) and time.monotonic() < deadline:  # no worker (or forkserver) left behind
         time.sleep(0.1)

@@ -15,6 +15,7 @@ import yaml
 
 from metarl import checkpoint
 from metarl.cli import main
+from agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RL2 = str(ROOT / "configs" / "toy_rl2_ppo.yaml")
@@ -130,7 +131,7 @@ def test_checkpoint_copied_from_another_run_is_refused_by_eval_and_resume(tmp_pa
                       name="theirs") == 0
         expected = "was written with training config"
     mine = tmp_path / "mine"
-    theirs = checkpoint.load_latest(tmp_path / "theirs")[0]
+    theirs = checkpoint.load_latest(tmp_path / "theirs", registry=AGENTS)[0]
     shutil.copyfile(theirs, checkpoint.checkpoint_dir(mine) / "ckpt_0000099.pt")
     before = _snapshot(mine)
     for args in (["eval", str(mine)], ["eval", str(checkpoint.checkpoint_dir(mine) / "ckpt_0000099.pt")],
@@ -148,7 +149,7 @@ def test_checkpoints_of_a_run_resumed_with_a_config_change_still_load(tmp_path, 
     assert main(["train", "--resume", str(tmp_path / "r"), "--allow-config-change", "--set", "agent.inner_lr=0.05",
                  "--set", "run.env_steps=8000"]) == 0
     for p in checkpoint.list_checkpoints(tmp_path / "r"):  # iteration 1 (old config), 2 (new)
-        assert checkpoint.resolve(p)[0] == p
+        assert checkpoint.resolve(p, registry=AGENTS)[0] == p
 
 
 # ---- 3. config values ---------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_more_workers_than_cores_warns_once(toy_config, capsys, monkeypatch):
 
     monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
     monkeypatch.setattr(resources, "_warned", set())
-    cfg = config.load(toy_config, ["env.n_workers=3"])
+    cfg = config.load(toy_config, ["env.n_workers=3"], registry=AGENTS)
     benchmark_for(cfg)
     benchmark_for(cfg)
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,6 +17,7 @@ from metarl.evaluation import evaluate
 from metarl.sampler import Sampler
 from metarl.types import ConfigError, EpisodeBatch
 from helpers import assert_same, train_seeds
+from agents import AGENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_PEARL = os.path.join(ROOT, "configs", "toy_pearl.yaml")
@@ -27,7 +28,7 @@ SMALL = dict(meta_batch=4, latent_dim=3, hidden_sizes=(16,), encoder_hidden=(16,
 
 
 def _toy_cfg(**over) -> PEARLConfig:
-    return config.load(TOY_PEARL, [f"agent.{k}={v}" for k, v in over.items()]).agent
+    return config.load(TOY_PEARL, [f"agent.{k}={v}" for k, v in over.items()], registry=AGENTS).agent
 
 
 def test_product_of_gaussians_matches_the_closed_form():
@@ -190,8 +191,8 @@ def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
     assert main(["train", TOY_PEARL, "--set", "run.env_steps=3600", "--set", "run.name=straight", *common]) == 0
     assert main(["train", TOY_PEARL, "--set", "run.env_steps=2400", "--set", "run.name=split", *common]) == 0
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.env_steps=3600"]) == 0
-    a = checkpoint.load_latest(tmp_path / "straight")[1]
-    b = checkpoint.load_latest(tmp_path / "split")[1]
+    a = checkpoint.load_latest(tmp_path / "straight", registry=AGENTS)[1]
+    b = checkpoint.load_latest(tmp_path / "split", registry=AGENTS)[1]
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 5
     assert a["agent"]["buffers"]["replay"]["size"].sum() == 3600
     assert a["agent"]["optimizers"]["encoder"]["state"]  # Adam moments are there and compared
@@ -281,8 +282,8 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
                "--set", "eval.every=0", "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=2",
                "--set", f"run.out_dir={tmp_path}", "--set", "run.name=ml1", "--set", "run.progress=false"])
     assert rc == 0
-    _, payload = checkpoint.resolve(tmp_path / "ml1")
-    cfg = config.from_dict(payload["config"])
+    _, payload = checkpoint.resolve(tmp_path / "ml1", registry=AGENTS)
+    cfg = config.from_dict(payload["config"], registry=AGENTS)
     bench, sampler, agent = build(cfg, torch.device("cpu"))
     try:
         agent.load_state_dict(payload["agent"])

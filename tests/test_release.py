@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASED = ROOT / "benchmarks" / "checkpoints"
@@ -57,7 +58,7 @@ def released_vs_untrained(name: str, goals_per_class: int, seed: int) -> dict[st
     from metarl.trainer import build
 
     f = RELEASED / f"{name}.pt"
-    cfg = config.from_dict(torch.load(f, map_location="cpu", weights_only=True)["config"])
+    cfg = config.from_dict(torch.load(f, map_location="cpu", weights_only=True)["config"], registry=AGENTS)
     scores = {}
     for label in ("released", "untrained"):
         torch.manual_seed(seed)
