@@ -218,7 +218,7 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
     for bench in sorted({r["benchmark"] for r in rows.values()}):
         lines += [f"## {bench}", ""]
         lines += ["| agent | seeds | env steps | meta-train final | meta-train max | meta-test final | meta-test max "
-                  "| meta-test before adaptation | meta-test pooled (metaworld 3.1.1) | wall time | machine |",
+                  "| meta-test before adaptation | meta-test pooled (metaworld 3.1.1) | wall time per seed | machine |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row, a in sorted(rows.items()):
             if a["benchmark"] != bench:
@@ -231,7 +231,7 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
                 f"| **{label}** (`{row}`) | {len(a['seeds'])} | {steps} | {pct(mtr['success_final'], mtr['success_final_ci95'])} "
                 f"| {pct(mtr['success_max'], mtr['success_max_ci95'])} | {pct(mt['success_final'], mt['success_final_ci95'])} "
                 f"| {pct(mt['success_max'], mt['success_max_ci95'])} | {pct(mt.get('success_pre_adaptation'))} "
-                f"| {pct(mt['success_metaworld_pooled'])} | {sum(a['wall_seconds']) / 3600:.1f} h "
+                f"| {pct(mt['success_metaworld_pooled'])} | {', '.join(f'{w / 3600:.1f} h' for w in a['wall_seconds'])} "
                 f"| {'; '.join(a['machine'])} |")
         for p in PUBLISHED.get(bench, []):
             mt = f"{'~' if p.get('approx') else ''}{p['meta_test']:.1f}%"
