@@ -102,3 +102,44 @@ class _SlowSetTask:
     def set_task(self, task: Task) -> None:
         time.sleep(self.delay_s)
         self.env.set_task(task)
+
+
+@dataclass(frozen=True)
+class SlowWorkerFactory:
+    """Wraps an env factory; the first process to build an env from it (the `marker` file
+    records which) gets an env whose every step takes `delay_s` seconds longer: one slow worker."""
+
+    inner: Callable[[], TaskEnv]
+    delay_s: float
+    marker: str
+
+    def __call__(self):
+        env = self.inner()
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return env
+        return _SlowStep(env, self.delay_s)
+
+
+class _SlowStep:
+    def __init__(self, env: TaskEnv, delay_s: float):
+        self.env, self.delay_s = env, delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        time.sleep(self.delay_s)
+        return self.env.step(action)
+
+
+class NaNActor:
+    """An actor whose every action is NaN (acting must refuse it before MuJoCo sees it)."""
+
+    def __init__(self, act_dim: int):
+        self.act_dim = act_dim
+
+    def act(self, obs: Any, task_state: Any, *, deterministic: bool, noise: Any = None) -> tuple[Any, Any]:
+        import torch
+        return torch.full((obs.shape[0], self.act_dim), float("nan")), task_state

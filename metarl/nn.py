@@ -90,6 +90,24 @@ class BatchedGaussianActor(Actor):
             mean = mean + np.exp(p["log_std"]) * eps.to(task_state["log_std"].dtype).numpy()
         return torch.from_numpy(np.ascontiguousarray(mean)), task_state
 
+    def bind(self, task_state: Params) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+        """One slot's acting function (`task_state` with leading dimension 1), its weights laid
+        out once: obs [D] -> mean + exp(log_std) * noise [A] (noise None: the mean). The same
+        arithmetic as `act` on 1-D rows, equal within float rounding; the sampler's episode loop
+        uses it for every step of a unit (a third of `act`'s cost per call for one slot)."""
+        p = {k: v.detach()[0].numpy() for k, v in task_state.items()}
+        dtype = p["log_std"].dtype
+        plan = [(np.ascontiguousarray(p[layer + ".weight"].T), p[layer + ".bias"]) if isinstance(layer, str)
+                else layer for layer in self.layers]
+        std = np.exp(p["log_std"])
+
+        def step(obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+            h = obs.astype(dtype, copy=False)
+            for layer in plan:
+                h = h @ layer[0] + layer[1] if isinstance(layer, tuple) else layer(h)
+            return h if noise is None else h + std * noise.astype(dtype, copy=False)
+        return step
+
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 

@@ -77,11 +77,11 @@ def check(cfg: RunConfig, bench: Any) -> None:
     """Refuse agent.meta_batch / env.n_workers that cannot fit this machine; warn about more
     worker processes than cores. Called before any env is built or worker spawned."""
     slots = int(cfg.agent.meta_batch)
-    workers = min(int(cfg.env.n_workers), slots)  # TaskVectorEnv never starts more workers than slots
+    workers = int(cfg.env.n_workers)  # independent of the task slots: workers take units as they free up
     cores = cpu_cores()
     if workers > MAX_WORKERS_PER_CORE * cores:
-        raise ConfigError(f"env.n_workers: {cfg.env.n_workers} worker processes ({workers} used for "
-                          f"{slots} task slots) on {cores} core{'s' if cores != 1 else ''}; allowed: "
+        raise ConfigError(f"env.n_workers: {cfg.env.n_workers} worker processes on {cores} "
+                          f"core{'s' if cores != 1 else ''}; allowed: "
                           f"0..{MAX_WORKERS_PER_CORE * cores} (up to {cores} without oversubscribing)")
     kind = getattr(bench.env_factory, "kind", "metaworld")
     episodes = episodes_per_task(cfg.agent, cfg.eval)

@@ -1,28 +1,37 @@
-"""The episode loop shared by every TaskVectorEnv backend.
+"""The episode loop shared by every TaskVectorEnv backend, and the work units it runs.
 
-`run_episodes` steps a list of task-slot envs for `n_episodes` consecutive
-episodes of `horizon` steps, with one batched `actor.act` call per step. It
-runs in the main process (in-process backend) or inside each worker on that
-worker's slots (multiprocess backend): same code, same numbers.
+A `sample` call is cut into **units** (`plan_units`): one whole episode of one task slot when
+the actor declares `episodes_independent` (MAML, Reptile: the task state -- adapted
+parameters -- does not change while acting, so any (task, episode) pair stands alone), else
+one whole trial of a slot (RL2's hidden state and PEARL's posterior carry across the
+episodes of a task). Every backend -- in-process, worker processes, Ray actors -- runs a unit
+with `run_unit` on one env, alone, and the backends hand units to whichever worker is free.
 
-After every step, an actor that defines `observe(task_state, action, reward, done)`
-gets to fold what happened into its per-task state (RL2 feeds the previous
-action, reward and episode-end flag back into its recurrent policy).
+Each unit carries its randomness: the env is seeded from the slot's seed (a derived seed for
+an episode unit past the first) and its exploration noise is its slice of the slot's stream
+(`slot_noise`), and its policy calls have batch size 1. So a unit's numbers do not depend on
+which worker, process or machine ran it, nor on what that worker ran before: the batch is bit
+identical whatever the backend, the number of workers or the order in which they finish.
 
-Exploration noise is an input (standard normal, [S, M, T, A], drawn per slot
-from the slot's seed), so trajectories do not depend on how slots are grouped
-into workers.
+After every step, an actor that defines `observe(task_state, action, reward, done)` folds
+what happened into its per-task state (RL2 feeds the previous action, reward and episode-end
+flag back into its recurrent policy).
 """
 from __future__ import annotations
 
+import os
+import socket
+import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from metarl.types import Actor, TaskEnv, TaskState
+from metarl.types import Actor, Task, TaskEnv, TaskState
+
+NOISE_STREAM = 7  # the noise stream of a slot seed s is default_rng([s, NOISE_STREAM])
 
 
 @dataclass
@@ -35,131 +44,201 @@ class Rollout:
     sim_warnings: np.ndarray  # [S, M] episodes discarded (and re-collected) for MuJoCo warnings
 
 
+@dataclass(frozen=True)
+class Job:
+    """What all units of one sample call share: sent once per worker per call."""
+
+    actor: Actor
+    task_state: TaskState  # every slot's state at the start of the call, on the CPU
+    horizon: int
+    act_dim: int
+    deterministic: bool
+    end_on_success: bool = False
+    max_recollect: int = 3
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Episodes `first_episode .. first_episode + n_episodes - 1` of slot `slot`."""
+
+    index: int            # position in the call's list of units
+    slot: int
+    task: Task
+    seed: int             # the slot's seed
+    first_episode: int
+    n_episodes: int
+    total_episodes: int   # episodes of the slot in the call
+
+    def env_seed(self) -> int:
+        """The slot's seed for its first episode; a seed derived from it for a later episode unit."""
+        if self.first_episode == 0:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, self.first_episode]).generate_state(1)[0] % (2**31 - 1))
+
+
+@dataclass
+class UnitResult:
+    index: int
+    data: tuple[np.ndarray, ...]  # obs, actions, rewards, next_obs, successes: [n_episodes, T, ...]
+    sim_warnings: np.ndarray      # [n_episodes]
+    state: TaskState              # the slot's task state after the unit (leading dim 1)
+    seconds: float                # time the worker spent on it
+    worker: str                   # host:pid that ran it
+
+
 def slot_noise(seeds: Sequence[int] | np.ndarray, n_episodes: int, horizon: int, act_dim: int) -> np.ndarray:
     """[S, M, T, A] standard-normal exploration noise, one independent stream per slot seed."""
-    return np.stack([np.random.default_rng([int(s), 7]).standard_normal((n_episodes, horizon, act_dim))
+    return np.stack([np.random.default_rng([int(s), NOISE_STREAM]).standard_normal((n_episodes, horizon, act_dim))
                      for s in seeds]).astype(np.float32)
 
 
-def _episode(envs: list[TaskEnv], actor: Actor, task_state: TaskState, horizon: int, noise: np.ndarray | None,
-             end_on_success: bool = False) -> tuple[tuple[np.ndarray, ...], np.ndarray, TaskState]:
-    """One episode on every env: obs, actions, rewards, next_obs, successes [S, T, ...],
-    MuJoCo warnings raised during it [S], and the task state after it.
+def unit_noise(unit: Unit, horizon: int, act_dim: int) -> np.ndarray:
+    """[n_episodes, T, A]: the unit's episodes' slice of its slot's noise stream (a Generator
+    fills arrays in order, so a prefix of the stream is the stream's prefix)."""
+    end = unit.first_episode + unit.n_episodes
+    stream = np.random.default_rng([int(unit.seed), NOISE_STREAM]).standard_normal((end, horizon, act_dim))
+    return stream[unit.first_episode:].astype(np.float32)
 
-    With `end_on_success` a slot's episode ends at its first successful step (the step is
-    recorded, the episode-end flag goes to `observe` for that slot): its env is not stepped
-    again, its later steps stay zero in the buffers and its task state is frozen until every
-    slot has ended; the next episode starts for all slots together."""
-    s = len(envs)
+
+def take_slots(state: TaskState, idx: np.ndarray | Sequence[int]) -> TaskState:
+    """The per-task state of slots `idx` (a pytree of tensors with a leading slot dimension)."""
+    index = torch.as_tensor(np.asarray(idx, np.int64))
+    return pytree.tree_map(lambda x: x[index] if torch.is_tensor(x) else x, state)
+
+
+def plan_units(tasks: Sequence[Task], seeds: Sequence[int], n_episodes: int,
+               episodes_independent: bool) -> list[Unit]:
+    units: list[Unit] = []
+    for slot, (task, seed) in enumerate(zip(tasks, seeds)):
+        parts = [(m, 1) for m in range(n_episodes)] if episodes_independent else [(0, n_episodes)]
+        for first, n in parts:
+            units.append(Unit(len(units), slot, task, int(seed), first, n, n_episodes))
+    return units
+
+
+def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, noise: np.ndarray | None,
+             end_on_success: bool) -> tuple[tuple[np.ndarray, ...], int, TaskState]:
+    """One episode on one env: obs, actions, rewards, next_obs, successes [T, ...], the MuJoCo
+    warnings raised during it and the task state after it. With `end_on_success` the episode
+    ends at its first successful step (recorded, with the episode-end flag going to `observe`);
+    its later steps stay zero."""
     observe = getattr(actor, "observe", None)
-    obs = np.stack([env.reset() for env in envs])
-    w0 = np.array([env.sim_warnings() for env in envs])
-    obs_buf = np.zeros((s, horizon, obs.shape[-1]), np.float32)
+    if getattr(type(actor), "observe", None) is Actor.observe:
+        observe = None  # the protocol's default keeps the state: no call per step
+    obs = env.reset()
+    w0 = env.sim_warnings()
+    obs_buf = np.zeros((horizon, obs.shape[-1]), np.float32)
     next_buf = np.zeros_like(obs_buf)
     act_buf: np.ndarray | None = None
-    rew = np.zeros((s, horizon), np.float32)
-    suc = np.zeros((s, horizon), bool)
-    live = np.ones(s, bool)
-    for k in range(horizon):
-        eps = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise[:, k]))
-        before = task_state
-        with torch.no_grad():
-            action_t, task_state = actor.act(torch.as_tensor(obs, dtype=torch.float32), task_state,
-                                             deterministic=noise is None, noise=eps)
-        action = action_t.cpu().numpy()
-        if act_buf is None:
-            act_buf = np.zeros((s, horizon, action.shape[-1]), np.float32)
-        bad = ~np.isfinite(action).all(axis=1) & live
-        if bad.any():
-            raise FloatingPointError(f"non-finite actions for slots {np.flatnonzero(bad).tolist()}")
-        if live.all():
-            obs_buf[:, k] = obs
-            act_buf[:, k] = action
-            out = [env.step(a) for env, a in zip(envs, action)]
-            obs = np.stack([o[0] for o in out])
-            next_buf[:, k] = obs
-            rew[:, k] = [o[1] for o in out]
-            suc[:, k] = [o[2] for o in out]
-        else:
-            idx = np.flatnonzero(live)
-            obs_buf[idx, k] = obs[idx]
-            act_buf[idx, k] = action[idx]
-            for i in idx:
-                o, r, sc = envs[i].step(action[i])[:3]
-                obs[i], rew[i, k], suc[i, k] = o, r, sc
-            next_buf[idx, k] = obs[idx]
-        if observe is not None:
-            done: bool | np.ndarray = k == horizon - 1  # [S] flags when episodes end on success
-            if end_on_success:
-                done = np.where(live & suc[:, k], True, done)
-            with torch.no_grad():
-                task_state = observe(task_state, torch.from_numpy(action), torch.from_numpy(rew[:, k]), done)
-        if end_on_success:
-            if not live.all():
-                task_state = _keep(before, task_state, live)
-            live &= ~suc[:, k]
-            if not live.any():
+    rew = np.zeros(horizon, np.float32)
+    suc = np.zeros(horizon, bool)
+    bind = getattr(actor, "bind", None)
+    if bind is not None and observe is None and getattr(actor, "episodes_independent", False):
+        # the state never changes: the actor lays out this slot's weights once for all steps
+        policy = bind(task_state)
+        for k in range(horizon):
+            obs_buf[k] = obs
+            action = policy(obs_buf[k], None if noise is None else noise[k])
+            if act_buf is None:
+                act_buf = np.zeros((horizon, action.shape[-1]), np.float32)
+            act_buf[k] = action
+            if not np.isfinite(act_buf[k]).all():
+                raise FloatingPointError(f"non-finite action {action!r} at step {k}")
+            obs, r, success = env.step(act_buf[k])
+            next_buf[k] = obs
+            rew[k] = r
+            suc[k] = success
+            if end_on_success and success:
                 break
-    warn = np.array([env.sim_warnings() for env in envs]) - w0
+        assert act_buf is not None
+        return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, task_state
+    eps_all = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise))
+    deterministic = noise is None
+    with torch.no_grad():
+        for k in range(horizon):
+            obs_buf[k] = obs
+            action_t, task_state = actor.act(torch.from_numpy(obs_buf[k:k + 1]), task_state,
+                                             deterministic=deterministic,
+                                             noise=None if eps_all is None else eps_all[k:k + 1])
+            action = action_t.cpu().numpy()
+            if act_buf is None:
+                act_buf = np.zeros((horizon, action.shape[-1]), np.float32)
+            act_buf[k] = action[0]
+            if not np.isfinite(act_buf[k]).all():
+                raise FloatingPointError(f"non-finite action {action[0]!r} at step {k}")
+            obs, r, success = env.step(act_buf[k])
+            next_buf[k] = obs
+            rew[k] = r
+            suc[k] = success
+            done = k == horizon - 1 or (end_on_success and bool(success))
+            if observe is not None:
+                task_state = observe(task_state, torch.from_numpy(act_buf[k:k + 1]), torch.from_numpy(rew[k:k + 1]),
+                                     done)
+            if end_on_success and success:
+                break
     assert act_buf is not None  # horizon >= 1
-    return (obs_buf, act_buf, rew, next_buf, suc), warn, task_state
+    return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, task_state
 
 
-def _keep(old: TaskState, new: TaskState, live: np.ndarray) -> TaskState:
-    """`new` for the live slots, `old` for the others (a pytree with a leading slot dimension)."""
-    mask = torch.as_tensor(live)
-
-    def pick(o: Any, n: Any) -> Any:
-        if not torch.is_tensor(n):
-            return n
-        m = mask.reshape(-1, *([1] * (n.dim() - 1)))
-        return torch.where(m, n, o)
-    return pytree.tree_map(pick, old, new)
-
-
-def take_slots(state: TaskState, idx: np.ndarray) -> TaskState:
-    """The per-task state of slots `idx` (a pytree of tensors with a leading slot dimension)."""
-    return pytree.tree_map(lambda x: x[torch.as_tensor(idx)] if torch.is_tensor(x) else x, state)
-
-
-def _put(state: TaskState, idx: np.ndarray, part: TaskState) -> TaskState:
-    def put(full: Any, p: Any) -> Any:
-        if not torch.is_tensor(full):
-            return full
-        out = full.clone()
-        out[torch.as_tensor(idx)] = p
-        return out
-    return pytree.tree_map(put, state, part)
-
-
-def run_episodes(envs: list[TaskEnv], actor: Actor, task_state: TaskState, n_episodes: int, horizon: int,
-                 noise: np.ndarray | None, max_recollect: int = 3,
-                 end_on_success: bool = False) -> tuple[Rollout, TaskState]:
-    """An episode during which MuJoCo raised a warning (the simulation went unstable) is
-    discarded and collected again on that slot, from the task state it started with and with
-    the slot's noise shifted in time, up to `max_recollect` times; `sim_warnings` counts the
-    discarded episodes. `end_on_success`: see `_episode`."""
-    s = len(envs)
-    fields: list[list[np.ndarray]] = [[] for _ in range(5)]
-    discarded = np.zeros((s, n_episodes), np.int64)
-    for m in range(n_episodes):
-        start_state = task_state
-        ep_noise = None if noise is None else noise[:, m]
-        data, warn, task_state = _episode(envs, actor, task_state, horizon, ep_noise, end_on_success)
-        for r in range(1, max_recollect + 1):
-            bad = np.flatnonzero(warn > 0)
-            if bad.size == 0:
+def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> UnitResult:
+    """Run one unit on `env`. An episode during which MuJoCo raised a warning (the simulation
+    went unstable) is discarded and collected again from the task state it started with and
+    with its noise shifted in time, up to `job.max_recollect` times; `sim_warnings` counts the
+    discarded episodes."""
+    t0 = time.perf_counter()
+    env.seed(unit.env_seed())
+    env.set_task(unit.task)
+    noise = None if job.deterministic else unit_noise(unit, job.horizon, job.act_dim)
+    state = take_slots(job.task_state, [unit.slot])
+    episodes = []
+    discarded = np.zeros(unit.n_episodes, np.int64)
+    for m in range(unit.n_episodes):
+        start = state
+        ep_noise = None if noise is None else noise[m]
+        data, warn, state = _episode(env, job.actor, start, job.horizon, ep_noise, job.end_on_success)
+        for r in range(1, job.max_recollect + 1):
+            if warn <= 0:
                 break
-            discarded[bad, m] += 1
-            sub_noise = None if noise is None else np.roll(noise[bad, m], r, axis=1)
-            sub, sub_warn, sub_state = _episode([envs[i] for i in bad], actor, take_slots(start_state, bad),
-                                                horizon, sub_noise, end_on_success)
-            for full, part in zip(data, sub):
-                full[bad] = part
-            warn = warn.copy()
-            warn[bad] = sub_warn
-            task_state = _put(task_state, bad, sub_state)
-        for f, d in zip(fields, data):
-            f.append(d)
-    obs, act, rew, nxt, suc = (np.stack(f, axis=1) for f in fields)
-    return Rollout(obs, act, rew, nxt, suc, discarded), task_state
+            discarded[m] += 1
+            shifted = None if ep_noise is None else np.roll(ep_noise, r, axis=0)
+            data, warn, state = _episode(env, job.actor, start, job.horizon, shifted, job.end_on_success)
+        episodes.append(data)
+    fields = tuple(np.stack(f) for f in zip(*episodes))
+    return UnitResult(unit.index, fields, discarded, state, time.perf_counter() - t0,
+                      worker or f"{socket.gethostname()}:{os.getpid()}")
+
+
+def assemble(units: Sequence[Unit], results: Sequence[UnitResult]) -> tuple[Rollout, TaskState]:
+    """The call's Rollout [S, M, T, ...] and every slot's task state after its last episode."""
+    n_slots = max(u.slot for u in units) + 1
+    n_episodes = units[0].total_episodes
+    by_index = {r.index: r for r in results}
+    first = by_index[units[0].index]
+    bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first.data]
+    warnings = np.zeros((n_slots, n_episodes), np.int64)
+    last: dict[int, tuple[int, TaskState]] = {}
+    for u in units:
+        r = by_index[u.index]
+        span = slice(u.first_episode, u.first_episode + u.n_episodes)
+        for buf, part in zip(bufs, r.data):
+            buf[u.slot, span] = part
+        warnings[u.slot, span] = r.sim_warnings
+        if u.slot not in last or last[u.slot][0] < u.first_episode:
+            last[u.slot] = (u.first_episode, r.state)
+    states = [last[s][1] for s in range(n_slots)]
+    state = pytree.tree_map(lambda *xs: torch.cat(xs) if torch.is_tensor(xs[0]) else xs[0], states[0], *states[1:])
+    obs, act, rew, nxt, suc = bufs
+    return Rollout(obs, act, rew, nxt, suc, warnings), state
+
+
+def run_units_here(env: TaskEnv, job: Job, units: Sequence[Unit]) -> list[UnitResult]:
+    """The in-process backend: every unit on `env`, one after the other, with one torch thread
+    (as in the workers: a kernel's rounding may depend on its thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [run_unit(env, job, u, "main") for u in units]
+    finally:
+        torch.set_num_threads(threads)
+
+

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from metarl.rollout import slot_noise
+from metarl.rollout import Job, assemble, plan_units
 from metarl.types import EpisodeBatch, Task, TaskState
 
 if TYPE_CHECKING:
@@ -27,9 +27,10 @@ def episode_lengths(successes: np.ndarray, end_on_success: bool) -> np.ndarray:
 
 
 class Sampler:
-    """Runs `n_episodes` consecutive episodes on every task slot, all slots in
-    lock-step, with one batched policy call per step (inside the workers when
-    the vector env has any)."""
+    """Runs `n_episodes` episodes on every task: cut into units (metarl.rollout.plan_units) that
+    the vector env hands to its workers as they free up. An actor whose `episodes_independent`
+    is true (its act never changes the task state) gets one unit per episode, any other one
+    unit per task (a trial)."""
 
     def __init__(self, vec_env: TaskVectorEnv, horizon: int):
         self.vec_env = vec_env
@@ -53,13 +54,12 @@ class Sampler:
         if s > self.n_slots:
             raise ValueError(f"{s} tasks for {self.n_slots} sampler slots")
         seeds = rng.integers(0, 2**31 - 1, size=s)
-        self.vec_env.set_tasks(list(tasks), seeds.tolist())
         actor = agent.actor()
         # acting happens on the CPU (the actor is a CPU copy when the learner is on CUDA)
         task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
-        noise = None if deterministic else slot_noise(seeds, n_episodes, self.horizon, agent.act_dim)
-        ro, task_state = self.vec_env.rollout(actor, task_state, n_episodes, self.horizon, noise,
-                                              end_on_success=end_on_success)
+        units = plan_units(tasks, seeds.tolist(), n_episodes, bool(getattr(actor, "episodes_independent", False)))
+        job = Job(actor, task_state, self.horizon, int(agent.act_dim), deterministic, end_on_success)
+        ro, task_state = assemble(units, self.vec_env.run_units(job, units))
         self.env_steps += int(episode_lengths(ro.successes, end_on_success).sum())
         self.sim_warnings += int(ro.sim_warnings.sum())
         self.sample_seconds += time.perf_counter() - t0

@@ -54,30 +54,80 @@ def test_same_seed_gives_bit_identical_trajectories():
     assert not np.array_equal(x.actions, z.actions)
 
 
-def test_multiprocess_backend_matches_in_process():
-    b = make_benchmark("ML1", "reach-v3", seed=0, max_episode_steps=30)
-    x, y = _sample(b, 0, 3, n_slots=5), _sample(b, 2, 3, n_slots=5)
+def _same(x, y):
     for f in ("obs", "actions", "rewards", "next_obs", "successes"):
         assert np.array_equal(getattr(x, f), getattr(y, f)), f
 
 
-def test_step_api_checks_finite_actions_and_close_leaves_no_children():
-    b = make_benchmark("toy", seed=0)
-    vec = TaskVectorEnv(b.env_factory, 4, 2)
-    vec.set_tasks(b.train_tasks[:3], [1, 2, 3])
-    obs = vec.reset()
-    assert obs.shape == (3, 2)
-    obs, r, s, w = vec.step(np.full((3, 2), 0.5))
-    np.testing.assert_allclose(obs, 0.05)
-    bad = np.zeros((3, 2))
-    bad[1, 0] = np.nan
-    with pytest.raises(FloatingPointError, match=r"slots \[1\]"):
-        vec.step(bad)
-    procs = list(vec._procs)
-    assert all(p.is_alive() for p in procs)
+def test_multiprocess_backend_matches_in_process():
+    b = make_benchmark("ML1", "reach-v3", seed=0, max_episode_steps=30)
+    _same(_sample(b, 0, 3, n_slots=5), _sample(b, 1, 3, n_slots=5))  # 2 and 3 workers: below
+
+
+def test_ml10_units_are_identical_with_2_and_3_workers():
+    """Units land on whichever worker is free, so a worker's env has run other classes' and
+    goals' episodes before: the numbers must not depend on that history."""
+    b = make_benchmark("ML10", seed=0, max_episode_steps=15)
+    names = sorted({t.name for t in b.train_tasks})
+    tasks = [next(t for t in b.train_tasks if t.name == n) for n in names[:4]] + [b.train_tasks[1]]
+
+    def sample(workers):
+        torch.manual_seed(0)
+        agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=5, hidden_sizes=(16,)), b.obs_dim, b.act_dim)
+        with TaskVectorEnv(b.env_factory, 5, workers) as vec:
+            sampler = Sampler(vec, b.max_episode_steps)
+            return sampler.sample(agent, tasks, agent.initial_task_state(5), 2, np.random.default_rng(4))[0]
+
+    ref = sample(0)
+    for workers in (2, 3):
+        _same(ref, sample(workers))
+
+
+def test_a_slow_worker_gets_fewer_units_and_the_batch_is_unchanged(tmp_path):
+    from envs.faults import SlowWorkerFactory
+
+    b = make_benchmark("toy", seed=0, max_episode_steps=10)
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=6, hidden_sizes=(16,)), b.obs_dim, b.act_dim)
+    out = []
+    for factory, workers in ((b.env_factory, 0), (SlowWorkerFactory(b.env_factory, 0.01, str(tmp_path / "m")), 2)):
+        with TaskVectorEnv(factory, 6, workers) as vec:
+            sampler = Sampler(vec, b.max_episode_steps)
+            out.append(sampler.sample(agent, b.train_tasks[:6], agent.initial_task_state(6), 3,
+                                      np.random.default_rng(2)))
+            counts = vec.last_call.units_by_worker
+    (x, sx), (y, sy) = out
+    _same(x, y)
+    assert all(torch.equal(sx[k], sy[k]) for k in sx)
+    assert sum(counts.values()) == 18 and len(counts) == 2
+    assert min(counts.values()) <= 4, counts  # the slow one (0.1 s a unit) ran few of the 18 units
+
+
+def test_more_workers_than_tasks_and_close_leaves_no_children():
+    b = make_benchmark("toy", seed=0, max_episode_steps=5)
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=2, hidden_sizes=(8,)), b.obs_dim, b.act_dim)
+    vec = TaskVectorEnv(b.env_factory, 2, 3)
+    batch, _ = Sampler(vec, 5).sample(agent, b.train_tasks[:2], agent.initial_task_state(2), 1,
+                                      np.random.default_rng(0))
+    assert batch.obs.shape == (2, 1, 5, 2)
+    procs = vec._procs
+    assert len(procs) == 3 and all(p.is_alive() for p in procs)
     vec.close()
     assert not any(p.is_alive() for p in procs)
     assert not [c for c in mp.active_children() if c in procs]
+
+
+def test_non_finite_actions_raise_from_a_worker():
+    from envs.faults import NaNActor
+    from metarl.rollout import Job, plan_units
+
+    b = make_benchmark("toy", seed=0, max_episode_steps=5)
+    with TaskVectorEnv(b.env_factory, 3, 2) as vec:
+        units = plan_units(b.train_tasks[:3], [1, 2, 3], 1, False)
+        with pytest.raises(FloatingPointError, match="non-finite action"):
+            vec.run_units(Job(NaNActor(2), {"x": torch.zeros(3, 1)}, 5, 2, True), units)
+        assert vec.restarts == 0
 
 
 def test_toy_task_interface():
@@ -92,3 +142,19 @@ def test_toy_task_interface():
     assert r == pytest.approx(-np.linalg.norm(o - b.test_tasks[0].payload))
     with pytest.raises(RuntimeError):
         env.step(np.ones(2))
+
+
+def test_backend_fields_are_checked_and_ray_without_the_extra_is_one_line(monkeypatch):
+    import importlib.util
+
+    from metarl.config import EnvSection
+
+    with pytest.raises(ConfigError, match=r"env.backend: allowed: multiprocess, ray; got 'mpi'"):
+        EnvSection(backend="mpi")
+    with pytest.raises(ConfigError, match="env.ray_address: must be null, 'auto' or a cluster address"):
+        EnvSection(ray_address="a b")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError) as e:
+        EnvSection(backend="ray", n_workers=2)
+    assert str(e.value) == "env.backend: 'ray' needs Ray, an optional extra: pip install -e '.[ray]'"

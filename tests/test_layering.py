@@ -34,10 +34,14 @@ MAY_IMPORT_ENVS_AGENTS = {"metarl.trainer", "metarl.cli", "metarl.cli_eval", "me
 # an exception that no import needs any more.
 EXCEPTIONS = {
     ("envs.vector", "metarl.rollout"):
-        "the episode loop runs where the envs are: each sampler worker runs metarl.rollout.run_episodes "
-        "on its own slots, one message per worker per call instead of one per step (docs/design.md, "
-        "'The episode loop lives in one place and runs where the envs are'). metarl.rollout imports "
-        "only metarl.types, so it sits in the layer below envs (checked with CORE below).",
+        "the episode loop runs where the envs are: every backend runs a sample call's units (whole "
+        "episodes or trials) with metarl.rollout.run_unit next to its env, one message per unit instead "
+        "of one per step (docs/design.md, 'Work units'). metarl.rollout imports only metarl.types, "
+        "so it sits in the layer below envs (checked with CORE below).",
+    ("envs.procpool", "metarl.rollout"):
+        "worker processes run metarl.rollout.run_unit on their env (see envs.vector).",
+    ("envs.raypool", "metarl.rollout"):
+        "Ray actors run metarl.rollout.run_unit on their env, the same loop as the worker processes.",
 }
 LOWER = CORE | {imported for (_, imported) in EXCEPTIONS if imported.startswith("metarl.")}
 
