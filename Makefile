@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= configs/ml1_reach_maml_trpo.yaml
 
-.PHONY: setup train test test-slow bench clean
+.PHONY: setup train test test-slow test-ray bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# the Ray backend's tests (tests/test_ray.py): installs the optional ray extra into the venv first
+test-ray: setup
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[ray]'
+	$(PY) -m pytest -q -m ray
 
 bench: setup
 	$(PY) benchmarks/run_preset.py $(PRESET) --seeds 1

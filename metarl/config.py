@@ -75,9 +75,23 @@ class EnvSection:
     fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (envs/fastpath.py)
     task_seed: int | None = None    # seed of the benchmark's goals (metaworld.ML10(seed=...)); None: run.seed.
                                     # Set it to compare seeds on one fixed task set (the ML10 presets use 0)
+    backend: str = "multiprocess"   # who runs the n_workers: multiprocess (worker processes) | ray (Ray actors)
+    ray_address: str | None = None  # backend ray: null starts a local Ray, "auto" joins the running cluster,
+                                    # or a cluster address (host:port, ray://host:port)
 
     def __post_init__(self):
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
+        _check(self.backend in ("multiprocess", "ray"), "env.backend",
+               f"allowed: multiprocess, ray; got {self.backend!r}")
+        _check(self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""
+                                            and not any(c.isspace() for c in self.ray_address)),
+               "env.ray_address", f"must be null, 'auto' or a cluster address such as 10.0.0.1:6379, "
+               f"got {self.ray_address!r}")
+        if self.backend == "ray":
+            import importlib.util
+            _check(importlib.util.find_spec("ray") is not None, "env.backend",
+                   "'ray' needs Ray, an optional extra: pip install -e '.[ray]'")
+            _check(self.n_workers >= 1, "env.n_workers", f"must be >= 1 with env.backend: ray, got {self.n_workers}")
         _check(self.max_episode_steps is None or self.max_episode_steps > 0, "env.max_episode_steps",
                f"must be > 0 or null, got {self.max_episode_steps}")
         _check(self.toy_tasks > 0, "env.toy_tasks", f"must be > 0, got {self.toy_tasks}")
@@ -156,7 +170,8 @@ class RunConfig:
         env fast path (identical numbers)."""
         d = self.to_dict()
         d.pop("eval")
-        d["env"].pop("fast_path", None)  # bit-identical results either way
+        for k in ("fast_path", "backend", "ray_address"):  # bit-identical results either way
+            d["env"].pop(k, None)
         for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -50,7 +50,8 @@ def build(cfg: RunConfig, device: torch.device) -> tuple[Benchmark, Sampler, Met
     bench = benchmark_for(cfg)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
                         n_train_tasks=len(bench.train_tasks), horizon=bench.max_episode_steps)
-    vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers)
+    vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers, backend=cfg.env.backend,
+                        ray_address=cfg.env.ray_address)
     return bench, Sampler(vec, bench.max_episode_steps), agent
 
 
