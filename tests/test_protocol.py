@@ -17,13 +17,15 @@ import pytest
 import torch
 
 from envs import TaskVectorEnv, make_benchmark
+from agents.base import MetaAgent
 from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, pooled_success
 from metarl.metaworld_adapter import MetaworldAgentAdapter
 from metarl.sampler import Sampler
 
 
-class ScriptedReacher:
-    """A MetaAgent for reach-v3 whose task state is a guessed goal [S, 3]."""
+class ScriptedReacher(MetaAgent):
+    """A MetaAgent for reach-v3 whose task state is a guessed goal [S, 3] (the protocol's defaults,
+    actor() and observe(), come from agents.base.MetaAgent)."""
 
     act_dim = 4
 
@@ -31,7 +33,7 @@ class ScriptedReacher:
         self.noise_scale = noise_scale
         self.start = torch.tensor(start)
 
-    def initial_task_state(self, n: int):
+    def initial_task_state(self, n: int, rng=None):
         return {"target": self.start.repeat(n, 1)}
 
     def act(self, obs, task_state, *, deterministic: bool, noise=None):
@@ -41,7 +43,7 @@ class ScriptedReacher:
             a = a + self.noise_scale * noise
         return a, task_state
 
-    def adapt(self, task_state, episodes):
+    def adapt(self, task_state, episodes, rng=None):
         s, m, t = episodes.rewards.shape
         flat = episodes.rewards.reshape(s, m * t).argmax(axis=1)
         hand = episodes.obs.reshape(s, m * t, -1)[np.arange(s), flat, :3]
