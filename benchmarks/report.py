@@ -17,7 +17,14 @@ by run_preset) is its own row. Per seed it reads:
   training goals); success after adaptation = round 1. "max" = the best of these and the final
   evaluation, as the Meta-World paper's "average maximum success" (max over training, then mean
   over seeds).
+- `<name>.eval_metaworld_2steps.json` (optional): the same checkpoint under the same protocol with
+  `--adaptation-steps 2` ("after 2 rounds" in the ML1 variants section);
+- `<name>.progress.csv` (optional): `time/update_s` and the training batches' success, per iteration
+  (ML1 variants section).
 Intervals are 95% Student-t intervals over seeds (none for one seed).
+
+The section "ML1 reach-v3: MAML variants and Reptile" compares the rows in VARIANT_ROWS with the
+first (MAML-TRPO); `ml1_reach_variants.notes.md`, if present, is appended to it verbatim.
 """
 from __future__ import annotations
 
@@ -47,7 +54,16 @@ PUBLISHED = {
          "meta_train": None, "meta_test": 35.0, "approx": True},
     ],
 }
-AGENT_NAMES = {"maml_trpo": "MAML-TRPO", "rl2_ppo": "RL²-PPO", "pearl": "PEARL"}
+AGENT_NAMES = {"maml_trpo": "MAML-TRPO", "rl2_ppo": "RL²-PPO", "pearl": "PEARL", "reptile": "Reptile"}
+# The "ML1 reach-v3: MAML variants and Reptile" comparison: result rows in table order (the first is the
+# baseline the others are measured against); a row is shown when its `<row>_sN.json` and
+# `<row>_sN.eval_metaworld.json` are here, the section when the baseline and one other row are.
+VARIANT_ROWS = ["ml1_reach_maml_trpo", "ml1_reach_maml_fo", "ml1_reach_meta_sgd", "ml1_reach_reptile"]
+VARIANT_NOTES = "ml1_reach_variants.notes.md"  # optional hand-written reading of the curves, appended
+SPEED_THRESHOLD = 0.9
+LAST_ITERS = 10  # iterations averaged for θ's training-batch success in the shortfall notes
+# agents whose progress.csv `rollout/success_rate` is the success of θ's own episodes (no inner step)
+THETA_ROLLOUT_AGENTS = {"reptile"}
 _SEED = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
 
@@ -149,6 +165,219 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
     }
 
 
+def agent_label(result: dict) -> str:
+    """MAML-TRPO's variants by their config: first-order (agent.first_order), Meta-SGD
+    (agent.learn_inner_lr); other agents by name."""
+    a = result.get("config", {}).get("agent", {})
+    name = AGENT_NAMES.get(result["agent"], result["agent"])
+    if result["agent"] == "maml_trpo":
+        if a.get("first_order"):
+            return "first-order MAML"
+        if a.get("learn_inner_lr", "none") not in (None, "none"):
+            return "Meta-SGD, " + str(a["learn_inner_lr"]).replace("_", "-") + " α"
+    return name
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def periodic_pre(eval_csv: Path, tag: str = "eval") -> list[tuple[int, float]]:
+    """As `periodic`, round 0 (the episodes before adaptation)."""
+    _, rows = _read_csv(eval_csv)
+    by_step: dict[int, dict[str, list[float]]] = {}
+    for r in rows:
+        if r.get("eval", "eval") == tag and int(r["round"]) == 0:
+            by_step.setdefault(int(r["env_steps"]), {}).setdefault(r["task"], []).append(float(r["success"]))
+    return [(s, float(np.mean([np.mean(v) for v in by_step[s].values()]))) for s in sorted(by_step)]
+
+
+def first_at(history: list[tuple[int, float]], threshold: float = SPEED_THRESHOLD) -> int | None:
+    """Env steps of the first point of `history` at or above `threshold`; None if none is."""
+    return next((e for e, v in history if v >= threshold), None)
+
+
+def variant_seed(results: Path, name: str) -> dict | None:
+    """One seed's figures for the variants table, or None without its result / protocol files.
+    `<name>.eval_metaworld.json` must be the 1-step protocol (before / after 1 round, pooled),
+    `<name>.eval_metaworld_2steps.json` (optional) the same checkpoint with --adaptation-steps 2."""
+    res_path, mw_path = results / f"{name}.json", results / f"{name}.eval_metaworld.json"
+    if not (res_path.is_file() and mw_path.is_file()):
+        return None
+    res, mw = json.loads(res_path.read_text()), json.loads(mw_path.read_text())
+    if mw.get("adaptation_steps", 1) != 1:
+        raise ValueError(f"{mw_path}: adaptation_steps {mw['adaptation_steps']}, expected 1")
+    two_path = results / f"{name}.eval_metaworld_2steps.json"
+    two = json.loads(two_path.read_text()) if two_path.is_file() else None
+    if two is not None and two.get("adaptation_steps") != 2:
+        raise ValueError(f"{two_path}: adaptation_steps {two.get('adaptation_steps')}, expected 2")
+    header, prog = _read_csv(results / f"{name}.progress.csv")
+    update_s = [float(r["time/update_s"]) for r in prog if r.get("time/update_s") not in (None, "")]
+    # training batches: post-adaptation success where the progress log has both (MAML: success_rate
+    # after the inner step, success_rate_pre before); agents that only roll out θ have no such column
+    post_train = [(int(r["env_steps"]), float(r["rollout/success_rate"])) for r in prog] \
+        if {"rollout/success_rate", "rollout/success_rate_pre"} <= set(header) else []
+    if "rollout/success_rate_pre" in header:
+        pre_train = [(int(r["env_steps"]), float(r["rollout/success_rate_pre"])) for r in prog]
+    elif res["agent"] in THETA_ROLLOUT_AGENTS and "rollout/success_rate" in header:
+        pre_train = [(int(r["env_steps"]), float(r["rollout/success_rate"])) for r in prog]
+    else:
+        pre_train = []
+    test_hist = periodic(results / f"{name}.eval.csv", "eval")
+    return {
+        "name": name, "label": agent_label(res), "env_steps": res["env_steps"], "wall_seconds": res["wall_seconds"],
+        "iterations": len(prog), "steps_per_iteration": res["env_steps"] / len(prog) if prog else None,
+        "pre": mw["success_pre_adaptation"], "after1": mw["success"], "pooled": mw["success_metaworld_pooled"],
+        "after2": two["success"] if two else None, "pre_2steps_file": two["success_pre_adaptation"] if two else None,
+        "update_s_mean": float(np.mean(update_s)) if update_s else None,
+        "update_s_median": float(np.median(update_s)) if update_s else None,
+        "test_history": test_hist, "test_history_pre": periodic_pre(results / f"{name}.eval.csv"),
+        "first_test": first_at(test_hist), "train_post": post_train, "train_pre": pre_train, "first_train": first_at(post_train),
+    }
+
+
+def _mean(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _points(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None else f"{100 * (a - b):+.1f} points"
+
+
+def _msteps(e: float | None) -> str:
+    return "–" if e is None else f"{e / 1e6:.1f}M"
+
+
+def variants_plot(results: Path, table: dict[str, list[dict]]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4))
+    ax, ax2 = fig.subplots(1, 2)
+    for i, (row, seeds) in enumerate(table.items()):
+        color = f"C{i}"
+        for j, s in enumerate(seeds):
+            lab = s["label"] if j == 0 else None
+            h, hp = s["test_history"], s["test_history_pre"]
+            if h:
+                ax.plot([e / 1e6 for e, _ in h], [100 * v for _, v in h], marker="o", color=color, label=lab)
+            if hp:
+                ax.plot([e / 1e6 for e, _ in hp], [100 * v for _, v in hp], marker=".", ls="--", color=color,
+                        alpha=0.6)
+            if s["train_post"]:
+                ax2.plot([e / 1e6 for e, _ in s["train_post"]], [100 * v for _, v in s["train_post"]],
+                         color=color, label=lab)
+            if s["train_pre"]:
+                ax2.plot([e / 1e6 for e, _ in s["train_pre"]], [100 * v for _, v in s["train_pre"]],
+                         color=color, ls="--", alpha=0.6, label=None if s["train_post"] else lab)
+    ax.set(title="periodic meta-test evaluations (held-out goals)\nsolid: after adaptation, dashed: before",
+           xlabel="env steps (M)", ylabel="success (%)", ylim=(-2, 102))
+    ax2.set(title="training batches (every iteration)\nsolid: after the inner step(s), dashed: θ's episodes",
+            xlabel="env steps (M)", ylabel="success (%)", ylim=(-2, 102))
+    for a in (ax, ax2):
+        a.axhline(100 * SPEED_THRESHOLD, color="grey", lw=0.8, ls=":")
+        a.set_xlim(left=0)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.suptitle("ML1 reach-v3 (horizon 500): MAML variants and Reptile")
+    fig.tight_layout()
+    out = "ml1_reach_variants.png"
+    fig.savefig(results / out, dpi=100)
+    return out
+
+
+def variants_section(results: Path, seed_names: dict[str, list[str]]) -> str:
+    """The "ML1 reach-v3: MAML variants and Reptile" section ("" when the baseline row or every
+    other row is missing). `seed_names`: row -> its per-seed result names."""
+    table: dict[str, list[dict]] = {}
+    for row in VARIANT_ROWS:
+        seeds = [s for s in (variant_seed(results, n) for n in seed_names.get(row, [])) if s is not None]
+        if seeds:
+            table[row] = seeds
+    if VARIANT_ROWS[0] not in table or len(table) < 2:
+        return ""
+    fig = variants_plot(results, table)
+    thr = f"{100 * SPEED_THRESHOLD:.0f}%"
+    lines = ["## ML1 reach-v3: MAML variants and Reptile", "",
+             "Same task (reach-v3, 50 held-out goals, horizon 500), budget (5M env steps), batch (20 tasks x 10 "
+             "episodes), network and evaluation for every row. *before / after 1 / pooled*: the run's final "
+             "Meta-World-protocol evaluation of its last policy (`<name>.eval_metaworld.json`); *after 2*: the same "
+             "checkpoint with `metarl eval CKPT --protocol metaworld --adaptation-steps 2` "
+             "(`<name>.eval_metaworld_2steps.json`: 10 sampled episodes, an adaptation step, 10 more, a second "
+             "step, then the 3 evaluation episodes). An adaptation step is one inner policy-gradient step for the "
+             "MAML variants and Reptile's k = `agent.inner_steps` inner steps on the same episodes. "
+             f"*meta-test ≥ {thr} first at*: the first periodic evaluation (`eval` rows of `<name>.eval.csv`, "
+             "held-out goals, after adaptation) at or above it, out of the evaluations listed (their spacing is "
+             "`eval.every` iterations); *training ≥ " + thr + " first at*: the same on the training batches' "
+             "post-adaptation success in `<name>.progress.csv`, logged every iteration (– where the agent logs only "
+             "episodes of θ). *update s/iteration*: mean (median) of `time/update_s` over iterations; wall time and "
+             "update times come from a shared 2-core machine with other jobs running, so they are rough.", "",
+             "| algorithm | seeds | env steps | iterations (env steps each) | before adaptation | after 1 round "
+             "| after 2 rounds | pooled (metaworld 3.1.1) | meta-test ≥ " + thr + " first at (evaluated at) "
+             "| training ≥ " + thr + " first at | wall time | update s/iteration |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for row, seeds in table.items():
+        firsts = [s["first_test"] for s in seeds]
+        trains = [s["first_train"] for s in seeds]
+        summary[row] = {"label": seeds[0]["label"], "after1": _mean([s["after1"] for s in seeds]),
+                        "after2": _mean([s["after2"] for s in seeds]), "pre": _mean([s["pre"] for s in seeds]),
+                        "first_test": None if None in firsts else _mean(firsts),
+                        "first_train": None if None in trains or not seeds[0]["train_post"] else _mean(trains),
+                        "theta_last": _mean([_mean([v for _, v in s["train_pre"][-LAST_ITERS:]]) for s in seeds])}
+        grid = ", ".join(_msteps(e) for e, _ in seeds[0]["test_history"])
+        spi = _mean([s["steps_per_iteration"] for s in seeds])
+        upd = f"{_mean([s['update_s_mean'] for s in seeds]):.1f} ({_mean([s['update_s_median'] for s in seeds]):.1f})" \
+            if seeds[0]["update_s_mean"] is not None else "–"
+        first_test = " / ".join(_msteps(f) if f is not None else "not reached" for f in firsts)
+        first_train = " / ".join(_msteps(f) if f is not None else "not reached" for f in trains) \
+            if seeds[0]["train_post"] else "–"
+        lines.append(
+            f"| **{seeds[0]['label']}** (`{row}`) | {len(seeds)} | {', '.join(_msteps(s['env_steps']) for s in seeds)} "
+            f"| {', '.join(str(s['iterations']) for s in seeds)} ({_msteps(spi)}) "
+            f"| {pct(summary[row]['pre'])} | {pct(summary[row]['after1'])} | {pct(summary[row]['after2'])} "
+            f"| {pct(_mean([s['pooled'] for s in seeds]))} | {first_test} ({grid}) | {first_train} "
+            f"| {', '.join('%.0f min' % (s['wall_seconds'] / 60) for s in seeds)} | {upd} |")
+    lines += ["", f"![{fig}]({fig})", ""]
+    base = summary[VARIANT_ROWS[0]]
+    for row, s in summary.items():
+        if row == VARIANT_ROWS[0]:
+            continue
+        gaps = []
+        for key, what in (("after1", "after 1 adaptation round"), ("after2", "after 2 rounds")):
+            if s[key] is not None and base[key] is not None and s[key] < base[key]:
+                gaps.append(f"{100 * (base[key] - s[key]):.1f} points of held-out success {what} "
+                            f"({pct(s[key])} vs {pct(base[key])})")
+        for key, where in (("first_test", "the periodic meta-test evaluations"),
+                           ("first_train", "its training batches")):
+            if base[key] is None:
+                continue
+            if s[key] is None and (key == "first_test" or table[row][0]["train_post"]):
+                gaps.append(f"{thr} never reached in {where} within its budget "
+                            f"({base['label']}: at {_msteps(base[key])})")
+            elif s[key] is not None and s[key] > base[key]:
+                gaps.append(f"{_msteps(s[key] - base[key])} more env steps to reach {thr} in {where} "
+                            f"({_msteps(s[key])} vs {_msteps(base[key])})")
+        context = (f" Where it stands: adaptation gain (after 1 round minus before, final evaluation) "
+                   f"{_points(s['after1'], s['pre'])} ({base['label']}: {_points(base['after1'], base['pre'])}); "
+                   f"θ's own success on its training batches, mean of the last {LAST_ITERS} iterations, "
+                   f"{pct(s['theta_last'])} ({base['label']}: {pct(base['theta_last'])}).") if gaps else ""
+        lines.append(f"- **{s['label']}** vs {base['label']}: " +
+                     ("falls short by " + "; ".join(gaps) + "." + context if gaps else
+                      "no shortfall in final success or in learning speed at the resolution of these evaluations."))
+    lines.append("")
+    notes = results / VARIANT_NOTES
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
 def pct(x: float | None, ci: float | None = None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -200,7 +429,9 @@ def figures(results: Path, row: str, agg: dict, seeds: list[dict]) -> list[str]:
     return out
 
 
-def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str], extra: str = "") -> str:
+def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str], extra: str = "",
+             labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
     lines = ["# Benchmark results", "",
              "Generated by `python benchmarks/report.py` from the per-seed result files in this folder; "
              "do not edit by hand.", "",
@@ -226,7 +457,8 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
             steps = ", ".join((f"{e / 1e6:.1f}M" if e >= 1e5 else f"{e:,}") + (" (stopped)" if st else "")
                               for e, st in zip(a["env_steps"], a["stopped_early"]))
             mt, mtr = a["meta_test"], a["meta_train"]
-            label = AGENT_NAMES.get(a["agent"], a["agent"]) + (f" ({a['env_name']})" if a.get("env_name") else "")
+            label = labels.get(row, AGENT_NAMES.get(a["agent"], a["agent"])) + \
+                (f" ({a['env_name']})" if a.get("env_name") else "")
             lines.append(
                 f"| **{label}** (`{row}`) | {len(a['seeds'])} | {steps} | {pct(mtr['success_final'], mtr['success_final_ci95'])} "
                 f"| {pct(mtr['success_max'], mtr['success_max_ci95'])} | {pct(mt['success_final'], mt['success_final_ci95'])} "
@@ -294,8 +526,9 @@ def main(argv=None) -> int:
             continue
         m = _SEED.match(name)
         groups.setdefault(m.group("row") if m else name, []).append(seed)
-    rows, figs = {}, {}
+    rows, figs, labels = {}, {}, {}
     for row, seeds in sorted(groups.items()):
+        labels[row] = agent_label(seeds[0]["result"])
         seeds.sort(key=lambda s: (s["seed"] is None, s["seed"]))
         agg = aggregate(row, seeds)
         rows[row] = agg
@@ -303,11 +536,17 @@ def main(argv=None) -> int:
         target = results / (f"{row}.json" if seeds[0]["name"] != row else f"{row}_all_seeds.json")
         target.write_text(json.dumps(agg, indent=2) + "\n")
         figs[row] = figures(results, row, agg, seeds)
-    extra = ""
+    extras = []
+    try:
+        extras.append(variants_section(results, {row: [s["name"] for s in seeds] for row, seeds in groups.items()}))
+    except (ValueError, KeyError) as e:
+        print(f"report: error: ML1 variants section: {e}", file=sys.stderr)
+        return 2
     scratch = results / "scratch_baseline.md"
     if scratch.is_file():
-        extra = "## From-scratch baseline\n\n" + scratch.read_text().split("\n", 1)[1].strip()
-    (results / "README.md").write_text(markdown(rows, figs, others, extra) + "\n")
+        extras.append("## From-scratch baseline\n\n" + scratch.read_text().split("\n", 1)[1].strip())
+    extra = "\n\n".join(e for e in extras if e)
+    (results / "README.md").write_text(markdown(rows, figs, others, extra, labels) + "\n")
     print(f"wrote {results / 'README.md'} ({len(rows)} benchmark rows: {', '.join(rows) or 'none'})")
     return 0
 

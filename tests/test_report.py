@@ -106,3 +106,120 @@ def test_metarl_report_refuses_a_dir_that_is_not_a_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "RUN_DIR:" in err and "not a run dir" in err
     assert not (tmp_path / "report.md").exists()
+
+
+# ---- the "ML1 reach-v3: MAML variants and Reptile" section ---------------------------------------------
+def _variant_files(d: Path, name: str, agent: str, agent_cfg: dict, pre: float, after1: float, after2: float | None,
+                   periodic: list[tuple[int, float]], train: list[tuple[float, float]] | None,
+                   theta_success: list[float] | None, update_s: list[float], wall: float):
+    """A per-seed result of one ML1 reach run. train: (pre, post) success per iteration (MAML's
+    progress columns); theta_success: Reptile's only column (θ's episodes)."""
+    (d / f"{name}.json").write_text(json.dumps({
+        "preset": name[:-3], "agent": agent, "benchmark": "ML1", "env_name": "reach-v3", "seeds": [1],
+        "env_steps": 1_000_000, "stopped_early": False, "wall_seconds": wall, "machine": "test cpu",
+        "command": "python benchmarks/run_preset.py ...", "git_commit": "abc", "per_seed": [{}],
+        "config": {"run": {"env_steps": 1_000_000}, "agent": {"name": agent, **agent_cfg},
+                   "eval": {"protocol": "metaworld"}}}))
+    for suffix, steps, success in (("eval_metaworld", 1, after1), ("eval_metaworld_2steps", 2, after2)):
+        if success is None:
+            continue
+        (d / f"{name}.{suffix}.json").write_text(json.dumps({
+            "protocol": "metaworld", "adaptation_episodes": 10, "adaptation_steps": steps, "evaluation_episodes": 3,
+            "adaptation_deterministic": False, "evaluation_deterministic": False, "pool_size": 20, "horizon": 500,
+            "success": success, "success_metaworld_pooled": success, "success_pre_adaptation": pre,
+            "per_class": {"reach-v3": {"success": success, "success_pre_adaptation": pre, "return": 0.0,
+                                       "goals": 50}}}))
+    with (d / f"{name}.eval.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["env_steps", "eval", "task", "task_index", "round", "success", "return"])
+        w.writeheader()
+        for steps, s in periodic:
+            for k, v in ((0, pre), (1, s)):
+                w.writerow({"env_steps": steps, "eval": "eval", "task": "reach-v3", "task_index": 0, "round": k,
+                            "success": v, "return": 0.0})
+    n = len(update_s)
+    cols = ["env_steps"] + (["rollout/success_rate_pre"] if train else []) + ["rollout/success_rate", "time/update_s"]
+    with (d / f"{name}.progress.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        for i in range(n):
+            row = {"env_steps": (i + 1) * 1_000_000 // n, "time/update_s": update_s[i]}
+            if train:
+                row["rollout/success_rate_pre"], row["rollout/success_rate"] = train[i]
+            else:
+                row["rollout/success_rate"] = theta_success[i]
+            w.writerow(row)
+
+
+def _variant_table(readme: str) -> dict[str, list[str]]:
+    section = readme.split("## ML1 reach-v3: MAML variants and Reptile", 1)[1].split("\n## ", 1)[0]
+    return {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| **")}
+
+
+def test_report_ml1_variants_section_compares_each_algorithm_with_maml_trpo(tmp_path):
+    _variant_files(tmp_path, "ml1_reach_maml_trpo_s1", "maml_trpo", {"first_order": False, "learn_inner_lr": "none"},
+                   0.40, 1.0, 0.98, [(400_000, 0.95), (800_000, 1.0), (1_000_000, 1.0)],
+                   [(0.1, 0.5), (0.3, 0.92), (0.4, 1.0), (0.4, 1.0)], None, [10.0, 12.0, 14.0, 40.0], 1200.0)
+    _variant_files(tmp_path, "ml1_reach_maml_fo_s1", "maml_trpo", {"first_order": True, "learn_inner_lr": "none"},
+                   0.42, 1.0, 1.0, [(400_000, 1.0), (800_000, 1.0), (1_000_000, 1.0)],
+                   [(0.1, 0.6), (0.3, 0.95), (0.4, 1.0), (0.4, 1.0)], None, [4.0, 4.0, 5.0, 5.0], 900.0)
+    _variant_files(tmp_path, "ml1_reach_reptile_s1", "reptile", {"inner_steps": 3},
+                   0.20, 0.70, None, [(400_000, 0.5), (800_000, 0.85), (1_000_000, 0.70)],
+                   None, [0.05, 0.1, 0.15, 0.2], [1.0, 1.0, 1.0, 1.0], 600.0)
+    # no Meta-SGD files: its row is left out, not faked
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    readme = (tmp_path / "README.md").read_text()
+    table = _variant_table(readme)
+    assert list(table) == ["ml1_reach_maml_trpo", "ml1_reach_maml_fo", "ml1_reach_reptile"]
+    # columns: algorithm, seeds, env steps, iterations, before, after 1, after 2, pooled, meta-test >= 90%,
+    # training >= 90%, wall time, update s/iteration
+    base, fo, rep = table["ml1_reach_maml_trpo"], table["ml1_reach_maml_fo"], table["ml1_reach_reptile"]
+    assert base[0].startswith("**MAML-TRPO**") and fo[0].startswith("**first-order MAML**")
+    assert rep[0].startswith("**Reptile**")
+    assert base[3] == "4 (0.2M)"
+    assert base[4:8] == ["40.0%", "100.0%", "98.0%", "100.0%"]
+    assert rep[4:8] == ["20.0%", "70.0%", "–", "70.0%"]
+    assert base[8] == "0.4M (0.4M, 0.8M, 1.0M)" and rep[8].startswith("not reached")
+    assert base[9] == "0.5M" and fo[9] == "0.5M" and rep[9] == "–"  # Reptile logs only θ's episodes
+    assert base[10] == "20 min" and base[11] == "19.0 (13.0)" and fo[11] == "4.5 (4.5)"
+    # the shortfalls, computed: Reptile 30 points after 1 round and never at 90%; first-order MAML none
+    assert "30.0 points of held-out success after 1 adaptation round (70.0% vs 100.0%)" in readme
+    assert "90% never reached in the periodic meta-test evaluations" in readme
+    assert "**first-order MAML** vs MAML-TRPO: no shortfall" in readme
+    assert "![ml1_reach_variants.png](ml1_reach_variants.png)" in readme
+    assert (tmp_path / "ml1_reach_variants.png").stat().st_size > 1000
+    # the aggregates of the new rows, with the baseline's keys
+    keys = set(json.loads((tmp_path / "ml1_reach_maml_trpo.json").read_text()))
+    for row in ("ml1_reach_maml_fo", "ml1_reach_reptile"):
+        assert set(json.loads((tmp_path / f"{row}.json").read_text())) == keys
+    # a hand-written reading of the curves, when present, goes under the table
+    (tmp_path / "ml1_reach_variants.notes.md").write_text("Reptile's gap: see the dashed lines.\n")
+    assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                          capture_output=True, text=True).returncode == 0
+    section = (tmp_path / "README.md").read_text().split("## ML1 reach-v3: MAML variants and Reptile", 1)[1]
+    assert "Reptile's gap: see the dashed lines." in section
+
+
+def test_report_ml1_variants_section_needs_the_baseline_and_a_second_row(tmp_path):
+    _variant_files(tmp_path, "ml1_reach_maml_fo_s1", "maml_trpo", {"first_order": True}, 0.4, 1.0, 1.0,
+                   [(1_000_000, 1.0)], [(0.4, 1.0)], None, [4.0], 900.0)
+    _variant_files(tmp_path, "ml1_reach_reptile_s1", "reptile", {}, 0.2, 0.7, None, [(1_000_000, 0.7)],
+                   None, [0.2], [1.0], 600.0)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    readme = (tmp_path / "README.md").read_text()
+    assert "MAML variants and Reptile" not in readme and not (tmp_path / "ml1_reach_variants.png").exists()
+    assert "first-order MAML (reach-v3)" in readme  # the ML1 table still lists the rows, by variant
+
+
+def test_report_refuses_a_two_step_file_that_is_not_two_steps(tmp_path):
+    for name, agent in (("ml1_reach_maml_trpo_s1", "maml_trpo"), ("ml1_reach_reptile_s1", "reptile")):
+        _variant_files(tmp_path, name, agent, {}, 0.4, 1.0, 1.0, [(1_000_000, 1.0)], None, [1.0], [1.0], 60.0)
+    bad = tmp_path / "ml1_reach_reptile_s1.eval_metaworld_2steps.json"
+    bad.write_text(bad.read_text().replace('"adaptation_steps": 2', '"adaptation_steps": 1'))
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "adaptation_steps 1, expected 2" in out.stderr and "Traceback" not in out.stderr
