@@ -90,7 +90,7 @@ def test_a_slow_worker_gets_fewer_units_and_the_batch_is_unchanged(tmp_path):
     torch.manual_seed(0)
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=6, hidden_sizes=(16,)), b.obs_dim, b.act_dim)
     out = []
-    for factory, workers in ((b.env_factory, 0), (SlowWorkerFactory(b.env_factory, 0.01, str(tmp_path / "m")), 2)):
+    for factory, workers in ((b.env_factory, 0), (SlowWorkerFactory(b.env_factory, 0.05, str(tmp_path / "m")), 2)):
         with TaskVectorEnv(factory, 6, workers) as vec:
             sampler = Sampler(vec, b.max_episode_steps)
             out.append(sampler.sample(agent, b.train_tasks[:6], agent.initial_task_state(6), 3,
@@ -100,7 +100,9 @@ def test_a_slow_worker_gets_fewer_units_and_the_batch_is_unchanged(tmp_path):
     _same(x, y)
     assert all(torch.equal(sx[k], sy[k]) for k in sx)
     assert sum(counts.values()) == 18 and len(counts) == 2
-    assert min(counts.values()) <= 4, counts  # the slow one (0.1 s a unit) ran few of the 18 units
+    # the slow one (0.5 s a unit, a sleep) ran few of the 18 units; the margin holds on a loaded machine,
+    # where the 0.1 s a unit used first still let it run 5 (13 vs 5 under load average ~8)
+    assert min(counts.values()) <= 4, counts
 
 
 def test_more_workers_than_tasks_and_close_leaves_no_children():
