@@ -232,12 +232,23 @@ def variant_seed(results: Path, name: str) -> dict | None:
         "name": name, "label": agent_label(res), "env_steps": res["env_steps"], "wall_seconds": res["wall_seconds"],
         "iterations": len(prog), "steps_per_iteration": res["env_steps"] / len(prog) if prog else None,
         "pre": mw["success_pre_adaptation"], "after1": mw["success"], "pooled": mw["success_metaworld_pooled"],
-        "after2": two["success"] if two else None, "pre_2steps_file": two["success_pre_adaptation"] if two else None,
+        "after2": two["success"] if two else None, "phases_2steps": phase_success(results / f"{name}.eval_metaworld_2steps.csv"),
         "update_s_mean": float(np.mean(update_s)) if update_s else None,
         "update_s_median": float(np.median(update_s)) if update_s else None,
         "test_history": test_hist, "test_history_pre": periodic_pre(results / f"{name}.eval.csv"),
         "first_test": first_at(test_hist), "train_post": post_train, "train_pre": pre_train, "first_train": first_at(post_train),
     }
+
+
+def phase_success(protocol_csv: Path) -> dict[str, float]:
+    """Success by phase of a Meta-World-protocol episode CSV (`adapt0`: before adaptation, `adaptN`:
+    after N steps, `eval`: the evaluation episodes): mean per goal, then per class, then over classes."""
+    _, rows = _read_csv(protocol_csv)
+    by: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in rows:
+        by.setdefault(r["phase"], {}).setdefault(r["task"], {}).setdefault(r["task_index"], []).append(float(r["success"]))
+    return {ph: float(np.mean([np.mean([np.mean(g) for g in goals.values()]) for goals in classes.values()]))
+            for ph, classes in by.items()}
 
 
 def _mean(vals: list) -> float | None:
@@ -344,7 +355,16 @@ def variants_section(results: Path, seed_names: dict[str, list[str]]) -> str:
             f"| {pct(summary[row]['pre'])} | {pct(summary[row]['after1'])} | {pct(summary[row]['after2'])} "
             f"| {pct(_mean([s['pooled'] for s in seeds]))} | {first_test} ({grid}) | {first_train} "
             f"| {', '.join('%.0f min' % (s['wall_seconds'] / 60) for s in seeds)} | {upd} |")
-    lines += ["", f"![{fig}]({fig})", ""]
+    lines.append("")
+    phased = [(seeds[0]["label"], s["phases_2steps"]) for seeds in table.values() for s in seeds if s["phases_2steps"]]
+    if phased:
+        lines.append("Episode success by phase of the 2-round evaluations (`<name>.eval_metaworld_2steps.csv`; "
+                     "adaptation episodes do not end on success, evaluation episodes do; its JSON's "
+                     "`success_pre_adaptation` is the *last* adaptation step's episodes, i.e. after 1 round): " +
+                     "; ".join(f"{label} " + ", ".join(f"{ph} {pct(v)}" for ph, v in sorted(ph_s.items()))
+                               for label, ph_s in phased) + ".")
+        lines.append("")
+    lines += [f"![{fig}]({fig})", ""]
     base = summary[VARIANT_ROWS[0]]
     for row, s in summary.items():
         if row == VARIANT_ROWS[0]:

@@ -166,6 +166,14 @@ def test_report_ml1_variants_section_compares_each_algorithm_with_maml_trpo(tmp_
     _variant_files(tmp_path, "ml1_reach_reptile_s1", "reptile", {"inner_steps": 3},
                    0.20, 0.70, None, [(400_000, 0.5), (800_000, 0.85), (1_000_000, 0.70)],
                    None, [0.05, 0.1, 0.15, 0.2], [1.0, 1.0, 1.0, 1.0], 600.0)
+    with (tmp_path / "ml1_reach_maml_trpo_s1.eval_metaworld_2steps.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["task", "task_index", "phase", "episode", "success", "return", "length"])
+        w.writeheader()
+        for goal, (a0, a1, ev) in enumerate(((0.0, 1.0, 1.0), (1.0, 1.0, 0.0))):  # 2 goals, 2 episodes a phase
+            for phase, v in (("adapt0", a0), ("adapt1", a1), ("eval", ev)):
+                for e in range(2):
+                    w.writerow({"task": "reach-v3", "task_index": goal, "phase": phase, "episode": e,
+                                "success": v if e == 0 else 0.0, "return": 0.0, "length": 500})
     # no Meta-SGD files: its row is left out, not faked
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
                          capture_output=True, text=True)
@@ -188,6 +196,7 @@ def test_report_ml1_variants_section_compares_each_algorithm_with_maml_trpo(tmp_
     assert "30.0 points of held-out success after 1 adaptation round (70.0% vs 100.0%)" in readme
     assert "90% never reached in the periodic meta-test evaluations" in readme
     assert "**first-order MAML** vs MAML-TRPO: no shortfall" in readme
+    assert "MAML-TRPO adapt0 25.0%, adapt1 50.0%, eval 25.0%" in readme  # phases of the 2-round run's episodes
     assert "![ml1_reach_variants.png](ml1_reach_variants.png)" in readme
     assert (tmp_path / "ml1_reach_variants.png").stat().st_size > 1000
     # the aggregates of the new rows, with the baseline's keys
