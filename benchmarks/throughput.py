@@ -7,8 +7,13 @@ Measures, in one process and one run, env steps per second of:
                      the number of cores
   limit_fast_path    the same with the fast path (envs/fastpath.py: bit-identical replacements
                      of Meta-World hot spots, on by default)
+  limit_concurrent_fast_path  one such tight loop in each of `cores` processes at the same time,
+                     summed: what the cores give when all of them step at once (shared caches
+                     and memory bandwidth), the ceiling for any multi-process sampler
   metarl             TaskVectorEnv (one worker per core) driven by the Sampler with the real
-                     MAML-TRPO policy network, default settings (fast path on)
+                     MAML-TRPO policy network, default settings (fast path on, replayed resets:
+                     envs/resetcache.py), measured after 3 warm-up calls, as in training where
+                     every task has been reset before
   metarl_upstream_env  the same with `env.fast_path: false` (upstream Meta-World code)
   metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
   metaworld_sync     the same with vector_strategy="sync"
@@ -72,6 +77,32 @@ def measure_limit(env, tasks, steps: int) -> float:
         elapsed += time.perf_counter() - t0
         n += steps
     return n / elapsed * os.cpu_count()
+
+
+def _concurrent_worker(barrier, queue, steps: int) -> None:
+    torch.set_num_threads(1)
+    from envs import make_benchmark
+    bench = make_benchmark("ML10", seed=0, max_episode_steps=steps)
+    tasks = _tasks(bench)
+    env = dataclasses.replace(bench.env_factory, fast_path=True)()
+    measure_limit(env, tasks, 2)  # warm-up: builds one env per class
+    barrier.wait()
+    queue.put(measure_limit(env, tasks, steps) / os.cpu_count())  # this process's steps/s
+
+
+def measure_limit_concurrent(steps: int) -> float:
+    """The fast-path tight loop in one process per core, all at once: summed steps/s."""
+    import multiprocessing as mp
+    ctx = mp.get_context("forkserver")
+    n = os.cpu_count() or 1
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_worker, args=(barrier, queue, steps)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    total = sum(queue.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join()
+    return total
 
 
 def measure_metarl(vec, sampler, agent, tasks, rng) -> float:
@@ -151,6 +182,7 @@ def main(argv=None) -> int:
         measure_limit(env, tasks, 2)  # warm-up: builds one env per class
         run(name, lambda: measure_limit(env, tasks, args.steps_per_env))
     fastpath.disable()  # upstream again in this process (the peers below step in it)
+    run("limit_concurrent_fast_path", lambda: measure_limit_concurrent(args.steps_per_env))
 
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=META_BATCH), bench.obs_dim, bench.act_dim)
     agent.policy.load_state_dict(policy.state_dict())
@@ -161,7 +193,8 @@ def main(argv=None) -> int:
         with TaskVectorEnv(factory, META_BATCH, args.workers) as vec:
             sampler = Sampler(vec, args.steps_per_env)
             rng = np.random.default_rng(0)
-            sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)  # warm-up: build envs
+            for _ in range(3):  # warm-up: build the envs, and a first (full) reset of each task in each worker
+                sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)
             run(name, lambda: measure_metarl(vec, sampler, agent, tasks, rng))
 
     for strategy in ("async", "sync"):
@@ -192,6 +225,7 @@ def main(argv=None) -> int:
         "metaworld_async_steps_per_s": med.get("metaworld_async"),
         "metaworld_sync_steps_per_s": med.get("metaworld_sync"),
         "limit_fast_path_steps_per_s": med.get("limit_fast_path"),
+        "limit_concurrent_fast_path_steps_per_s": med.get("limit_concurrent_fast_path"),
         "metarl_upstream_env_steps_per_s": med.get("metarl_upstream_env"),
         "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
         "all_repeats": results,
@@ -202,6 +236,8 @@ def main(argv=None) -> int:
         out["metarl_over_limit"] = med["metarl"] / med["limit"]
     if med.get("metarl") and med.get("limit_fast_path"):
         out["metarl_over_limit_fast_path"] = med["metarl"] / med["limit_fast_path"]
+    if med.get("metarl") and med.get("limit_concurrent_fast_path"):
+        out["metarl_over_limit_concurrent_fast_path"] = med["metarl"] / med["limit_concurrent_fast_path"]
     if med.get("metarl_upstream_env") and med.get("limit"):
         out["metarl_upstream_env_over_limit"] = med["metarl_upstream_env"] / med["limit"]
     if med.get("metarl") and med.get("metaworld_async"):
@@ -216,7 +252,8 @@ def main(argv=None) -> int:
         f"for every vectorized variant.\n\n| variant | env steps/s |\n|---|---|\n{rows}\n\n"
         f"metarl / limit = {out.get('metarl_over_limit', float('nan')):.2f}; metarl / metaworld async = "
         f"{out.get('metarl_over_metaworld_async', float('nan')):.2f}; metarl / limit_fast_path (the "
-        f"sampler's own efficiency, same env code) = {out.get('metarl_over_limit_fast_path', float('nan')):.2f}; "
+        f"sampler's own efficiency, same env code) = {out.get('metarl_over_limit_fast_path', float('nan')):.2f}; metarl / limit_concurrent_fast_path (against "
+        f"what the cores give stepping all at once) = {out.get('metarl_over_limit_concurrent_fast_path', float('nan')):.2f}; "
         f"metarl_upstream_env / limit = {out.get('metarl_upstream_env_over_limit', float('nan')):.2f}. "
         f"The fast path is on by default and changes no number (tests/test_fastpath.py). Load average at the end: "
         f"{out['load_average_at_end'][0]:.2f}.\n\nCommand: `{out['command']}`\n")

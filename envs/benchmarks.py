@@ -18,6 +18,7 @@ class EnvFactory:
     max_episode_steps: int
     classes: tuple[tuple[str, type], ...] = ()
     fast_path: bool = True  # envs.fastpath: bit-identical replacements of Meta-World hot spots
+    reset_cache: bool = True  # envs.resetcache, with the fast path: replayed resets (off for rendering)
 
     def __call__(self) -> TaskEnv:
         if self.kind == "metaworld":
@@ -30,7 +31,8 @@ class EnvFactory:
             from envs.toy import PointEnv
             return PointEnv(self.max_episode_steps)
         from envs.metaworld import MetaWorldEnv
-        return MetaWorldEnv(dict(self.classes), self.max_episode_steps)
+        return MetaWorldEnv(dict(self.classes), self.max_episode_steps,
+                            reset_cache=self.fast_path and self.reset_cache)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.resetcache import ResetCache
 from metarl.types import Task
 
 META_WORLD_MAX_STEPS = 500
@@ -21,7 +22,7 @@ class MetaWorldEnv:
     obs_dim = 39
     act_dim = 4
 
-    def __init__(self, classes: dict[str, type], max_episode_steps: int):
+    def __init__(self, classes: dict[str, type], max_episode_steps: int, reset_cache: bool = False):
         if not 1 <= max_episode_steps <= META_WORLD_MAX_STEPS:
             raise ValueError(
                 f"env.max_episode_steps must be in [1, {META_WORLD_MAX_STEPS}], got {max_episode_steps}")
@@ -31,6 +32,9 @@ class MetaWorldEnv:
         self._envs: dict[str, Any] = {}
         self.env: Any = None
         self._seed: int | None = None
+        # envs.resetcache: later resets of a task restore what its first reset produced
+        self.reset_cache = ResetCache() if reset_cache else None
+        self._task_key: tuple[str, bytes] | None = None
 
     def set_task(self, task: Task) -> None:
         env = self._envs.get(task.name)
@@ -39,6 +43,7 @@ class MetaWorldEnv:
             self._envs[task.name] = env
         env.set_task(task.payload)
         self.env = env
+        self._task_key = (task.name, bytes(task.payload.data))
         if self._seed is not None:
             env.seed(self._seed)
 
@@ -48,7 +53,10 @@ class MetaWorldEnv:
             self.env.seed(self._seed)
 
     def reset(self) -> np.ndarray:
-        obs, _ = self.env.reset()
+        if self.reset_cache is not None and self._task_key is not None:
+            obs, _ = self.reset_cache.reset(self.env, self._task_key)
+        else:
+            obs, _ = self.env.reset()
         return obs
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:

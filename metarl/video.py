@@ -273,7 +273,10 @@ def _render_factory(factory: Any, cfg: RunConfig, store: dict, film: set[str], h
     ev = cfg.eval
     kw = {"render_mode": "rgb_array", "camera_name": ev.video_camera, "width": ev.video_width,
           "height": ev.video_height}
-    filmed = dataclasses.replace(factory, classes=tuple((n, functools.partial(c, **kw)) for n, c in factory.classes))
+    # full resets: the frame drawn right after a replayed reset could show MuJoCo's derived
+    # positions one step apart from a full reset's (envs/resetcache.py); the numbers are the same
+    filmed = dataclasses.replace(factory, classes=tuple((n, functools.partial(c, **kw)) for n, c in factory.classes),
+                                 reset_cache=False)
     return lambda: _Recorder(filmed(), store, film, ev.video_stride, horizon)
 
 
