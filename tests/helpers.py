@@ -105,29 +105,31 @@ def train_seeds(train_one, seeds, threads=1, processes=None) -> SeedRuns:
     return SeedRuns(seeds, runs)
 
 
-def train_toy_point_goals(seed, make_agent, iterations):
-    """One seed of a meta-learner on the toy point goals (square, 20-step episodes): tasks,
-    initial weights, sampling and evaluation noise all drawn from `seed`. `make_agent(obs_dim,
-    act_dim)` builds the agent; returns held-out return before (`pre`) and after (`post`) one
-    adaptation round after meta-training, `adapt` = post - pre and `meta` = post minus the
-    adapted return before meta-training."""
+def train_toy_point_goals(seed, make_agent, iterations, *, toy_goals="square", episodes_per_round=10):
+    """One seed of a meta-learner on the toy point goals (20-step episodes; `toy_goals`: square or
+    semicircle): tasks, initial weights, sampling and evaluation noise all drawn from `seed`.
+    `make_agent(bench)` builds the agent; returns held-out return before (`pre`) and after
+    (`post`) one adaptation round of `episodes_per_round` episodes after meta-training, `adapt` =
+    post - pre, `meta` = post minus the adapted return before meta-training, and `rejected`, the
+    updates the agent rejected."""
     from envs import TaskVectorEnv, make_benchmark
     from metarl.evaluation import evaluate
     from metarl.sampler import Sampler
 
     torch.manual_seed(seed)
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=20)
-    agent = make_agent(bench.obs_dim, bench.act_dim)
+    bench = make_benchmark("toy", seed=seed, max_episode_steps=20, toy_goals=toy_goals)
+    agent = make_agent(bench)
     sampler = Sampler(TaskVectorEnv(bench.env_factory, agent.meta_batch), bench.max_episode_steps)
 
     def held_out():
-        c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=10,
+        c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=episodes_per_round,
                      rng=np.random.default_rng(10_000 + seed))
         return c.return_by_round()
 
     _, post0 = held_out()
     rng = np.random.default_rng(seed)
+    rejected = 0.0
     for _ in range(iterations):
-        agent.train_iteration(sampler, bench.train_tasks, rng)
+        rejected += agent.train_iteration(sampler, bench.train_tasks, rng).rejected
     pre, post = held_out()
-    return {"pre": pre, "post": post, "adapt": post - pre, "meta": post - post0}
+    return {"pre": pre, "post": post, "adapt": post - pre, "meta": post - post0, "rejected": rejected}

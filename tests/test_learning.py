@@ -10,9 +10,9 @@ def train_maml(seed, fvp_subsample=1.0, iterations=10):
     """One seed (tasks, initial weights, sampling and evaluation noise all drawn from it):
     `adapt` = held-out return after one adaptation step minus before it, after meta-training;
     `meta` = adapted return after meta-training minus adapted return before it."""
-    return train_toy_point_goals(seed, lambda obs_dim, act_dim: MAMLTRPO(
+    return train_toy_point_goals(seed, lambda bench: MAMLTRPO(
         MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), fvp_subsample=fvp_subsample),
-        obs_dim, act_dim), iterations)
+        bench.obs_dim, bench.act_dim), iterations)
 
 
 # (fvp_subsample, adapt threshold, meta threshold); 0.2: the ML10 preset's cheaper Fisher-vector products

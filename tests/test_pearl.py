@@ -16,7 +16,7 @@ from metarl.cli import main
 from metarl.evaluation import evaluate
 from metarl.sampler import Sampler
 from metarl.types import ConfigError, EpisodeBatch
-from helpers import assert_same, train_seeds
+from helpers import assert_same, train_seeds, train_toy_point_goals
 from agents import AGENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,24 +218,12 @@ def train_pearl(seed, iterations=30, **over):
     over 20 steps; staying at the origin gives -10 on these goals, which lie at distance 0.5):
     `prior` acting with z from the prior, `post` after one round of context, `ctx` = post - prior
     after meta-training, `meta` = post after meta-training minus post before it."""
-    torch.manual_seed(seed)
     cfg = _toy_cfg(**{**FAST_TOY, **over})
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=20, toy_goals="semicircle")
-    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=len(bench.train_tasks), horizon=20)
-    sampler = Sampler(TaskVectorEnv(bench.env_factory, cfg.meta_batch), bench.max_episode_steps)
-
-    def held_out():
-        c = evaluate(agent, sampler, bench.test_tasks[:20], rounds=1, episodes_per_round=3,
-                     rng=np.random.default_rng(10_000 + seed))
-        return c.return_by_round()
-
-    _, post0 = held_out()
-    rng = np.random.default_rng(seed)
-    rejected = 0.0
-    for _ in range(iterations):
-        rejected += agent.train_iteration(sampler, bench.train_tasks, rng).rejected
-    prior, post = held_out()
-    return {"prior": prior, "post": post, "ctx": post - prior, "meta": post - post0, "rejected": rejected}
+    out = train_toy_point_goals(
+        seed, lambda bench: PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=len(bench.train_tasks), horizon=20),
+        iterations, toy_goals="semicircle", episodes_per_round=3)
+    return {"prior": out["pre"], "post": out["post"], "ctx": out["adapt"], "meta": out["meta"],
+            "rejected": out["rejected"]}
 
 
 def test_pearl_meta_learns_on_toy_semicircle_goals():

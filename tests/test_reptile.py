@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def train_reptile(seed, iterations=12):
     """`adapt` = held-out return after k inner steps minus before, after meta-training;
     `meta` = adapted return after meta-training minus adapted return before it."""
-    out = train_toy_point_goals(seed, lambda obs_dim, act_dim: Reptile(
-        ReptileConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32)), obs_dim, act_dim), iterations)
+    out = train_toy_point_goals(seed, lambda bench: Reptile(
+        ReptileConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32)), bench.obs_dim, bench.act_dim),
+        iterations)
     return {"adapt": out["adapt"], "meta": out["meta"]}
 
 
