@@ -38,6 +38,24 @@ class _Dead(Exception):
     pass
 
 
+class RestartBudget:
+    """The restarts a pool may spend in its life (worker processes here, Ray actors in
+    envs/raypool.py): each one warns; one past `max_restarts` raises WorkerError instead."""
+
+    def __init__(self, max_restarts: int, what: str):
+        self.max_restarts = max_restarts
+        self.what = what  # "sampler worker", "Ray sampler actor"
+        self.used = 0
+
+    def spend(self, i: int, why: str) -> None:
+        if self.used >= self.max_restarts:
+            raise WorkerError(f"{self.what} {i} {why} and {self.used} restarts were already used "
+                              f"(max_restarts={self.max_restarts}); giving up")
+        self.used += 1
+        warnings.warn(f"{self.what} {i} {why}; restarting it ({self.used}/{self.max_restarts}) and "
+                      f"re-collecting its episodes", stacklevel=5)
+
+
 class _Failure:
     """An exception raised by a unit in a worker, sent back to be raised in the parent."""
 
@@ -167,15 +185,18 @@ def _worker(conn: Connection, env_factory: Callable[[], TaskEnv]) -> None:
 class ProcessPool:
     def __init__(self, env_factory: Callable[[], TaskEnv], n_workers: int, max_restarts: int, timeout_s: float):
         self.n_workers = n_workers
-        self.max_restarts = max_restarts
+        self.budget = RestartBudget(max_restarts, "sampler worker")
         self.timeout_s = timeout_s
-        self.restarts = 0
         self._factory = env_factory
         self._ctx = mp.get_context("forkserver")
         self._conns: list = [None] * n_workers
         self._procs: list = [None] * n_workers
         for i in range(n_workers):
             self._start(i)
+
+    @property
+    def restarts(self) -> int:
+        return self.budget.used
 
     def _start(self, i: int) -> None:
         _ensure_forkserver()  # (re)started with the group's signals blocked before p.start() needs it
@@ -199,12 +220,7 @@ class ProcessPool:
             _kill(old)
             _join(old, timeout=5)
             self._conns[i].close()
-            if self.restarts >= self.max_restarts:
-                raise WorkerError(f"sampler worker {i} died (exit code {code}) and {self.restarts} restarts "
-                                  f"were already used (max_restarts={self.max_restarts}); giving up")
-            self.restarts += 1
-            warnings.warn(f"sampler worker {i} died (exit code {code}); restarting it "
-                          f"({self.restarts}/{self.max_restarts}) and re-collecting its episodes", stacklevel=4)
+            self.budget.spend(i, f"died (exit code {code})")
             self._start(i)
             try:
                 self._send(i, ("job", job))

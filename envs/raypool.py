@@ -19,7 +19,7 @@ import warnings
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from envs.procpool import WorkerError
+from envs.procpool import RestartBudget
 from metarl.rollout import Job, Unit, UnitResult, run_unit
 from metarl.types import ConfigError, TaskEnv
 
@@ -74,9 +74,8 @@ class RayPool:
                 kw["num_cpus"] = max(os.cpu_count() or 1, n_workers)
             ray.init(**kw)
         self.n_workers = n_workers
-        self.max_restarts = max_restarts
+        self.budget = RestartBudget(max_restarts, "Ray sampler actor")
         self.timeout_s = timeout_s
-        self.restarts = 0
         # one CPU per actor; if the cluster has fewer CPUs than actors they share them (Ray would
         # otherwise leave the surplus actors unscheduled and their units waiting forever)
         total = float(ray.cluster_resources().get("CPU", 1.0))
@@ -88,18 +87,17 @@ class RayPool:
         self._factory = env_factory
         self.actors = [self._remote.remote(env_factory) for _ in range(n_workers)]
 
+    @property
+    def restarts(self) -> int:
+        return self.budget.used
+
     def _replace(self, i: int, job_ref: Any, why: str) -> None:
         ray = self._ray
         try:
             ray.kill(self.actors[i], no_restart=True)
         except Exception:
             pass
-        if self.restarts >= self.max_restarts:
-            raise WorkerError(f"Ray sampler actor {i} {why} and {self.restarts} restarts were already used "
-                              f"(max_restarts={self.max_restarts}); giving up")
-        self.restarts += 1
-        warnings.warn(f"Ray sampler actor {i} {why}; restarting it ({self.restarts}/{self.max_restarts}) "
-                      f"and re-collecting its episodes", stacklevel=4)
+        self.budget.spend(i, why)
         self.actors[i] = self._remote.remote(self._factory)
         self.actors[i].set_job.remote(job_ref)
 
