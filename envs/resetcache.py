@@ -36,6 +36,7 @@ fast path.
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
@@ -134,13 +135,16 @@ class ResetCache:
     """Snapshots per env instance (a Meta-World env object) and task, made by full resets."""
 
     def __init__(self, max_snapshots: int = MAX_SNAPSHOTS) -> None:
-        self._envs: dict[int, _EnvRecord] = {}  # keyed by id(env): the envs live as long as this cache
+        # weak keys: a record goes with its env, and a new env never finds a dead one's record
+        self._envs: weakref.WeakKeyDictionary[Any, _EnvRecord] = weakref.WeakKeyDictionary()
         self.max_snapshots = max_snapshots
         self.hits = 0
         self.misses = 0
 
     def reset(self, env: Any, key: Hashable) -> tuple[np.ndarray, dict[str, Any]]:
-        rec = self._envs.setdefault(id(env), _EnvRecord())
+        rec = self._envs.get(env)
+        if rec is None:
+            rec = self._envs[env] = _EnvRecord()
         snap = rec.snaps.get(key)
         if snap is not None and getattr(env, "_freeze_rand_vec", False):
             self.hits += 1
