@@ -117,7 +117,7 @@ class Snapshot:
     warning_number: np.ndarray
     warning_lastinfo: np.ndarray
     model: dict[str, np.ndarray]  # the model arrays resets of this env write, as this reset left them
-    attrs: dict[str, Any]    # plain values, copied on every restore
+    attrs: dict[str, Any]    # plain values, deep-copied (as one dict) on every restore
     views: dict[str, Any]    # live views into MuJoCo memory: the same object back
     deleted: tuple[str, ...]
     obs: np.ndarray
@@ -174,7 +174,7 @@ class ResetCache:
         if any(k not in before and k not in after for k in written):  # a property's setter, not an attribute
             return self._give_up(rec, obs, info)
         deleted = tuple(k for k in written if k not in after)
-        attrs, views = {}, {}
+        plain, views = {}, {}
         for k in written:
             if k not in after:
                 continue
@@ -182,9 +182,10 @@ class ResetCache:
             if _mujoco_view(v):
                 views[k] = v
             elif _plain(v):
-                attrs[k] = copy.deepcopy(v)
+                plain[k] = v
             else:  # an object the snapshot cannot restore faithfully: this env resets in full
                 return self._give_up(rec, obs, info)
+        attrs = copy.deepcopy(plain)  # one deepcopy: attributes that share an object still share it
         if not (_plain(obs) and _plain(info)):
             return self._give_up(rec, obs, info)
         changed = {f for f, a in model.items() if not _same(model_before[f], a)}
@@ -223,7 +224,6 @@ class ResetCache:
         state = vars(env)
         for k in snap.deleted:
             state.pop(k, None)
-        for k, v in snap.attrs.items():
-            state[k] = v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v) if isinstance(v, (list, tuple, dict)) else v
+        state.update(copy.deepcopy(snap.attrs))
         state.update(snap.views)
         return snap.obs.copy(), copy.deepcopy(snap.info)
