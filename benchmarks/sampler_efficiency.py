@@ -8,7 +8,9 @@ In one process and one run (fast path on everywhere):
   2. one worker's efficiency: `run_units_here` (the episode loop every backend runs, real
      MAML policy, one-episode units of 20 tasks) against the single-env tight loop
      (env.step only) on the same core, with full and with replayed resets;
-  3. the sampler with 2 worker processes (meta-batch 20, 2 episodes per task: 40 units), with
+  3. where one worker's time goes (cProfile of the loop in 2. with replayed resets): shares of
+     env.step, the policy call and the loop's own lines;
+  4. the sampler with 2 worker processes (meta-batch 20, 2 episodes per task: 40 units), with
      and without replayed resets, interleaved call by call (`--rounds` pairs) after 3 warm-up
      calls each, and whether the two batches are identical.
 Writes benchmarks/results/sampler_efficiency.{json,md}. Run it on an idle machine.
@@ -81,6 +83,34 @@ def worker_efficiency(bench, tasks, agent) -> dict[str, float]:
     return out
 
 
+def profile_shares(bench, tasks, agent) -> dict[str, float]:
+    """Shares of one worker's episode-loop time (cProfile, replayed resets, warmed up)."""
+    import cProfile
+    import pstats
+
+    from metarl.rollout import Job, plan_units, run_units_here
+
+    job = Job(agent.actor(), agent.initial_task_state(len(tasks)), 500, bench.act_dim, False)
+    units = plan_units(tasks, list(range(len(tasks))), 1, True)
+    env = bench.env_factory()
+    run_units_here(env, job, units)
+    prof = cProfile.Profile()
+    prof.enable()
+    run_units_here(env, job, units)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+
+    def cum(file_end: str, func: str, own: bool = False) -> float:
+        return sum(v[2] if own else v[3] for (f, _, fn), v in stats.items() if f.endswith(file_end) and fn == func)
+
+    total = cum("metarl/rollout.py", "run_units_here")
+    return {"profiled_s": total,
+            "env_step_share": cum("envs/metaworld.py", "step") / total,
+            "env_reset_share": cum("envs/metaworld.py", "reset") / total,
+            "policy_share": cum("metarl/nn.py", "step") / total,
+            "episode_loop_own_share": cum("metarl/rollout.py", "_episode", own=True) / total}
+
+
 def sampler_ab(bench, tasks, agent, rounds: int) -> dict:
     from envs import TaskVectorEnv
     from metarl.sampler import Sampler
@@ -137,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     print("resets done", flush=True)
     worker = worker_efficiency(bench, tasks, agent)
     print("worker done", flush=True)
+    shares = profile_shares(bench, tasks, agent)
     ab = sampler_ab(bench, tasks, agent, args.rounds)
-    out = {"cores": os.cpu_count(), "resets": resets, "worker": worker, "sampler_2_workers": ab,
+    out = {"cores": os.cpu_count(), "resets": resets, "worker": worker, "profile": shares, "sampler_2_workers": ab,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
            "git_commit": _git_commit(), "load_average_at_end": os.getloadavg()}
     path = Path(args.out)
@@ -158,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Against the single-env tight loop on one core ({worker['limit_per_core_steps_per_s']:,.0f} steps/s): "
         f"{worker['full_resets_over_limit']:.3f} with full resets, {worker['replayed_resets_over_limit']:.3f} "
         f"with replayed resets.\n\n"
+        f"Where its time goes (cProfile, replayed resets): env.step {100 * shares['env_step_share']:.1f}%, reset "
+        f"{100 * shares['env_reset_share']:.2f}%, policy {100 * shares['policy_share']:.1f}%, the episode loop's own "
+        f"lines {100 * shares['episode_loop_own_share']:.1f}%.\n\n"
         f"## Sampler, 2 worker processes, 40 one-episode units per call\n\n"
         f"Median of {args.rounds} interleaved calls: {ab['full_resets_median']:,.0f} steps/s with full resets, "
         f"{ab['replayed_resets_median']:,.0f} with replayed resets ({ab['speedup']:.3f}x); balance efficiency "
