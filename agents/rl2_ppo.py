@@ -78,7 +78,7 @@ class _Actor(Actor):
             noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         h = state["h"]
         x = torch.cat([obs.to(h), state["prev_a"], state["prev_r"], state["prev_d"]], dim=-1)
-        # one GRU step with the sequence GRU's weights, and the policy head only: 37 us a step for
+        # one GRU step with the sequence GRU's weights, and the policy head only: 42 us a call for
         # one slot against 66 us through nn.GRU on a length-1 sequence plus the value head (the
         # learner recomputes everything over the trial with `net.forward`; tests/test_rl2.py
         # checks the sampled means against that pass)
