@@ -121,7 +121,12 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
     """One episode on one env: obs, actions, rewards, next_obs, successes [T, ...], the MuJoCo
     warnings raised during it and the task state after it. With `end_on_success` the episode
     ends at its first successful step (recorded, with the episode-end flag going to `observe`);
-    its later steps stay zero."""
+    its later steps stay zero.
+
+    The action of step k comes from one of two functions chosen once per episode: an actor
+    that never changes its state (`episodes_independent`, no `observe`) and offers `bind` lays
+    out this slot's weights once and acts on NumPy rows; any other actor goes through
+    `act` (and `observe`) on one-row tensors."""
     observe = getattr(actor, "observe", None)
     if getattr(type(actor), "observe", None) is Actor.observe:
         observe = None  # the protocol's default keeps the state: no call per step
@@ -132,13 +137,25 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
     act_buf: np.ndarray | None = None
     rew = np.zeros(horizon, np.float32)
     suc = np.zeros(horizon, bool)
+    state = task_state
     bind = getattr(actor, "bind", None)
     if bind is not None and observe is None and getattr(actor, "episodes_independent", False):
-        # the state never changes: the actor lays out this slot's weights once for all steps
         policy = bind(task_state)
+
+        def action_at(k: int) -> np.ndarray:
+            return policy(obs_buf[k], None if noise is None else noise[k])
+    else:
+        eps_all = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise))
+
+        def action_at(k: int) -> np.ndarray:
+            nonlocal state
+            action_t, state = actor.act(torch.from_numpy(obs_buf[k:k + 1]), state, deterministic=noise is None,
+                                        noise=None if eps_all is None else eps_all[k:k + 1])
+            return action_t.cpu().numpy()[0]
+    with torch.no_grad():
         for k in range(horizon):
             obs_buf[k] = obs
-            action = policy(obs_buf[k], None if noise is None else noise[k])
+            action = action_at(k)
             if act_buf is None:
                 act_buf = np.zeros((horizon, action.shape[-1]), np.float32)
             act_buf[k] = action
@@ -148,36 +165,13 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
             next_buf[k] = obs
             rew[k] = r
             suc[k] = success
-            if end_on_success and success:
-                break
-        assert act_buf is not None
-        return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, task_state
-    eps_all = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise))
-    deterministic = noise is None
-    with torch.no_grad():
-        for k in range(horizon):
-            obs_buf[k] = obs
-            action_t, task_state = actor.act(torch.from_numpy(obs_buf[k:k + 1]), task_state,
-                                             deterministic=deterministic,
-                                             noise=None if eps_all is None else eps_all[k:k + 1])
-            action = action_t.cpu().numpy()
-            if act_buf is None:
-                act_buf = np.zeros((horizon, action.shape[-1]), np.float32)
-            act_buf[k] = action[0]
-            if not np.isfinite(act_buf[k]).all():
-                raise FloatingPointError(f"non-finite action {action[0]!r} at step {k}")
-            obs, r, success = env.step(act_buf[k])
-            next_buf[k] = obs
-            rew[k] = r
-            suc[k] = success
-            done = k == horizon - 1 or (end_on_success and bool(success))
             if observe is not None:
-                task_state = observe(task_state, torch.from_numpy(act_buf[k:k + 1]), torch.from_numpy(rew[k:k + 1]),
-                                     done)
+                done = k == horizon - 1 or (end_on_success and bool(success))
+                state = observe(state, torch.from_numpy(act_buf[k:k + 1]), torch.from_numpy(rew[k:k + 1]), done)
             if end_on_success and success:
                 break
     assert act_buf is not None  # horizon >= 1
-    return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, task_state
+    return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, state
 
 
 def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> UnitResult:
