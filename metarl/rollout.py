@@ -79,9 +79,13 @@ class Unit:
 @dataclass
 class UnitResult:
     index: int
-    data: tuple[np.ndarray, ...]  # obs, actions, rewards, next_obs, successes: [n_episodes, T, ...]
+    # obs, actions, rewards, next_obs, successes: [n_episodes, T, ...]; None only on the way back
+    # from a worker that wrote them into the call's shared-memory block (envs/shmresults.py)
+    data: tuple[np.ndarray, ...] | None
     sim_warnings: np.ndarray      # [n_episodes]
-    state: TaskState              # the slot's task state after the unit (leading dim 1)
+    # the slot's task state after the unit (leading dim 1); None for an actor whose episodes are
+    # independent (its state never changes): not sent back, the call's input state is the answer
+    state: TaskState | None
     seconds: float                # time the worker spent on it
     worker: str                   # host:pid that ran it
 
@@ -198,28 +202,32 @@ def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> U
             data, warn, state = _episode(env, job.actor, start, job.horizon, shifted, job.end_on_success)
         episodes.append(data)
     fields = tuple(np.stack(f) for f in zip(*episodes))
+    if getattr(job.actor, "episodes_independent", False):
+        state = None
     return UnitResult(unit.index, fields, discarded, state, time.perf_counter() - t0,
                       worker or f"{socket.gethostname()}:{os.getpid()}")
 
 
-def assemble(units: Sequence[Unit], results: Sequence[UnitResult]) -> tuple[Rollout, TaskState]:
-    """The call's Rollout [S, M, T, ...] and every slot's task state after its last episode."""
+def assemble(units: Sequence[Unit], results: Sequence[UnitResult], task_state: TaskState) -> tuple[Rollout, TaskState]:
+    """The call's Rollout [S, M, T, ...] and every slot's task state after its last episode
+    (`task_state`, the call's input, for slots whose results carry none: it did not change)."""
     n_slots = max(u.slot for u in units) + 1
     n_episodes = units[0].total_episodes
     by_index = {r.index: r for r in results}
-    first = by_index[units[0].index]
-    bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first.data]
+    first = by_index[units[0].index].data
+    assert first is not None and all(r.data is not None for r in results)
+    bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first]
     warnings = np.zeros((n_slots, n_episodes), np.int64)
     last: dict[int, tuple[int, TaskState]] = {}
     for u in units:
         r = by_index[u.index]
         span = slice(u.first_episode, u.first_episode + u.n_episodes)
-        for buf, part in zip(bufs, r.data):
+        for buf, part in zip(bufs, r.data or ()):
             buf[u.slot, span] = part
         warnings[u.slot, span] = r.sim_warnings
         if u.slot not in last or last[u.slot][0] < u.first_episode:
             last[u.slot] = (u.first_episode, r.state)
-    states = [last[s][1] for s in range(n_slots)]
+    states = [last[s][1] if last[s][1] is not None else take_slots(task_state, [s]) for s in range(n_slots)]
     state = pytree.tree_map(lambda *xs: torch.cat(xs) if torch.is_tensor(xs[0]) else xs[0], states[0], *states[1:])
     obs, act, rew, nxt, suc = bufs
     return Rollout(obs, act, rew, nxt, suc, warnings), state

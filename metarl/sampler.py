@@ -59,7 +59,7 @@ class Sampler:
         task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
         units = plan_units(tasks, seeds.tolist(), n_episodes, bool(getattr(actor, "episodes_independent", False)))
         job = Job(actor, task_state, self.horizon, int(agent.act_dim), deterministic, end_on_success)
-        ro, task_state = assemble(units, self.vec_env.run_units(job, units))
+        ro, task_state = assemble(units, self.vec_env.run_units(job, units), task_state)
         self.env_steps += int(episode_lengths(ro.successes, end_on_success).sum())
         self.sim_warnings += int(ro.sim_warnings.sum())
         self.sample_seconds += time.perf_counter() - t0
