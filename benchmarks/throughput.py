@@ -14,7 +14,10 @@ Measures, in one process and one run, env steps per second of:
                      MAML-TRPO policy network, default settings (fast path on, replayed resets:
                      envs/resetcache.py), measured after 3 warm-up calls, as in training where
                      every task has been reset before
-  metarl_upstream_env  the same with `env.fast_path: false` (upstream Meta-World code)
+  metarl_iteration   the same sampler on the call an ML10 MAML-TRPO iteration makes: 10 episodes
+                     per task (200 one-episode units, 100k steps) instead of 1 (20 units); the
+                     20-unit call loses more to its start and to the last units' tail
+  metarl_upstream_env  the same as metarl with `env.fast_path: false` (upstream Meta-World code)
   metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
   metaworld_sync     the same with vector_strategy="sync"
   sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks
@@ -105,9 +108,9 @@ def measure_limit_concurrent(steps: int) -> float:
     return total
 
 
-def measure_metarl(vec, sampler, agent, tasks, rng) -> float:
+def measure_metarl(vec, sampler, agent, tasks, rng, episodes: int = 1) -> float:
     t0 = time.perf_counter()
-    batch, _ = sampler.sample(agent, tasks, agent.initial_task_state(len(tasks)), 1, rng)
+    batch, _ = sampler.sample(agent, tasks, agent.initial_task_state(len(tasks)), episodes, rng)
     return batch.env_steps / (time.perf_counter() - t0)
 
 
@@ -158,6 +161,7 @@ def main(argv=None) -> int:
 
     from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
     from envs import TaskVectorEnv, fastpath, make_benchmark
+    from metarl.cli import _git_commit
     from metarl.sampler import Sampler
 
     bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps_per_env)
@@ -196,6 +200,8 @@ def main(argv=None) -> int:
             for _ in range(3):  # warm-up: build the envs, and a first (full) reset of each task in each worker
                 sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), 1, rng)
             run(name, lambda: measure_metarl(vec, sampler, agent, tasks, rng))
+            if name == "metarl":
+                run("metarl_iteration", lambda: measure_metarl(vec, sampler, agent, tasks, rng, 10))
 
     for strategy in ("async", "sync"):
         name = f"metaworld_{strategy}"
@@ -228,7 +234,9 @@ def main(argv=None) -> int:
         "limit_concurrent_fast_path_steps_per_s": med.get("limit_concurrent_fast_path"),
         "metarl_upstream_env_steps_per_s": med.get("metarl_upstream_env"),
         "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
+        "metarl_iteration_steps_per_s": med.get("metarl_iteration"),
         "all_repeats": results,
+        "git_commit": _git_commit(),
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "load_average_at_end": os.getloadavg(),
     }
@@ -238,6 +246,9 @@ def main(argv=None) -> int:
         out["metarl_over_limit_fast_path"] = med["metarl"] / med["limit_fast_path"]
     if med.get("metarl") and med.get("limit_concurrent_fast_path"):
         out["metarl_over_limit_concurrent_fast_path"] = med["metarl"] / med["limit_concurrent_fast_path"]
+    for k in ("limit_fast_path", "limit_concurrent_fast_path"):
+        if med.get("metarl_iteration") and med.get(k):
+            out[f"metarl_iteration_over_{k}"] = med["metarl_iteration"] / med[k]
     if med.get("metarl_upstream_env") and med.get("limit"):
         out["metarl_upstream_env_over_limit"] = med["metarl_upstream_env"] / med["limit"]
     if med.get("metarl") and med.get("metaworld_async"):
@@ -254,9 +265,12 @@ def main(argv=None) -> int:
         f"{out.get('metarl_over_metaworld_async', float('nan')):.2f}; metarl / limit_fast_path (the "
         f"sampler's own efficiency, same env code) = {out.get('metarl_over_limit_fast_path', float('nan')):.2f}; metarl / limit_concurrent_fast_path (against "
         f"what the cores give stepping all at once) = {out.get('metarl_over_limit_concurrent_fast_path', float('nan')):.2f}; "
-        f"metarl_upstream_env / limit = {out.get('metarl_upstream_env_over_limit', float('nan')):.2f}. "
+        f"metarl_upstream_env / limit = {out.get('metarl_upstream_env_over_limit', float('nan')):.2f}; "
+        f"metarl_iteration (an ML10 MAML-TRPO iteration's call, 10 episodes a task) / limit_fast_path = "
+        f"{out.get('metarl_iteration_over_limit_fast_path', float('nan')):.2f}, / limit_concurrent_fast_path = "
+        f"{out.get('metarl_iteration_over_limit_concurrent_fast_path', float('nan')):.2f}. "
         f"The fast path is on by default and changes no number (tests/test_fastpath.py). Load average at the end: "
-        f"{out['load_average_at_end'][0]:.2f}.\n\nCommand: `{out['command']}`\n")
+        f"{out['load_average_at_end'][0]:.2f}.\n\nCommand: `{out['command']}` at {out['git_commit']}.\n")
     return 0
 
 
