@@ -12,11 +12,7 @@ In one process and one run (fast path on everywhere):
      env.step, the policy call and the loop's own lines;
   4. the sampler with 2 worker processes (meta-batch 20, 2 episodes per task: 40 units), with
      and without replayed resets, interleaved call by call (`--rounds` pairs) after 3 warm-up
-     calls each, and whether the two batches are identical;
-  5. the sampler with 2 worker processes on an ML10 MAML-TRPO iteration's call (meta-batch 20,
-     10 episodes per task: 200 units), unit results through the pipes against through the
-     call's shared-memory block (envs/shmresults.py), interleaved the same way (`--rounds`
-     pairs, 1 warm-up call each), and whether the batches are identical.
+     calls each, and whether the two batches are identical.
 Writes benchmarks/results/sampler_efficiency.{json,md}. Run it on an idle machine.
 """
 from __future__ import annotations
@@ -154,52 +150,6 @@ def sampler_ab(bench, tasks, agent, rounds: int) -> dict:
             vec.close()
 
 
-def results_ab(bench, tasks, agent, rounds: int) -> dict:
-    """Unit results through the pipes (no block: MAX_BYTES 0 in this, the parent, process)
-    against through shared memory, same env code (fast path, replayed resets)."""
-    from envs import TaskVectorEnv, shmresults
-    from metarl.sampler import Sampler
-
-    max_bytes = shmresults.MAX_BYTES
-    vecs = {shared: TaskVectorEnv(bench.env_factory, len(tasks), 2) for shared in (False, True)}
-
-    def call(shared: bool, seed: int):
-        shmresults.MAX_BYTES = max_bytes if shared else 0
-        try:
-            t0 = time.perf_counter()
-            batch, _ = Sampler(vecs[shared], 500).sample(agent, tasks, agent.initial_task_state(len(tasks)), 10,
-                                                         np.random.default_rng(seed))
-            return batch, batch.env_steps / (time.perf_counter() - t0), vecs[shared].last_call
-        finally:
-            shmresults.MAX_BYTES = max_bytes
-
-    try:
-        for shared in (False, True):
-            call(shared, 100)
-            call(shared, 101)  # the first call of a pool uses the pipe (observation size not known yet)
-        rates: dict[bool, list[float]] = {False: [], True: []}
-        balance: dict[bool, list[float]] = {False: [], True: []}
-        identical = True
-        for r in range(rounds):
-            batches = {}
-            for shared in (False, True):
-                batches[shared], rate, stats = call(shared, r)
-                rates[shared].append(rate)
-                balance[shared].append(stats.balance_efficiency)
-            identical &= all(np.array_equal(getattr(batches[False], f), getattr(batches[True], f))
-                             for f in ("obs", "actions", "rewards", "next_obs", "successes"))
-        return {"pipe_steps_per_s": rates[False], "shared_memory_steps_per_s": rates[True],
-                "pipe_median": statistics.median(rates[False]),
-                "shared_memory_median": statistics.median(rates[True]),
-                "speedup": statistics.median(rates[True]) / statistics.median(rates[False]),
-                "balance_efficiency_pipe": statistics.median(balance[False]),
-                "balance_efficiency_shared_memory": statistics.median(balance[True]),
-                "batches_identical": identical}
-    finally:
-        for vec in vecs.values():
-            vec.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
@@ -220,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print("worker done", flush=True)
     shares = profile_shares(bench, tasks, agent)
     ab = sampler_ab(bench, tasks, agent, args.rounds)
-    print("resets A/B done", flush=True)
-    res = results_ab(bench, tasks, agent, args.rounds)
     out = {"cores": os.cpu_count(), "resets": resets, "worker": worker, "profile": shares, "sampler_2_workers": ab,
-           "results_2_workers_iteration_call": res,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
            "git_commit": _git_commit(), "load_average_at_end": os.getloadavg()}
     path = Path(args.out)
@@ -250,12 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Median of {args.rounds} interleaved calls: {ab['full_resets_median']:,.0f} steps/s with full resets, "
         f"{ab['replayed_resets_median']:,.0f} with replayed resets ({ab['speedup']:.3f}x); balance efficiency "
         f"{ab['balance_efficiency_full']:.3f} / {ab['balance_efficiency_replayed']:.3f}; batches identical: "
-        f"{ab['batches_identical']}.\n\n"
-        f"## Sampler, 2 worker processes, an ML10 MAML-TRPO iteration's call (20 tasks x 10 episodes: 200 units)\n\n"
-        f"Median of {args.rounds} interleaved calls: {res['pipe_median']:,.0f} steps/s with unit results through the "
-        f"pipes, {res['shared_memory_median']:,.0f} through the call's shared-memory block ({res['speedup']:.3f}x); "
-        f"balance efficiency {res['balance_efficiency_pipe']:.3f} / {res['balance_efficiency_shared_memory']:.3f}; "
-        f"batches identical: {res['batches_identical']}.\n\nCommand: `{out['command']}` at {out['git_commit']}. Load average at the "
+        f"{ab['batches_identical']}.\n\nCommand: `{out['command']}` at {out['git_commit']}. Load average at the "
         f"end: {out['load_average_at_end'][0]:.2f}.\n")
     print(path.with_suffix(".md").read_text())
     return 0

@@ -23,7 +23,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from envs.shmresults import Layout, ResultBlock, ResultWriter
 from metarl.rollout import Job, Unit, UnitResult, run_unit
 from metarl.types import TaskEnv
 
@@ -153,15 +152,12 @@ def _worker(conn: Connection, env_factory: Callable[[], TaskEnv]) -> None:
     name = f"{socket.gethostname()}:{os.getpid()}"
     env = env_factory()
     job: Job | _Failure | None = None
-    writer = ResultWriter()
     try:
         while True:
             cmd, arg = conn.recv()
-            if cmd == "job":  # pickled once by the parent for all workers, and the call's result block
-                blob, layout = arg
-                writer.attach(layout)
+            if cmd == "job":  # pickled once by the parent for all workers
                 try:
-                    job = pickle.loads(blob)
+                    job = pickle.loads(arg)
                 except Exception as e:  # e.g. an actor whose class cannot be imported here
                     job = _Failure(e)
             elif cmd == "unit":
@@ -170,7 +166,7 @@ def _worker(conn: Connection, env_factory: Callable[[], TaskEnv]) -> None:
                     continue
                 assert job is not None
                 try:
-                    conn.send(writer.put(run_unit(env, job, arg, name)))
+                    conn.send(run_unit(env, job, arg, name))
                 except Exception as e:  # the parent raises it
                     conn.send(_Failure(e))
             elif cmd == "prepare":  # build the env's simulator for each task's class now
@@ -182,7 +178,6 @@ def _worker(conn: Connection, env_factory: Callable[[], TaskEnv]) -> None:
     except EOFError:
         pass
     finally:
-        writer.detach()
         env.close()
         conn.close()
 
@@ -194,7 +189,6 @@ class ProcessPool:
         self.timeout_s = timeout_s
         self._factory = env_factory
         self._ctx = mp.get_context("forkserver")
-        self._obs_dim: int | None = None  # learnt from the first result: sizes the result blocks
         self._conns: list = [None] * n_workers
         self._procs: list = [None] * n_workers
         for i in range(n_workers):
@@ -218,7 +212,7 @@ class ProcessPool:
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             raise _Dead() from e
 
-    def _restart(self, i: int, job: tuple[bytes, Layout | None]) -> None:
+    def _restart(self, i: int, job: bytes) -> None:
         """Replace worker i (dead or hung) and give it the call's job; WorkerError past the cap."""
         while True:
             old = self._procs[i]
@@ -241,23 +235,8 @@ class ProcessPool:
             self._conns[i].recv()
 
     def run(self, job: Job, units: Sequence[Unit]) -> list[UnitResult]:
-        """Run `units` (in this order of hand-out) over the workers; results in any order. The
-        units' arrays come back through a shared-memory block where one can be made
-        (envs/shmresults.py), else through the pipes."""
-        block = ResultBlock.create(units, job.horizon, self._obs_dim, job.act_dim)
-        try:
-            results = self._run(job, units, block)
-        finally:
-            if block is not None:
-                block.close()
-        for r in results:
-            if r.data is not None:
-                self._obs_dim = int(r.data[0].shape[-1])
-                break
-        return results
-
-    def _run(self, job: Job, units: Sequence[Unit], block: ResultBlock | None) -> list[UnitResult]:
-        blob = (pickle.dumps(job), None if block is None else block.layout)
+        """Run `units` (in this order of hand-out) over the workers; results in any order."""
+        blob = pickle.dumps(job)
         pending = deque(units)
         results: list[UnitResult] = []
         busy: dict[int, tuple[Unit, float]] = {}
@@ -299,7 +278,7 @@ class ProcessPool:
                 if isinstance(out, _Failure):
                     failure.append(out)  # raised once the other workers' units are in (no stale answers)
                 else:
-                    results.append(out if block is None else block.read(out))
+                    results.append(out)
                 del busy[i]
                 feed(i)
             now = time.monotonic()

@@ -79,9 +79,7 @@ class Unit:
 @dataclass
 class UnitResult:
     index: int
-    # obs, actions, rewards, next_obs, successes: [n_episodes, T, ...]; None only on the way back
-    # from a worker that wrote them into the call's shared-memory block (envs/shmresults.py)
-    data: tuple[np.ndarray, ...] | None
+    data: tuple[np.ndarray, ...]  # obs, actions, rewards, next_obs, successes: [n_episodes, T, ...]
     sim_warnings: np.ndarray      # [n_episodes]
     # the slot's task state after the unit (leading dim 1); None for an actor whose episodes are
     # independent (its state never changes): not sent back, the call's input state is the answer
@@ -214,15 +212,14 @@ def assemble(units: Sequence[Unit], results: Sequence[UnitResult], task_state: T
     n_slots = max(u.slot for u in units) + 1
     n_episodes = units[0].total_episodes
     by_index = {r.index: r for r in results}
-    first = by_index[units[0].index].data
-    assert first is not None and all(r.data is not None for r in results)
-    bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first]
+    first = by_index[units[0].index]
+    bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first.data]
     warnings = np.zeros((n_slots, n_episodes), np.int64)
     last: dict[int, tuple[int, TaskState]] = {}
     for u in units:
         r = by_index[u.index]
         span = slice(u.first_episode, u.first_episode + u.n_episodes)
-        for buf, part in zip(bufs, r.data or ()):
+        for buf, part in zip(bufs, r.data):
             buf[u.slot, span] = part
         warnings[u.slot, span] = r.sim_warnings
         if u.slot not in last or last[u.slot][0] < u.first_episode:

@@ -160,3 +160,27 @@ def test_backend_fields_are_checked_and_ray_without_the_extra_is_one_line(monkey
     with pytest.raises(ConfigError) as e:
         EnvSection(backend="ray", n_workers=2)
     assert str(e.value) == "env.backend: 'ray' needs Ray, an optional extra: pip install -e '.[ray]'"
+
+
+@pytest.mark.parametrize("agent_name", ["maml", "rl2"])
+def test_task_states_after_a_call_match_in_process(agent_name):
+    """MAML's workers send no task state back (it cannot change while acting: the call's input
+    is the answer); RL2's send the recurrent state after the trial."""
+    from agents.rl2_ppo import RL2PPO, RL2PPOConfig
+
+    b = make_benchmark("ML1", "reach-v3", seed=0, max_episode_steps=15)
+    torch.manual_seed(0)
+    if agent_name == "maml":
+        agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=3, hidden_sizes=(16,)), b.obs_dim, b.act_dim)
+    else:
+        agent = RL2PPO(RL2PPOConfig(meta_batch=3, hidden_size=16), b.obs_dim, b.act_dim)
+    start = agent.initial_task_state(3)
+    states = []
+    for workers in (0, 2):
+        with TaskVectorEnv(b.env_factory, 3, workers) as vec:
+            _, state = Sampler(vec, b.max_episode_steps).sample(agent, b.train_tasks[:3], start, 2,
+                                                                np.random.default_rng(5))
+        states.append(state)
+    for k in start:
+        assert torch.equal(states[0][k], states[1][k]), k
+        assert torch.equal(states[0][k], start[k]) == (agent_name == "maml"), k

@@ -40,8 +40,6 @@ EXCEPTIONS = {
         "so it sits in the layer below envs (checked with CORE below).",
     ("envs.procpool", "metarl.rollout"):
         "worker processes run metarl.rollout.run_unit on their env (see envs.vector).",
-    ("envs.shmresults", "metarl.rollout"):
-        "the worker processes' result blocks lay out and fill metarl.rollout's Unit / UnitResult arrays.",
     ("envs.raypool", "metarl.rollout"):
         "Ray actors run metarl.rollout.run_unit on their env, the same loop as the worker processes.",
 }
