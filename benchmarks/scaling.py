@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    from metarl.cli import _git_commit
 
     from throughput import _tasks, measure_limit
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
            "meta_batch": META_BATCH, "episodes_per_task": args.episodes, "steps_per_episode": args.steps,
            "policy": "MAML-TRPO GaussianMLPPolicy 2x100 (NumPy actor)", "fast_path": True,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-           "load_average_at_end": os.getloadavg()}
+           "git_commit": _git_commit(), "load_average_at_end": os.getloadavg()}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
@@ -120,7 +121,7 @@ def _write_md(path: Path, out: dict) -> None:
               "produced, and no figure here is extrapolated to more cores.",
               "",
               f"Command: `{out['command']}` (run under runs/timed.sh: the training queue paused). "
-              f"Load average at the end: {out['load_average_at_end'][0]:.2f}.", ""]
+              f"At commit {out['git_commit']}. Load average at the end: {out['load_average_at_end'][0]:.2f}.", ""]
     path.write_text("\n".join(lines))
 
 
