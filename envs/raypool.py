@@ -2,8 +2,9 @@
 
 Each actor builds one env when it starts (like a worker process) and runs units with the same
 code (`metarl.rollout.run_unit`), so a batch is identical to the other backends'. Units are
-handed to actors as they free up, one in flight per actor. An actor that dies (its process
-killed, its node lost) or hangs is replaced by a new one and its unit runs again; after
+handed to actors as they free up, two queued on each actor (so a Ray round trip never leaves
+one idle). An actor that dies (its process killed, its node lost) or hangs is replaced by a new
+one and its units run again; after
 `max_restarts` replacements in the life of the pool, WorkerError.
 
 `address`: None starts a local Ray (or uses the one this process already joined); "auto"
@@ -64,6 +65,7 @@ class RayWorker:
 
 
 class RayPool:
+    PREFETCH = 2  # units queued on each actor
     def __init__(self, env_factory: Callable[[], TaskEnv], n_workers: int, address: str | None,
                  max_restarts: int, timeout_s: float):
         ray = self._ray = import_ray()
@@ -105,41 +107,57 @@ class RayPool:
         self._ray.get([a.prepare.remote(list(tasks)) for a in self.actors])
 
     def run(self, job: Job, units: Sequence[Unit]) -> list[UnitResult]:
+        """Each actor holds up to PREFETCH units: the next one is already queued on it when one
+        finishes, so a Ray round trip (a few ms) never leaves it idle. Results in any order."""
         ray = self._ray
         job_ref = ray.put(job)
         for actor in self.actors:
             actor.set_job.remote(job_ref)  # actor calls run in order: before any of its units
         pending = deque(units)
         results: list[UnitResult] = []
-        in_flight: dict[Any, tuple[int, Unit, float]] = {}
+        in_flight: dict[Any, tuple[int, Unit]] = {}
+        since = [time.monotonic()] * self.n_workers  # when actor i last finished a unit (or got its first)
         failure: list[BaseException] = []
 
         def feed(i: int) -> None:
             if pending and not failure:
                 unit = pending.popleft()
-                in_flight[self.actors[i].run.remote(unit)] = (i, unit, time.monotonic())
+                in_flight[self.actors[i].run.remote(unit)] = (i, unit)
 
-        for i in range(self.n_workers):
-            feed(i)
+        def replace(i: int, why: str) -> None:
+            """Actor i's units go back to the front of the queue; a new actor takes its place."""
+            for ref, (j, unit) in list(in_flight.items()):
+                if j == i:
+                    del in_flight[ref]
+                    pending.appendleft(unit)
+            self._replace(i, job_ref, why)
+            since[i] = time.monotonic()
+            for _ in range(self.PREFETCH):
+                feed(i)
+
+        for _ in range(self.PREFETCH):
+            for i in range(self.n_workers):
+                feed(i)
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
-                i, unit, _t = in_flight.pop(ref)
+                if ref not in in_flight:  # its actor was replaced meanwhile: the unit is queued again
+                    continue
+                i, unit = in_flight.pop(ref)
                 try:
                     results.append(ray.get(ref))
                 except ray.exceptions.RayActorError as e:
-                    pending.appendleft(unit)
-                    self._replace(i, job_ref, f"died ({type(e).__name__})")
+                    in_flight[ref] = (i, unit)
+                    replace(i, f"died ({type(e).__name__})")
+                    continue
                 except ray.exceptions.RayTaskError as e:  # the unit raised: raise it here, once all are in
                     failure.append(e.as_instanceof_cause())
+                since[i] = time.monotonic()
                 feed(i)
             now = time.monotonic()
-            for ref, (i, unit, t) in list(in_flight.items()):
-                if now - t > self.timeout_s:
-                    del in_flight[ref]
-                    pending.appendleft(unit)
-                    self._replace(i, job_ref, f"gave no answer within {self.timeout_s:.0f} s")
-                    feed(i)
+            for i in {j for j, _ in in_flight.values()}:
+                if now - since[i] > self.timeout_s:
+                    replace(i, f"gave no answer within {self.timeout_s:.0f} s")
         if failure:
             raise failure[0]
         return results
