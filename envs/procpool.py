@@ -56,6 +56,29 @@ class RestartBudget:
                       f"re-collecting its episodes", stacklevel=5)
 
 
+class RunningClock:
+    """Monotonic seconds less the stretches in which this process did not run, for hang timeouts.
+
+    The pools poll their workers at least every second; a poll that finds more than `stall_s`
+    passed since the previous one means this process was stopped (SIGSTOP / Ctrl-Z of the
+    process group, a scheduler's suspend, a debugger), and with a group stop the workers were
+    too: that stretch is not counted toward any unit's age. (It also leaves out the rare
+    stretch this process spent on its own work, a restart's join: a hang is then noticed a
+    little later, never wrongly.)"""
+
+    def __init__(self, stall_s: float = 1.0):
+        self.stall_s = stall_s
+        self._last = time.monotonic()
+        self._skipped = 0.0
+
+    def now(self) -> float:
+        t = time.monotonic()
+        if t - self._last > self.stall_s:
+            self._skipped += t - self._last
+        self._last = t
+        return t - self._skipped
+
+
 class _Failure:
     """An exception raised by a unit in a worker, sent back to be raised in the parent."""
 
@@ -247,13 +270,14 @@ class ProcessPool:
                 self._restart(i, blob)
 
         failure: list[_Failure] = []
+        clock = RunningClock()
 
         def feed(i: int) -> None:
             while pending and not failure:
                 unit = pending.popleft()
                 try:
                     self._send(i, ("unit", unit))
-                    busy[i] = (unit, time.monotonic())
+                    busy[i] = (unit, clock.now())
                     return
                 except _Dead:
                     pending.appendleft(unit)
@@ -281,7 +305,7 @@ class ProcessPool:
                     results.append(out)
                 del busy[i]
                 feed(i)
-            now = time.monotonic()
+            now = clock.now()
             for i in list(busy):
                 proc, conn = self._procs[i], self._conns[i]
                 if _exited(proc) and not conn.poll(0):

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import warnings
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from envs.procpool import RestartBudget
+from envs.procpool import RestartBudget, RunningClock
 from metarl.rollout import Job, Unit, UnitResult, run_unit
 from metarl.types import ConfigError, TaskEnv
 
@@ -116,7 +115,8 @@ class RayPool:
         pending = deque(units)
         results: list[UnitResult] = []
         in_flight: dict[Any, tuple[int, Unit]] = {}
-        since = [time.monotonic()] * self.n_workers  # when actor i last finished a unit (or got its first)
+        clock = RunningClock(stall_s=2.0)  # ray.wait below returns at least every second
+        since = [clock.now()] * self.n_workers  # when actor i last finished a unit (or got its first)
         failure: list[BaseException] = []
 
         def feed(i: int) -> None:
@@ -131,7 +131,7 @@ class RayPool:
                     del in_flight[ref]
                     pending.appendleft(unit)
             self._replace(i, job_ref, why)
-            since[i] = time.monotonic()
+            since[i] = clock.now()
             for _ in range(self.PREFETCH):
                 feed(i)
 
@@ -152,9 +152,9 @@ class RayPool:
                     continue
                 except ray.exceptions.RayTaskError as e:  # the unit raised: raise it here, once all are in
                     failure.append(e.as_instanceof_cause())
-                since[i] = time.monotonic()
+                since[i] = clock.now()
                 feed(i)
-            now = time.monotonic()
+            now = clock.now()
             for i in {j for j, _ in in_flight.values()}:
                 if now - since[i] > self.timeout_s:
                     replace(i, f"gave no answer within {self.timeout_s:.0f} s")

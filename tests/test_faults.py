@@ -299,3 +299,28 @@ def test_group_signal_mid_rollout_spends_no_worker_restarts(tmp_path, toy_config
     while _group(proc.pid) and time.monotonic() < deadline:  # no worker (or forkserver) left behind
         time.sleep(0.1)
     assert not _group(proc.pid)
+
+
+def test_a_stopped_process_group_is_not_taken_for_hung_workers():
+    """SIGSTOP of the whole group (Ctrl-Z, a scheduler's suspend, pausing a run for a timing)
+    freezes the parent with its workers. After SIGCONT the wall-clock age of the units in flight
+    is past the hang timeout, but neither side ran: no worker may be killed as hung (before the
+    fix, four such pauses spent the 3 restarts and stopped a 5-hour run)."""
+    import subprocess
+
+    bench = make_benchmark("toy", seed=0, max_episode_steps=10)
+    torch.manual_seed(0)
+    agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, hidden_sizes=(8,)), bench.obs_dim, bench.act_dim)
+    vec = TaskVectorEnv(SlowSetTaskFactory(bench.env_factory, 0.5), 4, 2, timeout_s=3.0)
+    try:
+        sampler = Sampler(vec, bench.max_episode_steps)
+        pids = " ".join(str(p) for p in [os.getpid(), *(p.pid for p in vec._procs)])
+        pause = subprocess.Popen(["bash", "-c", f"sleep 0.3; kill -STOP {pids}; sleep 4; kill -CONT {pids}"],
+                                 start_new_session=True)
+        batch, _ = sampler.sample(agent, bench.train_tasks[:4], agent.initial_task_state(4), 1,
+                                  np.random.default_rng(0))  # 4 units of >= 0.5 s on 2 workers
+        pause.wait(timeout=30)
+        assert vec.restarts == 0
+        assert batch.obs.shape[0] == 4
+    finally:
+        vec.close()
