@@ -2,9 +2,9 @@
 
     python benchmarks/scaling.py [--workers 1 2 3 4] [--episodes 10] [--backends multiprocess ray]
 
-One `Sampler.sample` call as MAML-TRPO makes it on ML10 (meta-batch 20: two goals of each of
+`Sampler.sample` calls as MAML-TRPO makes them on ML10 (meta-batch 20: two goals of each of
 the 10 train classes, `--episodes` 500-step episodes per task, the real MAML policy 2x100, fast
-path on) per row, after a warm-up call (which also measures the classes' step costs that order
+path on), per row the median of `--repeats` timed calls (its steps/s and balance), after a warm-up call (which also measures the classes' step costs that order
 the units longest first), beside the single-env tight-loop limit (env.step only, random actions,
 upstream and fast-path Meta-World code) times the cores. Balance efficiency = (sum of the workers'
 busy time, from per-unit timings) / (workers x wall time of the call). Rows with more workers
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", default=["multiprocess", "ray"], choices=["multiprocess", "ray"])
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (the ML10 preset: 10)")
     p.add_argument("--steps", type=int, default=500, help="episode length")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (the median is reported)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -67,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
                 sampler = Sampler(vec, args.steps)
                 rng = np.random.default_rng(0)
                 sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), args.episodes, rng)  # warm-up
-                steps0 = sampler.env_steps
-                t0 = time.perf_counter()
-                sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), args.episodes, rng)
-                wall = time.perf_counter() - t0
-                stats = vec.last_call
-                assert stats is not None
-                row = {"backend": backend, "workers": workers, "steps_per_s": (sampler.env_steps - steps0) / wall,
+                calls = []
+                for _ in range(args.repeats):
+                    steps0 = sampler.env_steps
+                    t0 = time.perf_counter()
+                    sampler.sample(agent, tasks, agent.initial_task_state(META_BATCH), args.episodes, rng)
+                    wall = time.perf_counter() - t0
+                    assert vec.last_call is not None
+                    calls.append(((sampler.env_steps - steps0) / wall, vec.last_call))
+                calls.sort(key=lambda c: c[0])
+                rate, stats = calls[len(calls) // 2]  # the median call
+                row = {"backend": backend, "workers": workers, "steps_per_s": rate,
+                       "steps_per_s_calls": [c[0] for c in calls],
                        "balance_efficiency": stats.balance_efficiency, "oversubscribed": workers > cores,
                        "units": sum(stats.units_by_worker.values()),
                        "units_by_worker": sorted(stats.units_by_worker.values())}
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
 
     out = {"cores": cores, "limit_steps_per_s": limits["limit"],
-           "limit_fast_path_steps_per_s": limits["limit_fast_path"], "rows": rows,
+           "limit_fast_path_steps_per_s": limits["limit_fast_path"], "rows": rows, "repeats": args.repeats,
            "meta_batch": META_BATCH, "episodes_per_task": args.episodes, "steps_per_episode": args.steps,
            "policy": "MAML-TRPO GaussianMLPPolicy 2x100 (NumPy actor)", "fast_path": True,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
@@ -100,7 +106,7 @@ def _write_md(path: Path, out: dict) -> None:
     cores, fast = out["cores"], out["limit_fast_path_steps_per_s"]
     lines = [f"# Sampling vs workers, ML10 train tasks, {cores} cores",
              "",
-             f"One sample call: meta-batch {out['meta_batch']} (2 goals x 10 classes), {out['episodes_per_task']} "
+             f"Per row the median of {out.get('repeats', 1)} sample calls, each: meta-batch {out['meta_batch']} (2 goals x 10 classes), {out['episodes_per_task']} "
              f"episodes of {out['steps_per_episode']} steps per task = {out['meta_batch'] * out['episodes_per_task']} "
              f"one-episode units, real MAML policy, fast path on. Tight-loop limit (one env, env.step only) x "
              f"{cores} cores: {out['limit_steps_per_s']:,.0f} steps/s upstream, {fast:,.0f} with the fast path.",

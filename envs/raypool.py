@@ -23,6 +23,9 @@ from envs.procpool import RestartBudget, RunningClock
 from metarl.rollout import Job, Unit, UnitResult, run_unit
 from metarl.types import ConfigError, TaskEnv
 
+# Ray returns a task's result inline (in the reply) below this size, else through the object
+# store. A cluster reads it from RAY_max_direct_call_object_size in the environment of `ray start`.
+INLINE_BYTES = 4 * 2**20
 INSTALL_HINT = "env.backend: 'ray' needs Ray, an optional extra: pip install -e '.[ray]'"
 
 
@@ -73,6 +76,9 @@ class RayPool:
                                   "configure_logging": False}
             if address is None:  # a local Ray: room for every actor even with more actors than cores
                 kw["num_cpus"] = max(os.cpu_count() or 1, n_workers)
+                # unit results (~170 KB for a 500-step ML10 episode) come back inline instead of
+                # through the object store (default threshold 100 KB); measured in docs/design.md
+                kw["_system_config"] = {"max_direct_call_object_size": INLINE_BYTES}
             ray.init(**kw)
         self.n_workers = n_workers
         self.budget = RestartBudget(max_restarts, "Ray sampler actor")
