@@ -116,11 +116,20 @@ def main(argv=None) -> int:
         trainer = Trainer(cfg, run_dir, device, payload)
         start_steps = trainer.env_steps
         # SIGINT / SIGTERM: stop training, evaluate the policy as it is, write the result (marked)
-        curve = trainer.run(final_eval_on_stop=True)
-        segment = {"command": command, "git_commit": git, "from_env_steps": start_steps,
-                   "to_env_steps": trainer.env_steps, "wall_seconds": time.time() - t0}
-        with segments.open("a") as f:
-            f.write(json.dumps(segment) + "\n")
+        segment = {"command": command, "git_commit": git, "from_env_steps": start_steps}
+
+        def record(**extra) -> None:
+            """Append this stretch to segments.jsonl, also when the run ends with an error (it
+            left a checkpoint to resume from: the stretch it trained is part of the result)."""
+            segment.update(to_env_steps=trainer.env_steps, wall_seconds=time.time() - t0, **extra)
+            with segments.open("a") as f:
+                f.write(json.dumps(segment) + "\n")
+        try:
+            curve = trainer.run(final_eval_on_stop=True)
+        except BaseException as e:
+            record(ended_by=f"{type(e).__name__}: {e}"[:300])
+            raise
+        record()
         done = [*earlier, segment]
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
                          "stopped_early": trainer.stopped_early,
