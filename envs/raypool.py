@@ -68,6 +68,7 @@ class RayWorker:
 
 class RayPool:
     PREFETCH = 2  # units queued on each actor
+
     def __init__(self, env_factory: Callable[[], TaskEnv], n_workers: int, address: str | None,
                  max_restarts: int, timeout_s: float):
         ray = self._ray = import_ray()
@@ -153,7 +154,7 @@ class RayPool:
                 try:
                     results.append(ray.get(ref))
                 except ray.exceptions.RayActorError as e:
-                    in_flight[ref] = (i, unit)
+                    pending.appendleft(unit)
                     replace(i, f"died ({type(e).__name__})")
                     continue
                 except ray.exceptions.RayTaskError as e:  # the unit raised: raise it here, once all are in
