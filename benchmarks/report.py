@@ -167,7 +167,8 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
 
 def agent_label(result: dict) -> str:
     """MAML-TRPO's variants by their config: first-order (agent.first_order), Meta-SGD
-    (agent.learn_inner_lr); other agents by name."""
+    (agent.learn_inner_lr); RL²-PPO with its update schedule (minibatches x epochs: the ML10
+    preset changed from 40 to 320 gradient steps per iteration); other agents by name."""
     a = result.get("config", {}).get("agent", {})
     name = AGENT_NAMES.get(result["agent"], result["agent"])
     if result["agent"] == "maml_trpo":
@@ -175,6 +176,9 @@ def agent_label(result: dict) -> str:
             return "first-order MAML"
         if a.get("learn_inner_lr", "none") not in (None, "none"):
             return "Meta-SGD, " + str(a["learn_inner_lr"]).replace("_", "-") + " α"
+    if result["agent"] == "rl2_ppo" and "minibatches" in a and "epochs" in a:
+        steps = int(a["minibatches"]) * int(a["epochs"])
+        return f"{name}, {steps} PPO steps/iteration"
     return name
 
 
