@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils import _pytree as pytree
 
 import agents
@@ -30,6 +31,10 @@ from agents import AGENTS
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = sorted(agents.AGENTS)
 CLI = [sys.executable, "-m", "metarl.cli"]
+# every registered agent with its toy preset, and the MAML-TRPO variants through their configs
+CASES = [(n, ()) for n in NAMES] + [("maml_trpo", ("agent.first_order=true",)),
+                                    ("maml_trpo", ("agent.learn_inner_lr=per_parameter",))]
+IDS = [n if not o else n + "[" + ",".join(o) + "]" for n, o in CASES]
 
 
 
@@ -41,8 +46,9 @@ def test_every_registered_agent_has_a_toy_preset():
     assert NAMES and all(_preset(n).is_file() for n in NAMES), [n for n in NAMES if not _preset(n).is_file()]
 
 
-def _build(name: str, n_workers: int):
-    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=6"], seed=3, device="cpu", registry=AGENTS)
+def _build(name: str, n_workers: int, overrides: tuple[str, ...] = ()):
+    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=6", *overrides], seed=3, device="cpu",
+                      registry=AGENTS)
     bench = benchmark_for(cfg)
     torch.manual_seed(0)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, "cpu", n_train_tasks=len(bench.train_tasks),
@@ -50,9 +56,9 @@ def _build(name: str, n_workers: int):
     return bench, agent, Sampler(TaskVectorEnv(bench.env_factory, agent.meta_batch, n_workers), bench.max_episode_steps)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_protocol_verbs_and_task_state_shape(name):
-    bench, agent, sampler = _build(name, 0)
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_protocol_verbs_and_task_state_shape(name, overrides):
+    bench, agent, sampler = _build(name, 0, overrides)
     try:
         for verb in ("initial_task_state", "act", "adapt", "train_iteration", "state_dict", "load_state_dict"):
             assert callable(getattr(agent, verb, None)), verb
@@ -78,13 +84,13 @@ def test_protocol_verbs_and_task_state_shape(name):
         sampler.vec_env.close()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_in_process_and_three_worker_sampling_are_identical(name):
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_in_process_and_three_worker_sampling_are_identical(name, overrides):
     """Units (episodes or trials) run alone with batch-1 policy calls wherever they run: exact
     equality for every agent, whatever the worker count."""
     out = []
     for workers in (0, 3):
-        bench, agent, sampler = _build(name, workers)
+        bench, agent, sampler = _build(name, workers, overrides)
         try:
             n = min(agent.meta_batch, 5)
             batch, state = sampler.sample(agent, bench.train_tasks[:n], agent.initial_task_state(n, np.random.default_rng(6)), 3,
@@ -102,23 +108,24 @@ def _cli(*args: str) -> None:
     assert main(list(args)) == 0, args  # in-process: a subprocess per call would cost an import of torch
 
 
-def _train(tmp_path, name, run, *extra):
-    _cli("train", str(_preset(name)), "--set", f"run.out_dir={tmp_path}", "--set", f"run.name={run}",
+def _train(tmp_path, name, run, *extra, overrides=()):
+    _cli("train", str(_preset(name)), *[a for o in overrides for a in ("--set", o)], "--set", f"run.out_dir={tmp_path}", "--set", f"run.name={run}",
          "--set", "run.progress=false", "--set", "env.max_episode_steps=8", "--set", "eval.every=0",
          "--set", "eval.final_tasks_per_class=2", *extra)
     return tmp_path / run
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_resume_checkpoints_release_eval_and_plot(tmp_path, name):
-    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=8"], seed=0, device="cpu", registry=AGENTS)
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_resume_checkpoints_release_eval_and_plot(tmp_path, name, overrides):
+    cfg = config.load(str(_preset(name)), ["env.max_episode_steps=8", *overrides], seed=0, device="cpu",
+                      registry=AGENTS)
     # one iteration, then two resumes of one iteration each (iterations may differ in env steps)
-    part = _train(tmp_path, name, "split", "--set", "run.env_steps=1")
+    part = _train(tmp_path, name, "split", "--set", "run.env_steps=1", overrides=overrides)
     for _ in range(2):
         steps = checkpoint.load_latest(part, registry=AGENTS)[1]["counters"]["env_steps"]
         _cli("train", "--resume", str(part), "--set", f"run.env_steps={steps + 1}")
     total = checkpoint.load_latest(part, registry=AGENTS)[1]["counters"]["env_steps"]
-    straight = _train(tmp_path, name, "straight", "--set", f"run.env_steps={total}")
+    straight = _train(tmp_path, name, "straight", "--set", f"run.env_steps={total}", overrides=overrides)
     path_a, a = checkpoint.load_latest(straight, registry=AGENTS)
     _, b = checkpoint.load_latest(part, registry=AGENTS)
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 3
@@ -126,6 +133,8 @@ def test_resume_checkpoints_release_eval_and_plot(tmp_path, name):
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]
     torch.load(path_a, map_location="cpu", weights_only=True)  # no pickled objects
     assert cfg.agent.name == name
+    resumed = config.from_dict(yaml.safe_load((part / "config.yaml").read_text()), registry=AGENTS)
+    assert resumed.agent == cfg.agent  # the variant's fields survive into the run and its resumes
     _cli("eval", str(straight), "--tasks-per-class", "2", "--out", str(tmp_path / "e.csv"))
     _cli("eval", str(straight), "--protocol", "metaworld", "--goals-per-class", "2", "--out", str(tmp_path / "mw"))
     assert (tmp_path / "mw" / "eval_metaworld.json").is_file()

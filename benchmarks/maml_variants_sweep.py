@@ -1,0 +1,36 @@
+"""The sweep behind the thresholds of tests/test_learning.py::test_maml_variants_meta_learn_on_toy_tasks:
+first-order MAML and Meta-SGD (per-parameter) on the toy point goals, seeds 0-9, and seeds 0-4
+again with every initial weight perturbed by a relative 1e-6 (a CPU's different rounding).
+
+    python benchmarks/maml_variants_sweep.py     # ~2 min on 2 cores; writes results/maml_variants_sweep.json
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from helpers import train_seeds, train_toy_point_goals
+
+def make(kw, perturb):
+    def f(bench):
+        a = MAMLTRPO(MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), **kw),
+                     bench.obs_dim, bench.act_dim)
+        if perturb:
+            g = torch.Generator().manual_seed(123)
+            with torch.no_grad():
+                for p in a.policy.parameters():
+                    p.mul_(1 + 1e-6 * torch.randn(p.shape, generator=g))
+        return a
+    return f
+
+out = {}
+for label, kw in [("first_order", dict(first_order=True)), ("meta_sgd", dict(learn_inner_lr="per_parameter"))]:
+    for perturb, seeds in ((False, range(10)), (True, range(5))):
+        runs = train_seeds(lambda s: train_toy_point_goals(s, make(kw, perturb), 10), seeds)
+        print(label, "perturbed" if perturb else "plain", runs.table(), flush=True)
+        out[f"{label}_{'p' if perturb else 'n'}"] = [{k: r[k] for k in ("adapt", "meta")} for r in runs.runs]
+(ROOT / "benchmarks" / "results" / "maml_variants_sweep.json").write_text(json.dumps(out, indent=1) + "\n")
