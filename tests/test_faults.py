@@ -311,11 +311,13 @@ def test_a_stopped_process_group_is_not_taken_for_hung_workers():
     bench = make_benchmark("toy", seed=0, max_episode_steps=10)
     torch.manual_seed(0)
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=4, hidden_sizes=(8,)), bench.obs_dim, bench.act_dim)
-    vec = TaskVectorEnv(SlowSetTaskFactory(bench.env_factory, 0.5), 4, 2, timeout_s=3.0)
+    # timeout 6 s: a restarted worker's start counts toward its unit's age, and on a 2-core machine
+    # loaded with other jobs (the rest of the suite, a training run) 3 s proved too short
+    vec = TaskVectorEnv(SlowSetTaskFactory(bench.env_factory, 0.5), 4, 2, timeout_s=6.0)
     try:
         sampler = Sampler(vec, bench.max_episode_steps)
         pids = " ".join(str(p) for p in [os.getpid(), *(p.pid for p in vec._procs)])
-        pause = subprocess.Popen(["bash", "-c", f"sleep 0.3; kill -STOP {pids}; sleep 4; kill -CONT {pids}"],
+        pause = subprocess.Popen(["bash", "-c", f"sleep 0.3; kill -STOP {pids}; sleep 8; kill -CONT {pids}"],
                                  start_new_session=True)
         batch, _ = sampler.sample(agent, bench.train_tasks[:4], agent.initial_task_state(4), 1,
                                   np.random.default_rng(0))  # 4 units of >= 0.5 s on 2 workers
