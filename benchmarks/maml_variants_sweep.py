@@ -12,13 +12,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from helpers import train_seeds, train_toy_point_goals
+from test_learning import toy_maml
+
 
 def make(kw, perturb):
     def f(bench):
-        a = MAMLTRPO(MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), **kw),
-                     bench.obs_dim, bench.act_dim)
+        a = toy_maml(bench, **kw)
         if perturb:
             g = torch.Generator().manual_seed(123)
             with torch.no_grad():
@@ -26,6 +26,7 @@ def make(kw, perturb):
                     p.mul_(1 + 1e-6 * torch.randn(p.shape, generator=g))
         return a
     return f
+
 
 out = {}
 for label, kw in [("first_order", dict(first_order=True)), ("meta_sgd", dict(learn_inner_lr="per_parameter"))]:

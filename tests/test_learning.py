@@ -6,14 +6,19 @@ from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from helpers import train_seeds, train_toy_point_goals
 
 
+def toy_maml(bench, **cfg):
+    """The toy tests' MAML-TRPO (and its variants through `cfg`); benchmarks/maml_variants_sweep.py
+    builds the same one."""
+    return MAMLTRPO(MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), **cfg),
+                    bench.obs_dim, bench.act_dim)
+
+
 def train_maml(seed, fvp_subsample=1.0, iterations=10, **variant):
     """One seed (tasks, initial weights, sampling and evaluation noise all drawn from it):
     `adapt` = held-out return after one adaptation step minus before it, after meta-training;
     `meta` = adapted return after meta-training minus adapted return before it."""
-    return train_toy_point_goals(seed, lambda bench: MAMLTRPO(
-        MAMLTRPOConfig(meta_batch=10, episodes_per_task=10, hidden_sizes=(32, 32), fvp_subsample=fvp_subsample,
-                       **variant),
-        bench.obs_dim, bench.act_dim), iterations)
+    return train_toy_point_goals(seed, lambda bench: toy_maml(bench, fvp_subsample=fvp_subsample, **variant),
+                                 iterations)
 
 
 # (fvp_subsample, adapt threshold, meta threshold); 0.2: the ML10 preset's cheaper Fisher-vector products
