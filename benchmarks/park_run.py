@@ -1,0 +1,171 @@
+"""Park a benchmark run stopped with SIGTERM in benchmarks/inflight/, so that a later session, on
+any machine, can commit-clone-resume it.
+
+    python benchmarks/park_run.py runs/bench/ml10_rl2_ppo-s1-20261127-222340
+
+What it copies: what a resume needs (config.yaml, result_name, segments.jsonl, the newest
+checkpoint) and what the run has measured so far (best.pt and best.json, progress.csv, eval.csv,
+the Meta-World protocol results, final_eval.json, adaptation_curve.png, tb/). It moves the
+stopped_early result that run_preset.py wrote (benchmarks/results/<name>.*) into the parked
+folder's results/, so the report never mixes a partial seed into a finished row.
+
+It refuses, and writes nothing, when the run has not stopped early (a run still training, or one
+that finished: finish that one with benchmarks/finish_run.py), or when a checkpoint is larger than
+--max-mib (PEARL checkpoints hold the replay buffers: such runs must finish on one machine).
+Parking the same run again replaces its folder. Resume, on any machine:
+
+    cp -r benchmarks/inflight/<run> runs/bench/
+    python benchmarks/run_preset.py --resume runs/bench/<run>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INFLIGHT = ROOT / "benchmarks" / "inflight"
+RESULTS = ROOT / "benchmarks" / "results"
+FILES = ("config.yaml", "result_name", "segments.jsonl", "progress.csv", "eval.csv", "best.json",
+         "final_eval.json", "adaptation_curve.png", "eval_metaworld.json", "eval_metaworld.csv",
+         "eval_metaworld_train.json", "eval_metaworld_train.csv")
+_CKPT = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+class ParkError(Exception):
+    pass
+
+
+def newest_checkpoint(run: Path) -> tuple[Path, int]:
+    found = sorted((int(m.group(1)), p) for p in (run / "checkpoints").glob("ckpt_*.pt")
+                   if (m := _CKPT.match(p.name)))
+    if not found:
+        raise ParkError(f"RUN_DIR: {run} has no checkpoints/ckpt_*.pt to resume from")
+    return found[-1][1], found[-1][0]
+
+
+def result_name(run: Path) -> str:
+    f = run / "result_name"
+    name = f.read_text().strip() if f.is_file() else ""
+    if not name:  # run_preset's default stem: the preset name, the run dir's name up to "-s<seed>-"
+        name = re.sub(r"-s\d+-\d{8}-\d{6}$", "", run.name)
+    return name
+
+
+def _running(run: Path) -> bool:
+    """Whether a training process on this machine (run_preset.py or `metarl train`) names the run
+    dir on its command line (Linux /proc; elsewhere this check finds nothing)."""
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmd.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        trains = any(a.endswith("run_preset.py") for a in argv) or ("train" in argv and any(
+            a.endswith("metarl") or a == "metarl.cli" for a in argv))
+        if trains and any(run.name in a for a in argv):
+            return True
+    return False
+
+
+def stopped_run(run: Path) -> tuple[Path, str, dict]:
+    """The newest checkpoint, result name and final_eval of a run that stopped early; ParkError else."""
+    if not (run / "config.yaml").is_file() or not (run / "checkpoints").is_dir():
+        raise ParkError(f"RUN_DIR: {run} is not a run dir (no config.yaml and checkpoints/)")
+    ckpt, iteration = newest_checkpoint(run)
+    try:
+        final = json.loads((run / "final_eval.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ParkError(f"RUN_DIR: {run}/final_eval.json is missing or unreadable ({e}); stop the run with "
+                        f"SIGTERM to run_preset.py and wait for its stopped_early evaluation") from None
+    if not final.get("stopped_early"):
+        raise ParkError(f"RUN_DIR: {run} did not stop early (final_eval.json: stopped_early is false); "
+                        f"a finished run is finished with benchmarks/finish_run.py, not parked")
+    if final.get("iterations") != iteration:
+        raise ParkError(f"RUN_DIR: the newest checkpoint {ckpt.name} is not the one final_eval.json was written "
+                        f"at (iteration {final.get('iterations')}); is the run still training?")
+    steps = final.get("env_steps")
+    rows = (run / "progress.csv").read_text().splitlines() if (run / "progress.csv").is_file() else []
+    if len(rows) > 1 and rows[-1].split(",", 1)[0] != str(steps):
+        raise ParkError(f"RUN_DIR: progress.csv goes past final_eval.json's {steps} env steps: the run is still "
+                        f"training (stop it with SIGTERM to run_preset.py and wait for it to exit)")
+    if _running(run):
+        raise ParkError(f"RUN_DIR: a process is still running on {run} (stop it with SIGTERM and wait)")
+    segments = [json.loads(x) for x in (run / "segments.jsonl").read_text().splitlines() if x.strip()] \
+        if (run / "segments.jsonl").is_file() else []
+    if not segments or segments[-1].get("to_env_steps") != final.get("env_steps"):
+        raise ParkError(f"RUN_DIR: segments.jsonl does not end at final_eval.json's {final.get('env_steps')} env "
+                        f"steps; wait until run_preset.py has exited")
+    return ckpt, result_name(run), final
+
+
+def park(run: Path, dest_root: Path = INFLIGHT, results: Path = RESULTS, max_mib: float = 64.0) -> Path:
+    run = run.resolve()
+    ckpt, name, final = stopped_run(run)
+    ckpts = [ckpt] + ([run / "checkpoints" / "best.pt"] if (run / "checkpoints" / "best.pt").is_file() else [])
+    for c in ckpts:
+        mib = c.stat().st_size / 2**20
+        if mib > max_mib:
+            raise ParkError(f"RUN_DIR: {c} is {mib:,.0f} MiB, over --max-mib {max_mib:g} (a checkpoint that holds "
+                            f"replay buffers cannot be committed; finish this run on this machine)")
+    moved = []
+    result_json = results / f"{name}.json"
+    if result_json.is_file():  # move the stopped_early result only if it is this run's
+        r = json.loads(result_json.read_text())
+        dirs = [Path(s.get("run_dir", "")).name for s in r.get("per_seed", [])]
+        if dirs != [run.name] or not r.get("stopped_early"):
+            raise ParkError(f"results: {result_json} is not this run's stopped_early result (run dirs {dirs}, "
+                            f"stopped_early {r.get('stopped_early')}); nothing parked")
+        moved = sorted(results.glob(f"{name}.*"))
+    dest = dest_root / run.name
+    tmp = dest_root / f".{run.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints").mkdir(parents=True)
+    (tmp / "results").mkdir()
+    for f in FILES:
+        if (run / f).is_file():
+            shutil.copy2(run / f, tmp / f)
+    if (run / "tb").is_dir():
+        shutil.copytree(run / "tb", tmp / "tb")
+    for c in ckpts:
+        shutil.copy2(c, tmp / "checkpoints" / c.name)
+    for f in moved:
+        shutil.copy2(f, tmp / "results" / f.name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    for f in moved:  # only once the parked copy is complete
+        f.unlink()
+    return dest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run dir under runs/bench/ stopped with SIGTERM")
+    p.add_argument("--dest", default=str(INFLIGHT))
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--max-mib", type=float, default=64.0, help="largest checkpoint to park (MiB)")
+    args = p.parse_args(argv)
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        print(f"park_run: error: RUN_DIR: no such directory: {run}", file=sys.stderr)
+        return 2
+    try:
+        dest = park(run, Path(args.dest), Path(args.results), args.max_mib)
+    except ParkError as e:
+        print(f"park_run: error: {e}", file=sys.stderr)
+        return 2
+    final = json.loads((dest / "final_eval.json").read_text())
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
+    rel = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
+    print(f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
+          f"stopped_early meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
+          f"Commit it, note it in benchmarks/inflight/README.md, and resume with:\n"
+          f"    cp -r {rel} runs/bench/\n"
+          f"    python benchmarks/run_preset.py --resume runs/bench/{run.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

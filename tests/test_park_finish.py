@@ -1,0 +1,107 @@
+"""A benchmark run's life across sessions: benchmarks/park_run.py (a run stopped with SIGTERM goes
+to benchmarks/inflight/ with its stopped_early result) and benchmarks/finish_run.py (a run that
+reached its budget gets its meta-train evaluation, release and report), on a toy RL² run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = [sys.executable]
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*PY, str(ROOT / "benchmarks" / name), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def _tree(d: Path) -> dict[str, int]:
+    return {str(f.relative_to(d)): f.stat().st_mtime_ns for f in sorted(d.rglob("*"))} if d.exists() else {}
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="park_run finds live runs in /proc")
+def test_park_a_stopped_run_resume_it_elsewhere_and_finish_it(tmp_path):
+    runs, res, parked, rel = (tmp_path / d for d in ("runs", "res", "inflight", "rel"))
+    proc = subprocess.Popen(
+        [*PY, str(ROOT / "benchmarks" / "run_preset.py"), str(ROOT / "configs" / "toy_rl2_ppo.yaml"),
+         "--runs", str(runs), "--results", str(res), "--name", "toy_s1", "--set", "run.env_steps=4000000",
+         "--set", "eval.every=0", "--set", "eval.final_tasks_per_class=4", "--set", "run.progress=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob("*/progress.csv")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run = next(runs.iterdir())
+        # while it trains: refused, nothing written
+        r = _script("park_run.py", run, "--dest", parked, "--results", res)
+        assert r.returncode == 2 and "park_run: error: RUN_DIR:" in r.stderr and "Traceback" not in r.stderr
+        assert not parked.exists()
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert json.loads((res / "toy_s1.json").read_text())["stopped_early"] is True
+
+    # a checkpoint over the size limit: refused, nothing written or moved
+    before = _tree(res)
+    r = _script("park_run.py", run, "--dest", parked, "--results", res, "--max-mib", "0.001")
+    assert r.returncode == 2 and "--max-mib" in r.stderr and not parked.exists() and _tree(res) == before
+
+    r = _script("park_run.py", run, "--dest", parked, "--results", res)
+    assert r.returncode == 0, r.stderr
+    p = parked / run.name
+    newest = max((run / "checkpoints").glob("ckpt_*.pt"))
+    assert sorted(f.name for f in (p / "checkpoints").iterdir()) == [newest.name]  # toy run: no best.pt
+    assert (p / "checkpoints" / newest.name).read_bytes() == newest.read_bytes()
+    assert {"config.yaml", "result_name", "segments.jsonl", "progress.csv", "final_eval.json"} <= \
+        {f.name for f in p.iterdir()}
+    assert (p / "results" / "toy_s1.json").is_file() and not list(res.glob("toy_s1.*"))  # moved, not copied
+    assert not list(parked.glob(".*"))  # no temporary left behind
+    # a finished run is not parked; a parked run is not finished
+    r = _script("finish_run.py", run, "--results", res, "--checkpoints", rel, "--inflight", parked)
+    assert r.returncode == 2 and "no result" in r.stderr and not rel.exists()
+
+    # the next session: copy it back (as from a fresh clone) and resume to its (shortened) budget
+    runs2 = tmp_path / "runs2"
+    runs2.mkdir()
+    shutil.copytree(p, runs2 / run.name)
+    shutil.rmtree(runs2 / run.name / "results")
+    steps = json.loads((p / "final_eval.json").read_text())["env_steps"]
+    r = subprocess.run([*PY, str(ROOT / "benchmarks" / "run_preset.py"), "--resume", str(runs2 / run.name),
+                        "--results", str(res), "--set", f"run.env_steps={steps + 4000}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((res / "toy_s1.json").read_text())
+    assert result["stopped_early"] is False and result["env_steps"] > steps
+    r = _script("park_run.py", runs2 / run.name, "--dest", parked, "--results", res)
+    assert r.returncode == 2 and "did not stop early" in r.stderr
+
+    r = _script("finish_run.py", runs2 / run.name, "--results", res, "--checkpoints", rel, "--inflight", parked,
+                "--goals-per-class", "2")
+    assert r.returncode == 0, r.stderr
+    train = json.loads((res / "toy_s1.eval_metaworld_train.json").read_text())
+    assert train["split"] == "train" and (runs2 / run.name / "eval_metaworld_train.json").is_file()
+    released = torch.load(rel / "toy_s1.pt", map_location="cpu", weights_only=True)
+    assert released["agent"]["policy_only"] and released["counters"]["env_steps"] == result["env_steps"]
+    assert "toy_s1.pt" in (rel / "MANIFEST").read_text()
+    assert (res / "README.md").is_file()
+    assert not p.exists()  # the parked copy is gone
+
+
+def test_park_and_finish_refuse_what_is_not_a_run(tmp_path):
+    for script in ("park_run.py", "finish_run.py"):
+        r = _script(script, tmp_path / "nope")
+        assert r.returncode == 2 and "RUN_DIR: no such directory" in r.stderr
+        r = _script(script, tmp_path)
+        assert r.returncode == 2 and "RUN_DIR:" in r.stderr and "Traceback" not in r.stderr
