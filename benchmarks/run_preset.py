@@ -194,6 +194,13 @@ def main(argv=None) -> int:
            if result["stopped_early"] else "") + ":\n\n"
         f"{_table(succ, ret)}\n\n" + sel_md + _commands(per_seed, command, git))
     print(json.dumps(result["meta_test"], indent=2))
+    for r in per_seed:  # what comes next for each run dir
+        if r["stopped_early"]:
+            print(f"{r['run_dir']} stopped early; to resume it on any machine later: "
+                  f"python benchmarks/park_run.py {r['run_dir']}, commit benchmarks/inflight/", file=sys.stderr)
+        else:
+            print(f"{r['run_dir']} reached its budget; next: python benchmarks/finish_run.py {r['run_dir']}",
+                  file=sys.stderr)
     return 0
 
 

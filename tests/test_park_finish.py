@@ -51,6 +51,7 @@ def test_park_a_stopped_run_resume_it_elsewhere_and_finish_it(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
+    assert "python benchmarks/park_run.py" in err  # run_preset says what comes next
     assert json.loads((res / "toy_s1.json").read_text())["stopped_early"] is True
 
     # a checkpoint over the size limit: refused, nothing written or moved
@@ -84,6 +85,7 @@ def test_park_a_stopped_run_resume_it_elsewhere_and_finish_it(tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((res / "toy_s1.json").read_text())
     assert result["stopped_early"] is False and result["env_steps"] > steps
+    assert "next: python benchmarks/finish_run.py" in r.stderr
     r = _script("park_run.py", runs2 / run.name, "--dest", parked, "--results", res)
     assert r.returncode == 2 and "did not stop early" in r.stderr
 
