@@ -5,8 +5,9 @@ Only the trainer (and the CLI's eval/plot commands) write logs.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
 
 import numpy as np
 
@@ -98,6 +99,49 @@ class CsvLog:
                 w.writerows(old_rows)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow(row)
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class TextProgress:
+    """Progress as plain lines, for when the progress bar cannot draw (output to a file or a
+    pipe: a run in the background, a batch job). One line at most every `interval` seconds, and
+    always the first and the last of a stretch, so a log shows where a run is and when it ends."""
+
+    def __init__(self, title: str, total_steps: int, start_steps: int, interval: float = 30.0,
+                 out: TextIO | None = None):
+        import sys
+
+        self.title, self.total, self.start, self.interval = title, total_steps, start_steps, interval
+        self.out = out if out is not None else sys.stderr
+        self.t0 = time.monotonic()
+        self.last = -float("inf")
+
+    def _emit(self, line: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            print(f"[{self.title}] {line}", file=self.out, flush=True)
+
+    def iteration(self, iteration: int, env_steps: int, success: float, sps: float) -> None:
+        done = env_steps - self.start
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        eta = f" · eta {_hms((self.total - env_steps) / rate)} of training" if 0 < done and env_steps < self.total \
+            else ""
+        self._emit(f"iteration {iteration} · {env_steps:,}/{self.total:,} env steps "
+                   f"({100 * env_steps / self.total:.1f}%) · training success {100 * success:.0f}% · "
+                   f"{sps:,.0f} steps/s{eta}",
+                   force=self.last < 0 or env_steps >= self.total)
+
+    def evaluation(self, label: str, env_steps: int, success: float, n_tasks: int) -> None:
+        self._emit(f"{label} at {env_steps:,} env steps: success {100 * success:.1f}% on {n_tasks} tasks", force=True)
+
+    def eval_steps(self, label: str, done: int, total: int, force: bool = False) -> None:
+        self._emit(f"{label}: {done:,}/{total:,} env steps ({100 * done / max(total, 1):.0f}%)", force=force)
 
 
 class RunLogger:

@@ -17,7 +17,7 @@ from envs.vector import WorkerError
 from metarl import checkpoint, resources
 from metarl.config import RunConfig
 from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, official_pool_size, select_tasks
-from metarl.logging import RunLogger
+from metarl.logging import RunLogger, TextProgress
 from metarl.sampler import Sampler
 from metarl.types import AdaptationCurve, ConfigError
 
@@ -206,6 +206,10 @@ class Trainer:
                    TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         final_curve = None
+        # no terminal to draw the bar on (a log file, a pipe): plain progress lines instead
+        from rich import get_console
+        text = TextProgress(f"{cfg.preset} seed {cfg.run.seed}", cfg.run.env_steps, self.env_steps) \
+            if cfg.run.progress and not (self.console or get_console()).is_terminal else None
         try:
             with _StopFlag() as stop, Progress(*columns, console=self.console, disable=not cfg.run.progress,
                                                transient=False) as bar:
@@ -250,6 +254,8 @@ class Trainer:
                     logger.log(metrics, self.env_steps)
                     self.last_success = result.success_rate
                     bar.update(job, completed=self.env_steps, sps=steps / dt, success=f"{self.last_success:.0%}")
+                    if text:
+                        text.iteration(self.iteration, self.env_steps, self.last_success, steps / dt)
                     done = self.env_steps >= cfg.run.env_steps
                     if cfg.eval.every and self.iteration % cfg.eval.every == 0 and not done:
                         bar.update(job, description="eval")
@@ -259,6 +265,9 @@ class Trainer:
                         curve = self.evaluate(cfg.eval.tasks_per_class)
                         self.wall_seconds += time.perf_counter() - t1
                         logger.log_eval(curve, self.env_steps)
+                        if text:
+                            text.evaluation("periodic eval, held-out tasks", self.env_steps,
+                                            curve.success_by_round()[-1], len(curve.tasks))
                         bar.update(job, description="train")
                     if self.iteration % cfg.run.checkpoint_every == 0 or done or stop.requested:
                         self.save_checkpoint()
@@ -275,10 +284,15 @@ class Trainer:
                         bar.advance(ev_job, n)
                         done_steps = bar.tasks[ev_job].completed
                         bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
+                        if text:
+                            text.eval_steps("final eval", int(done_steps), total)
 
                     final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True)
                     self.wall_seconds += time.perf_counter() - t1
                     logger.log_eval(final_curve, self.env_steps)
+                    if text:
+                        text.evaluation("final eval" + (" (stopped early)" if not finished else ""), self.env_steps,
+                                        final_curve.success_by_round()[-1], len(final_curve.tasks))
                     best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
                     if cfg.eval.select_best and self.best is not None and best_path.is_file():
                         bar.update(ev_job, description="final eval (best.pt)", completed=0)
@@ -287,6 +301,9 @@ class Trainer:
                         self.best_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
                         self.wall_seconds += time.perf_counter() - t1
                         logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
+                        if text:
+                            text.evaluation("final eval of best.pt", self.env_steps,
+                                            self.best_curve.success_by_round()[-1], len(self.best_curve.tasks))
                     self._write_final(final_curve, stopped_early=not finished)
                     self.stopped_early = not finished
                     if cfg.eval.video_tasks:  # after final_eval.json, in its own process (metarl/video.py)

@@ -250,3 +250,20 @@ def test_plot_by_class_draws_one_curve_per_held_out_class_from_the_last_evaluati
     assert mean["mean"][0] == pytest.approx([0.3, 0.5])
     assert main(["plot", str(run), "--by-class", "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_progress_without_a_terminal_is_plain_lines_and_off_with_run_progress_false(tmp_path, toy_config):
+    """Output to a file or pipe (a background run, a batch job): the bar cannot draw, so the run
+    prints where it is as lines (the first and last iteration at least, each evaluation)."""
+    base = ["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", "run.env_steps=16000",
+            "--set", "eval.every=2"]
+    r = _cli(*base, "--set", "run.name=a")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("[toy_maml_trpo seed 0] ")]
+    iters = [ln for ln in lines if " iteration " in ln]
+    assert iters and " iteration 1 · " in iters[0] and "(100.0%)" in iters[-1], lines
+    assert "eta " in iters[0] and "training success " in iters[0]
+    assert any("periodic eval, held-out tasks at " in ln for ln in lines), lines
+    assert "final eval at 16,000 env steps: success " in lines[-1], lines
+    r = _cli(*base, "--set", "run.name=b", "--set", "run.progress=false")
+    assert r.returncode == 0 and "[toy_maml_trpo seed 0]" not in r.stdout + r.stderr
