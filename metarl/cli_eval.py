@@ -125,8 +125,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torch.device, split: str,
                            goals_per_class: int, seed: int, protocol: MetaworldProtocol,
-                           progress: bool = True) -> tuple[ProtocolResult, int]:
+                           progress: str | None = "bar") -> tuple[ProtocolResult, int]:
     """Build the checkpoint's agent and run the Meta-World protocol on `split`'s goals.
+    `progress`: "bar" (a terminal), "lines" (plain lines every 30 s, for a log file) or None.
     Returns (ProtocolResult, pool size of metaworld's own test vector env)."""
     import numpy as np
     import torch
@@ -142,11 +143,22 @@ def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torc
         p = protocol
         total = len(tasks) * (p.adaptation_steps * p.adaptation_episodes + p.evaluation_episodes) * sampler.horizon
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from metarl.logging import TextProgress
+        text = TextProgress(f"metarl eval, {split} goals", total, 0) if progress == "lines" else None
         with Progress(TextColumn("metaworld protocol"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
-                      TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+                      TimeRemainingColumn(), disable=progress != "bar", transient=True) as bar:
             job = bar.add_task("eval", total=total)
+
+            def advance(n: int) -> None:
+                bar.advance(job, n)
+                if text:
+                    done = int(bar.tasks[job].completed)
+                    text.eval_steps("Meta-World protocol", done, total)
             result = metaworld_evaluate(agent, sampler, tasks, np.random.default_rng(seed), protocol,
-                                        on_progress=lambda n: bar.advance(job, n))
+                                        on_progress=advance)
+        if text:
+            text.note(f"Meta-World protocol done: {len(tasks)} goals, {int(bar.tasks[job].completed):,} env steps, "
+                      f"success {100 * result.success_mean():.1f}%")
     finally:
         sampler.vec_env.close()
     n_classes = len({t.name for t in tasks})
@@ -198,7 +210,7 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     video = _video_setup(args, cfg, args.goals_per_class)
     t0 = time.time()
     result, pool = run_metaworld_protocol(cfg, payload, device, args.split, args.goals_per_class, args.seed,
-                                          protocol, progress=sys.stderr.isatty())
+                                          protocol, progress="bar" if sys.stderr.isatty() else "lines")
     summary = {**result.to_dict(pool), "checkpoint": str(ckpt_path), "split": args.split, "seed": args.seed,
                "benchmark": cfg.env.benchmark, "env_name": cfg.env.env_name, "agent": cfg.agent.name,
                "wall_seconds": time.time() - t0}

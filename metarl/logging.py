@@ -140,8 +140,12 @@ class TextProgress:
     def evaluation(self, label: str, env_steps: int, success: float, n_tasks: int) -> None:
         self._emit(f"{label} at {env_steps:,} env steps: success {100 * success:.1f}% on {n_tasks} tasks", force=True)
 
-    def eval_steps(self, label: str, done: int, total: int, force: bool = False) -> None:
-        self._emit(f"{label}: {done:,}/{total:,} env steps ({100 * done / max(total, 1):.0f}%)", force=force)
+    def eval_steps(self, label: str, done: int, total: int) -> None:
+        """`total`: the most env steps the evaluation can take (episodes may end on success)."""
+        self._emit(f"{label}: {done:,} env steps of at most {total:,} ({100 * done / max(total, 1):.0f}%)")
+
+    def note(self, line: str) -> None:
+        self._emit(line, force=True)
 
 
 class RunLogger:

@@ -267,3 +267,6 @@ def test_progress_without_a_terminal_is_plain_lines_and_off_with_run_progress_fa
     assert "final eval at 16,000 env steps: success " in lines[-1], lines
     r = _cli(*base, "--set", "run.name=b", "--set", "run.progress=false")
     assert r.returncode == 0 and "[toy_maml_trpo seed 0]" not in r.stdout + r.stderr
+    r = _cli("eval", str(tmp_path / "a"), "--protocol", "metaworld", "--goals-per-class", "3")
+    assert r.returncode == 0, r.stderr
+    assert "[metarl eval, test goals] Meta-World protocol done: 3 goals, " in r.stderr, r.stderr
