@@ -41,6 +41,10 @@ class RL2PPOConfig(AgentConfig):
     clip: float = field(default=0.2, metadata=positive())
     epochs: int = field(default=10, metadata=positive())
     minibatches: int = field(default=4, metadata=positive())            # minibatches of trial chunks per epoch
+    # stop the update's epochs after one whose mean KL(old || new) exceeds this (None: never). The KL is
+    # the nonnegative estimate mean((r - 1) - log r), r = new/old probability ratio, logged as
+    # train/approx_kl_k3 (train/approx_kl is the plain mean(log old - log new), which can be negative)
+    target_kl: float | None = field(default=None, metadata=positive(nullable=True))
     bptt_chunk: int = field(default=0, metadata=nonnegative(note="(0: one episode)"))  # steps per TBPTT chunk
     discount: float = field(default=0.99, metadata=DISCOUNT)
     gae_lambda: float = field(default=0.95, metadata=GAE_LAMBDA)
@@ -221,10 +225,12 @@ class RL2PPO(MetaAgent):
         cx, cact, cadv, cret, clogp = map(chunks, (x, act, adv_t, returns, logp_old))
         ch0 = h_starts.reshape(s * n_chunks, -1)
         n = s * n_chunks
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-        rejected, steps = 0, 0
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "approx_kl_k3": 0.0,
+                "clip_fraction": 0.0}
+        rejected, steps, epochs_run = 0, 0, 0
         for _ in range(cfg.epochs):
             perm = rng.permutation(n)
+            epoch_kl, epoch_steps = 0.0, 0
             for part in np.array_split(perm, min(cfg.minibatches, n)):
                 mb = torch.as_tensor(part, device=self.device)
                 mean, value, _ = self.net(cx[mb], ch0[mb])
@@ -255,9 +261,16 @@ class RL2PPO(MetaAgent):
                     sums["value_loss"] += float(v_loss)
                     sums["entropy"] += float(entropy)
                     sums["approx_kl"] += float(((clogp[mb] - logp) * w).sum() / denom)
+                    kl = float((((ratio - 1) - (logp - clogp[mb])) * w).sum() / denom)
+                    sums["approx_kl_k3"] += kl
                     sums["clip_fraction"] += float((((ratio - 1).abs() > cfg.clip).float() * w).sum() / denom)
+                epoch_kl, epoch_steps = epoch_kl + kl, epoch_steps + 1
+            epochs_run += 1
+            if cfg.target_kl is not None and epoch_steps and epoch_kl / epoch_steps > cfg.target_kl:
+                break
         out = {f"train/{k}": v / max(steps, 1) for k, v in sums.items()}
-        out.update({"train/policy_std": float(self.net.log_std.detach().exp().mean()),
+        out.update({"train/epochs": float(epochs_run),
+                    "train/policy_std": float(self.net.log_std.detach().exp().mean()),
                     "train/value_scale": float(self.value_scale)})
         return UpdateResult(rejected=rejected, scalars=out)
 

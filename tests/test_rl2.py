@@ -127,3 +127,34 @@ def test_rl2_meta_learns_within_a_trial_on_toy_tasks():
     print(runs.table())
     runs.assert_median_above("within", 0.25)
     runs.assert_median_above("meta", 0.25)   # untrained, the two episodes are alike: meta-training made it so
+
+
+def test_target_kl_stops_the_epochs_early_and_none_runs_them_all():
+    """agent.target_kl: after an epoch whose mean approx KL exceeds it, the update stops;
+    unset, every epoch runs, and the same batch gives the same parameters as before the field."""
+    import dataclasses
+
+    import pytest
+
+    from metarl.types import ConfigError
+
+    bench, agent, sampler = _setup()
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
+    init = {k: v.clone() for k, v in agent.net.state_dict().items()}
+    results = {}
+    for target in (None, 1e-12, 1e6):
+        cfg = dataclasses.replace(agent.cfg, epochs=5, target_kl=target)
+        torch.manual_seed(1)
+        a = RL2PPO(cfg, bench.obs_dim, bench.act_dim)
+        a.net.load_state_dict(init)
+        results[target] = (a.update(batch, np.random.default_rng(2)).scalars, a.net.state_dict())
+    assert results[None][0]["train/epochs"] == 5
+    assert results[1e-12][0]["train/epochs"] == 1  # any movement exceeds a 1e-12 KL
+    assert results[1e6][0]["train/epochs"] == 5
+    for k, v in results[None][1].items():  # a target never reached changes nothing
+        torch.testing.assert_close(results[1e6][1][k], v, rtol=0, atol=0)
+    assert any(not torch.equal(results[1e-12][1][k], v) for k, v in results[None][1].items())
+    for bad in (0.0, -0.01):
+        with pytest.raises(ConfigError, match="target_kl"):
+            dataclasses.replace(agent.cfg, target_kl=bad)
+    sampler.vec_env.close()
