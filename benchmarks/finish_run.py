@@ -23,23 +23,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from park_run import INFLIGHT, RESULTS, ParkError, result_name  # noqa: E402
+from park_run import INFLIGHT, RESULTS, ParkError, own_result, result_name  # noqa: E402
 
 
 def finished_result(run: Path, results: Path) -> tuple[str, dict]:
-    name = result_name(run)
-    path = results / f"{name}.json"
-    if not path.is_file():
+    path, r = own_result(run, results)
+    if r is None:
         raise ParkError(f"RUN_DIR: no result {path} for this run (run_preset.py writes it when the run ends)")
-    r = json.loads(path.read_text())
-    dirs = [Path(s.get("run_dir", "")).name for s in r.get("per_seed", [])]
-    if dirs != [run.name]:
-        raise ParkError(f"RUN_DIR: {path} is the result of {dirs}, not of {run.name}")
     if r.get("stopped_early"):
         raise ParkError(f"RUN_DIR: {path} says stopped_early ({r.get('env_steps'):,} of "
                         f"{r.get('budget_env_steps'):,} env steps): resume the run first "
                         f"(python benchmarks/run_preset.py --resume {run})")
-    return name, r
+    return result_name(run), r
 
 
 def finish(run: Path, results: Path = RESULTS, goals_per_class: int = 10, inflight: Path = INFLIGHT,

@@ -32,7 +32,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 FILES = ("config.yaml", "result_name", "segments.jsonl", "progress.csv", "eval.csv", "best.json",
          "final_eval.json", "adaptation_curve.png", "eval_metaworld.json", "eval_metaworld.csv",
          "eval_metaworld_train.json", "eval_metaworld_train.csv")
-_CKPT = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
 class ParkError(Exception):
@@ -40,11 +39,12 @@ class ParkError(Exception):
 
 
 def newest_checkpoint(run: Path) -> tuple[Path, int]:
-    found = sorted((int(m.group(1)), p) for p in (run / "checkpoints").glob("ckpt_*.pt")
-                   if (m := _CKPT.match(p.name)))
+    from metarl.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run)
     if not found:
         raise ParkError(f"RUN_DIR: {run} has no checkpoints/ckpt_*.pt to resume from")
-    return found[-1][1], found[-1][0]
+    return found[-1], int(found[-1].stem.split("_")[1])
 
 
 def result_name(run: Path) -> str:
@@ -68,6 +68,19 @@ def _running(run: Path) -> bool:
         if trains and any(run.name in a for a in argv):
             return True
     return False
+
+
+def own_result(run: Path, results: Path) -> tuple[Path, dict | None]:
+    """benchmarks/results/<name>.json of this run and its content (None if there is none);
+    ParkError if that file is another run's result."""
+    path = results / f"{result_name(run)}.json"
+    if not path.is_file():
+        return path, None
+    r = json.loads(path.read_text())
+    dirs = [Path(s.get("run_dir", "")).name for s in r.get("per_seed", [])]
+    if dirs != [run.name]:
+        raise ParkError(f"results: {path} is the result of {dirs}, not of {run.name}")
+    return path, r
 
 
 def stopped_run(run: Path) -> tuple[Path, str, dict]:
@@ -95,29 +108,29 @@ def stopped_run(run: Path) -> tuple[Path, str, dict]:
         raise ParkError(f"RUN_DIR: a process is still running on {run} (stop it with SIGTERM and wait)")
     segments = [json.loads(x) for x in (run / "segments.jsonl").read_text().splitlines() if x.strip()] \
         if (run / "segments.jsonl").is_file() else []
-    if not segments or segments[-1].get("to_env_steps") != final.get("env_steps"):
-        raise ParkError(f"RUN_DIR: segments.jsonl does not end at final_eval.json's {final.get('env_steps')} env "
-                        f"steps; wait until run_preset.py has exited")
+    if not segments or segments[-1].get("to_env_steps") != steps:
+        raise ParkError(f"RUN_DIR: segments.jsonl does not end at final_eval.json's {steps} env steps; wait "
+                        f"until run_preset.py has exited")
     return ckpt, result_name(run), final
 
 
 def park(run: Path, dest_root: Path = INFLIGHT, results: Path = RESULTS, max_mib: float = 64.0) -> Path:
+    from metarl.checkpoint import BEST, checkpoint_dir
+
     run = run.resolve()
     ckpt, name, final = stopped_run(run)
-    ckpts = [ckpt] + ([run / "checkpoints" / "best.pt"] if (run / "checkpoints" / "best.pt").is_file() else [])
+    best = checkpoint_dir(run) / BEST
+    ckpts = [ckpt] + ([best] if best.is_file() else [])
     for c in ckpts:
         mib = c.stat().st_size / 2**20
         if mib > max_mib:
             raise ParkError(f"RUN_DIR: {c} is {mib:,.0f} MiB, over --max-mib {max_mib:g} (a checkpoint that holds "
                             f"replay buffers cannot be committed; finish this run on this machine)")
     moved = []
-    result_json = results / f"{name}.json"
-    if result_json.is_file():  # move the stopped_early result only if it is this run's
-        r = json.loads(result_json.read_text())
-        dirs = [Path(s.get("run_dir", "")).name for s in r.get("per_seed", [])]
-        if dirs != [run.name] or not r.get("stopped_early"):
-            raise ParkError(f"results: {result_json} is not this run's stopped_early result (run dirs {dirs}, "
-                            f"stopped_early {r.get('stopped_early')}); nothing parked")
+    result_json, r = own_result(run, results)
+    if r is not None:  # move the stopped_early result only if it is this run's
+        if not r.get("stopped_early"):
+            raise ParkError(f"results: {result_json} is not a stopped_early result; nothing parked")
         moved = sorted(results.glob(f"{name}.*"))
     dest = dest_root / run.name
     tmp = dest_root / f".{run.name}.tmp"

@@ -168,7 +168,7 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
 def agent_label(result: dict) -> str:
     """MAML-TRPO's variants by their config: first-order (agent.first_order), Meta-SGD
     (agent.learn_inner_lr); RL²-PPO with its update schedule (minibatches x epochs: the ML10
-    preset changed from 40 to 320 gradient steps per iteration); other agents by name."""
+    preset took 40, then 320 for a while, then 40 again); other agents by name."""
     a = result.get("config", {}).get("agent", {})
     name = AGENT_NAMES.get(result["agent"], result["agent"])
     if result["agent"] == "maml_trpo":

@@ -137,8 +137,10 @@ class TextProgress:
                    f"{sps:,.0f} steps/s{eta}",
                    force=self.last < 0 or env_steps >= self.total)
 
-    def evaluation(self, label: str, env_steps: int, success: float, n_tasks: int) -> None:
-        self._emit(f"{label} at {env_steps:,} env steps: success {100 * success:.1f}% on {n_tasks} tasks", force=True)
+    def evaluation(self, label: str, env_steps: int, curve: AdaptationCurve) -> None:
+        """`curve`'s success after its last round, over its tasks."""
+        self._emit(f"{label} at {env_steps:,} env steps: success {100 * curve.success_by_round()[-1]:.1f}% on "
+                   f"{len(curve.tasks)} tasks", force=True)
 
     def eval_steps(self, label: str, done: int, total: int) -> None:
         """`total`: the most env steps the evaluation can take (episodes may end on success)."""

@@ -266,8 +266,7 @@ class Trainer:
                         self.wall_seconds += time.perf_counter() - t1
                         logger.log_eval(curve, self.env_steps)
                         if text:
-                            text.evaluation("periodic eval, held-out tasks", self.env_steps,
-                                            curve.success_by_round()[-1], len(curve.tasks))
+                            text.evaluation("periodic eval, held-out tasks", self.env_steps, curve)
                         bar.update(job, description="train")
                     if self.iteration % cfg.run.checkpoint_every == 0 or done or stop.requested:
                         self.save_checkpoint()
@@ -292,7 +291,7 @@ class Trainer:
                     logger.log_eval(final_curve, self.env_steps)
                     if text:
                         text.evaluation("final eval" + (" (stopped early)" if not finished else ""), self.env_steps,
-                                        final_curve.success_by_round()[-1], len(final_curve.tasks))
+                                        final_curve)
                     best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
                     if cfg.eval.select_best and self.best is not None and best_path.is_file():
                         bar.update(ev_job, description="final eval (best.pt)", completed=0)
@@ -302,8 +301,7 @@ class Trainer:
                         self.wall_seconds += time.perf_counter() - t1
                         logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
                         if text:
-                            text.evaluation("final eval of best.pt", self.env_steps,
-                                            self.best_curve.success_by_round()[-1], len(self.best_curve.tasks))
+                            text.evaluation("final eval of best.pt", self.env_steps, self.best_curve)
                     self._write_final(final_curve, stopped_early=not finished)
                     self.stopped_early = not finished
                     if cfg.eval.video_tasks:  # after final_eval.json, in its own process (metarl/video.py)
