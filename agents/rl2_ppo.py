@@ -4,7 +4,7 @@ A *trial* is `episodes_per_task` consecutive episodes on one task. The GRU sees
 the observation plus the previous action, reward and episode-end flag; its
 hidden state is carried across episode boundaries and reset only when a new
 trial starts. The outer loop is PPO (clipped objective, GAE over the whole
-trial, value head, advantage normalisation, gradient clipping) with truncated
+trial, value head or linear feature baseline, advantage normalisation, gradient clipping) with truncated
 back-propagation through time over chunks of the trial: the hidden state at
 each chunk start comes from the rollout-time forward pass.
 
@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, Actor, AgentConfig, MetaAgent, SamplerLike
-from metarl.fields import nonnegative, positive
+from metarl.fields import nonnegative, one_of, positive
 from metarl.nn import gaussian_log_prob, mlp
-from metarl.returns import gae
+from metarl.returns import LinearFeatureBaseline, discount_cumsum, gae
 from metarl.types import EpisodeBatch, Task, UpdateResult
 
 
@@ -50,8 +50,19 @@ class RL2PPOConfig(AgentConfig):
     gae_lambda: float = field(default=0.95, metadata=GAE_LAMBDA)
     entropy_coef: float = field(default=5e-3, metadata=nonnegative())
     value_coef: float = field(default=0.5, metadata=nonnegative())
+    # what GAE subtracts: "value_head", the learned head on the GRU (its loss, scaled by value_coef,
+    # trains the trunk too), or "linear", a linear feature baseline fitted to each task's trial in
+    # the batch (observation, its square, time in the episode; as garage's RL²), and the GRU trains
+    # on the policy loss alone (the value head is kept but not trained)
+    baseline: str = field(default="value_head", metadata=one_of("value_head", "linear"))
     max_grad_norm: float = field(default=1.0, metadata=positive())
     reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
+
+
+def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
+    """1 - Var(target - pred) / Var(target): 1 for a perfect baseline, 0 for a constant one."""
+    var = float(np.var(target))
+    return float(1.0 - np.var(target - pred) / var) if var > 0 else 0.0
 
 
 class RecurrentGaussianPolicy(nn.Module):
@@ -193,6 +204,14 @@ class RL2PPO(MetaAgent):
             **result.scalars}
         return result
 
+    def linear_baseline(self, obs: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """obs [S, M, T, D], rewards [S, M*T] -> values [S, M*T]: per task, a linear feature baseline
+        fitted to the discounted returns of its trial (discounting runs across episode ends, as GAE does)."""
+        s, m, t = obs.shape[:3]
+        returns = discount_cumsum(rewards, self.cfg.discount).reshape(s, m, t)
+        return np.stack([LinearFeatureBaseline().fit(obs[i], returns[i]).predict(obs[i]).reshape(m * t)
+                         for i in range(s)])
+
     def update(self, batch: EpisodeBatch, rng: np.random.Generator) -> UpdateResult:
         """PPO epochs over the trials' chunks; a minibatch with a non-finite loss or gradient is skipped."""
         cfg = self.cfg
@@ -204,11 +223,17 @@ class RL2PPO(MetaAgent):
             mean, values_t, h_starts = self.forward_chunks(x, chunk)
             logp_old = gaussian_log_prob(mean, self.net.log_std.expand_as(mean), act)
         rewards = batch.rewards.reshape(s, m * t).astype(np.float64)
-        values = values_t.cpu().numpy().astype(np.float64) * float(self.value_scale)
+        linear = cfg.baseline == "linear"
+        if linear:
+            values = self.linear_baseline(batch.obs, rewards)
+        else:
+            values = values_t.cpu().numpy().astype(np.float64) * float(self.value_scale)
         adv = gae(rewards, values, cfg.discount, cfg.gae_lambda)
         ret = adv + values
-        self.value_scale = 0.9 * self.value_scale + 0.1 * torch.tensor(max(float(ret.std()), 1e-3),
-                                                                        dtype=torch.float64)
+        baseline_ev = explained_variance(values, discount_cumsum(rewards, cfg.discount))
+        if not linear:
+            self.value_scale = 0.9 * self.value_scale + 0.1 * torch.tensor(max(float(ret.std()), 1e-3),
+                                                                            dtype=torch.float64)
         returns = torch.as_tensor(ret / float(self.value_scale), dtype=torch.float32, device=self.device)
         adv_t = torch.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=self.device)
 
@@ -243,7 +268,9 @@ class RL2PPO(MetaAgent):
                 pi_loss = -(torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a) * w).sum() / denom
                 v_loss = 0.5 * ((value - cret[mb]).pow(2) * w).sum() / denom
                 entropy = (self.net.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
-                loss = pi_loss + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+                loss = pi_loss - cfg.entropy_coef * entropy
+                if not linear:
+                    loss = loss + cfg.value_coef * v_loss
                 self.opt.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     rejected += 1
@@ -258,7 +285,8 @@ class RL2PPO(MetaAgent):
                 steps += 1
                 with torch.no_grad():
                     sums["policy_loss"] += float(pi_loss)
-                    sums["value_loss"] += float(v_loss)
+                    if not linear:
+                        sums["value_loss"] += float(v_loss)
                     sums["entropy"] += float(entropy)
                     sums["approx_kl"] += float(((clogp[mb] - logp) * w).sum() / denom)
                     kl = float((((ratio - 1) - (logp - clogp[mb])) * w).sum() / denom)
@@ -268,10 +296,13 @@ class RL2PPO(MetaAgent):
             epochs_run += 1
             if cfg.target_kl is not None and epoch_steps and epoch_kl / epoch_steps > cfg.target_kl:
                 break
+        if linear:
+            del sums["value_loss"]  # the value head is not trained
         out = {f"train/{k}": v / max(steps, 1) for k, v in sums.items()}
         out.update({"train/epochs": float(epochs_run),
                     "train/policy_std": float(self.net.log_std.detach().exp().mean()),
-                    "train/value_scale": float(self.value_scale)})
+                    "train/value_scale": float(self.value_scale),
+                    "train/baseline_explained_variance": baseline_ev})
         return UpdateResult(rejected=rejected, scalars=out)
 
     # ---- checkpoints ----------------------------------------------------------------

@@ -158,3 +158,47 @@ def test_target_kl_stops_the_epochs_early_and_none_runs_them_all():
         with pytest.raises(ConfigError, match="target_kl"):
             dataclasses.replace(agent.cfg, target_kl=bad)
     sampler.vec_env.close()
+
+
+def test_linear_baseline_trains_the_policy_only_and_fits_each_tasks_trial():
+    """agent.baseline=linear: GAE subtracts a linear feature baseline fitted to each task's trial,
+    the value head and value_scale stay as they were, and the policy moves. The fit is per task:
+    on returns that are exactly linear in a task's features it is exact, with other coefficients
+    for another task."""
+    import dataclasses
+
+    import pytest
+
+    from metarl.returns import LinearFeatureBaseline
+    from metarl.types import ConfigError
+
+    bench, agent, sampler = _setup()
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
+    torch.manual_seed(1)
+    lin = RL2PPO(dataclasses.replace(agent.cfg, baseline="linear"), bench.obs_dim, bench.act_dim)
+    before = {k: v.clone() for k, v in lin.net.state_dict().items()}
+    scalars = lin.update(batch, np.random.default_rng(2)).scalars
+    after = lin.net.state_dict()
+    for k in before:
+        if k.startswith("v."):
+            torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+    for k in ("pi.0.weight", "gru.weight_ih_l0"):  # the policy loss moved the head and the trunk
+        assert not torch.equal(after[k], before[k])
+    assert float(lin.value_scale) == 1.0
+    assert "train/value_loss" not in scalars and "train/value_loss" in agent.update(batch, np.random.default_rng(2)).scalars
+    assert -1.0 < scalars["train/baseline_explained_variance"] <= 1.0
+
+    s, m, t = batch.rewards.shape
+    feats = LinearFeatureBaseline.features(batch.obs.reshape(s * m, t, -1)).reshape(s, m * t, -1)
+    coef = np.random.default_rng(3).normal(size=(s, feats.shape[-1]))
+    target = np.einsum("stf,sf->st", feats, coef)  # per-task returns exactly linear in the features
+    gamma = lin.cfg.discount  # rewards whose discounted returns are `target`: r_t = G_t - gamma G_{t+1}
+    rewards = target - gamma * np.concatenate([target[:, 1:], np.zeros((s, 1))], axis=1)
+    values = lin.linear_baseline(batch.obs, rewards)
+    np.testing.assert_allclose(values, target, rtol=0, atol=2e-3 * np.abs(target).max())  # ridge 1e-5
+    obs = batch.obs.reshape(s * m, t, -1)  # one fit over all three tasks could not match them all
+    joint = LinearFeatureBaseline().fit(obs, target.reshape(s * m, t)).predict(obs).reshape(s, m * t)
+    assert np.abs(joint - target).max() > 10 * np.abs(values - target).max()
+    with pytest.raises(ConfigError, match="baseline"):
+        dataclasses.replace(agent.cfg, baseline="mlp")
+    sampler.vec_env.close()
