@@ -4,9 +4,10 @@ A *trial* is `episodes_per_task` consecutive episodes on one task. The GRU sees
 the observation plus the previous action, reward and episode-end flag; its
 hidden state is carried across episode boundaries and reset only when a new
 trial starts. The outer loop is PPO (clipped objective, GAE over the whole
-trial, value head or linear feature baseline, advantage normalisation, gradient clipping) with truncated
-back-propagation through time over chunks of the trial: the hidden state at
-each chunk start comes from the rollout-time forward pass.
+trial with a value head or a linear feature baseline, advantage normalisation,
+gradient clipping) with truncated back-propagation through time over chunks of
+the trial: the hidden state at each chunk start comes from the rollout-time
+forward pass.
 
 Per-task state of the MetaAgent protocol: {"h": [S, H], "prev_a": [S, A],
 "prev_r": [S, 1], "prev_d": [S, 1]}. `adapt` keeps it (the trial continues), so
