@@ -205,11 +205,12 @@ class RL2PPO(MetaAgent):
             **result.scalars}
         return result
 
-    def linear_baseline(self, obs: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-        """obs [S, M, T, D], rewards [S, M*T] -> values [S, M*T]: per task, a linear feature baseline
-        fitted to the discounted returns of its trial (discounting runs across episode ends, as GAE does)."""
+    @staticmethod
+    def linear_baseline(obs: np.ndarray, returns: np.ndarray) -> np.ndarray:
+        """obs [S, M, T, D], returns [S, M*T] (discounted over the whole trial, across episode ends,
+        as GAE does) -> values [S, M*T]: per task, a linear feature baseline fitted to its trial."""
         s, m, t = obs.shape[:3]
-        returns = discount_cumsum(rewards, self.cfg.discount).reshape(s, m, t)
+        returns = returns.reshape(s, m, t)
         return np.stack([LinearFeatureBaseline().fit(obs[i], returns[i]).predict(obs[i]).reshape(m * t)
                          for i in range(s)])
 
@@ -224,14 +225,15 @@ class RL2PPO(MetaAgent):
             mean, values_t, h_starts = self.forward_chunks(x, chunk)
             logp_old = gaussian_log_prob(mean, self.net.log_std.expand_as(mean), act)
         rewards = batch.rewards.reshape(s, m * t).astype(np.float64)
+        trial_returns = discount_cumsum(rewards, cfg.discount)
         linear = cfg.baseline == "linear"
         if linear:
-            values = self.linear_baseline(batch.obs, rewards)
+            values = self.linear_baseline(batch.obs, trial_returns)
         else:
             values = values_t.cpu().numpy().astype(np.float64) * float(self.value_scale)
         adv = gae(rewards, values, cfg.discount, cfg.gae_lambda)
         ret = adv + values
-        baseline_ev = explained_variance(values, discount_cumsum(rewards, cfg.discount))
+        baseline_ev = explained_variance(values, trial_returns)
         if not linear:
             self.value_scale = 0.9 * self.value_scale + 0.1 * torch.tensor(max(float(ret.std()), 1e-3),
                                                                             dtype=torch.float64)

@@ -192,9 +192,7 @@ def test_linear_baseline_trains_the_policy_only_and_fits_each_tasks_trial():
     feats = LinearFeatureBaseline.features(batch.obs.reshape(s * m, t, -1)).reshape(s, m * t, -1)
     coef = np.random.default_rng(3).normal(size=(s, feats.shape[-1]))
     target = np.einsum("stf,sf->st", feats, coef)  # per-task returns exactly linear in the features
-    gamma = lin.cfg.discount  # rewards whose discounted returns are `target`: r_t = G_t - gamma G_{t+1}
-    rewards = target - gamma * np.concatenate([target[:, 1:], np.zeros((s, 1))], axis=1)
-    values = lin.linear_baseline(batch.obs, rewards)
+    values = lin.linear_baseline(batch.obs, target)
     np.testing.assert_allclose(values, target, rtol=0, atol=2e-3 * np.abs(target).max())  # ridge 1e-5
     obs = batch.obs.reshape(s * m, t, -1)  # one fit over all three tasks could not match them all
     joint = LinearFeatureBaseline().fit(obs, target.reshape(s * m, t)).predict(obs).reshape(s, m * t)
