@@ -39,12 +39,12 @@ class ParkError(Exception):
 
 
 def newest_checkpoint(run: Path) -> tuple[Path, int]:
-    from metarl.checkpoint import list_checkpoints
+    from metarl.checkpoint import iteration_of, list_checkpoints
 
     found = list_checkpoints(run)
     if not found:
         raise ParkError(f"RUN_DIR: {run} has no checkpoints/ckpt_*.pt to resume from")
-    return found[-1], int(found[-1].stem.split("_")[1])
+    return found[-1], iteration_of(found[-1])
 
 
 def result_name(run: Path) -> str:

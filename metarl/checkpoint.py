@@ -30,12 +30,18 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def iteration_of(path: str | Path) -> int | None:
+    """The iteration in a checkpoint file's name (ckpt_<iteration>.pt); None for any other name."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint files of a run, oldest first."""
     d = checkpoint_dir(run_dir)
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    found = [(i, p) for p in d.iterdir() if (i := iteration_of(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
