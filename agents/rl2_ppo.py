@@ -58,6 +58,14 @@ class RL2PPOConfig(AgentConfig):
     baseline: str = field(default="value_head", metadata=one_of("value_head", "linear"))
     max_grad_norm: float = field(default=1.0, metadata=positive())
     reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
+    # the policy's standard deviation: "param", one learned log-std per action dimension (as garage's
+    # RL²), or "state", a linear head on the GRU output, per step (as metaworld-algorithms' RL²), so the
+    # policy can explore in a trial's first episodes and act precisely once it knows the task; it starts
+    # at init_log_std everywhere and is clamped to [LOG_STD_MIN, LOG_STD_MAX]
+    std: str = field(default="param", metadata=one_of("param", "state"))
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the state-dependent std's range: std in [0.0067, 7.4]
 
 
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
@@ -67,15 +75,30 @@ def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 class RecurrentGaussianPolicy(nn.Module):
-    """GRU trunk over [obs, prev action, prev reward, prev done] with a Gaussian policy head and a value head."""
+    """GRU trunk over [obs, prev action, prev reward, prev done] with a Gaussian policy head and a value
+    head; the log-std is one parameter per action dimension (`std="param"`) or a linear head on the
+    GRU output (`std="state"`, parameters `std_head.*`)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, head_hidden: Sequence[int], init_log_std: float):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, head_hidden: Sequence[int], init_log_std: float,
+                 std: str = "param"):
         super().__init__()
         self.in_dim = obs_dim + act_dim + 2
         self.gru = nn.GRU(self.in_dim, hidden, batch_first=True)
         self.pi = mlp([hidden, *head_hidden, act_dim], out_gain=0.01)
         self.v = mlp([hidden, *head_hidden, 1], out_gain=1.0)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+        self.std_head: nn.Linear | None = None
+        if std == "state":
+            self.std_head = nn.Linear(hidden, act_dim)
+            nn.init.orthogonal_(self.std_head.weight, gain=0.01)
+            nn.init.constant_(self.std_head.bias, float(init_log_std))
+        else:
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def log_std_of(self, out: Tensor) -> Tensor:
+        """GRU output [..., H] -> the policy's log-std [..., A] at those steps."""
+        if self.std_head is not None:
+            return self.std_head(out).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.log_std.expand(*out.shape[:-1], -1)
 
     def forward(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, L, F], h0 [B, H] -> mean [B, L, A], value [B, L], outputs [B, L, H]."""
@@ -106,7 +129,7 @@ class _Actor(Actor):
             return mean, new
         if noise is None:
             noise = torch.randn_like(mean)
-        return mean + self.net.log_std.exp() * noise.to(mean), new
+        return mean + self.net.log_std_of(h_new).exp() * noise.to(mean), new
 
     def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor,
                 done: bool | np.ndarray) -> dict[str, Tensor]:
@@ -143,7 +166,7 @@ class RL2PPO(MetaAgent):
         self.act_dim = act_dim
         self.device = torch.device(device)
         self.net = RecurrentGaussianPolicy(obs_dim, act_dim, cfg.hidden_size, cfg.head_hidden,
-                                           cfg.init_log_std).to(self.device)
+                                           cfg.init_log_std, cfg.std).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         # the value head predicts returns divided by a running scale of the returns, so the
         # value loss keeps the same size whatever the reward scale of the benchmark
@@ -176,19 +199,20 @@ class RL2PPO(MetaAgent):
     def chunk_len(self, horizon: int) -> int:
         return self.cfg.bptt_chunk or horizon
 
-    def forward_chunks(self, x: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Full-trial forward in chunks of `chunk` steps, carrying the hidden state
-        (detached at chunk boundaries). x [B, L, F] -> mean, value, chunk-start hidden [B, n_chunks, H]."""
+    def forward_chunks(self, x: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Full-trial forward in chunks of `chunk` steps, carrying the hidden state (detached at chunk
+        boundaries). x [B, L, F] -> mean, log-std [B, L, A], value [B, L], chunk-start hidden [B, n_chunks, H]."""
         b, length, _ = x.shape
         h = torch.zeros(b, self.cfg.hidden_size, device=x.device, dtype=x.dtype)
-        means, values, starts = [], [], []
+        means, log_stds, values, starts = [], [], [], []
         for a in range(0, length, chunk):
             starts.append(h)
             m, v, out = self.net(x[:, a:a + chunk], h)
             means.append(m)
+            log_stds.append(self.net.log_std_of(out))
             values.append(v)
             h = out[:, -1].detach()
-        return torch.cat(means, 1), torch.cat(values, 1), torch.stack(starts, 1)
+        return torch.cat(means, 1), torch.cat(log_stds, 1), torch.cat(values, 1), torch.stack(starts, 1)
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:
@@ -222,8 +246,8 @@ class RL2PPO(MetaAgent):
         x = torch.as_tensor(trial_inputs(batch, cfg.reward_input_scale), device=self.device)
         act = torch.as_tensor(batch.actions.reshape(s, m * t, -1), device=self.device)
         with torch.no_grad():
-            mean, values_t, h_starts = self.forward_chunks(x, chunk)
-            logp_old = gaussian_log_prob(mean, self.net.log_std.expand_as(mean), act)
+            mean, log_std_old, values_t, h_starts = self.forward_chunks(x, chunk)
+            logp_old = gaussian_log_prob(mean, log_std_old, act)
         rewards = batch.rewards.reshape(s, m * t).astype(np.float64)
         trial_returns = discount_cumsum(rewards, cfg.discount)
         linear = cfg.baseline == "linear"
@@ -261,8 +285,8 @@ class RL2PPO(MetaAgent):
             epoch_kl, epoch_steps = 0.0, 0
             for part in np.array_split(perm, min(cfg.minibatches, n)):
                 mb = torch.as_tensor(part, device=self.device)
-                mean, value, _ = self.net(cx[mb], ch0[mb])
-                log_std = self.net.log_std.expand_as(mean)
+                mean, value, out = self.net(cx[mb], ch0[mb])
+                log_std = self.net.log_std_of(out)
                 logp = gaussian_log_prob(mean, log_std, cact[mb])
                 w = valid[mb]
                 denom = w.sum()
@@ -270,7 +294,8 @@ class RL2PPO(MetaAgent):
                 a = cadv[mb]
                 pi_loss = -(torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a) * w).sum() / denom
                 v_loss = 0.5 * ((value - cret[mb]).pow(2) * w).sum() / denom
-                entropy = (self.net.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                # per step, summed over action dimensions (the same at every step with std="param")
+                entropy = ((log_std.sum(-1) + self.act_dim * 0.5 * math.log(2 * math.pi * math.e)) * w).sum() / denom
                 loss = pi_loss - cfg.entropy_coef * entropy
                 if not linear:
                     loss = loss + cfg.value_coef * v_loss
@@ -303,7 +328,9 @@ class RL2PPO(MetaAgent):
             del sums["value_loss"]  # the value head is not trained
         out = {f"train/{k}": v / max(steps, 1) for k, v in sums.items()}
         out.update({"train/epochs": float(epochs_run),
-                    "train/policy_std": float(self.net.log_std.detach().exp().mean()),
+                    # std="state": the mean over the batch's steps, under the policy that sampled them
+                    "train/policy_std": float(self.net.log_std.detach().exp().mean()) if cfg.std == "param"
+                    else float(log_std_old.exp().mean()),
                     "train/value_scale": float(self.value_scale),
                     "train/baseline_explained_variance": baseline_ev})
         return UpdateResult(rejected=rejected, scalars=out)

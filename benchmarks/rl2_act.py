@@ -52,7 +52,7 @@ def main() -> int:
         mean, _, out = actor.net(x.unsqueeze(1), h)
         mean = mean.squeeze(1)
         new = dict(state, h=out.squeeze(1))
-        return mean + actor.net.log_std.exp() * noise.to(mean), new
+        return mean + actor.net.log_std_of(new["h"]).exp() * noise.to(mean), new
     with torch.no_grad():
         out = {
             "act_us": _us(lambda: actor.act(obs, state, deterministic=False, noise=noise)),

@@ -37,7 +37,7 @@ def test_hidden_state_carried_across_episodes_and_reset_between_trials():
     for batch, sd in zip((b1, b2), seeds):
         x = torch.as_tensor(trial_inputs(batch, 1.0))
         with torch.no_grad():
-            mean, _, _ = agent.forward_chunks(x, x.shape[1])  # one pass over the whole trial from h = 0
+            mean, _, _, _ = agent.forward_chunks(x, x.shape[1])  # one pass over the whole trial from h = 0
         np.testing.assert_allclose(_sampled_means(agent, batch, sd), mean.numpy(), atol=1e-5)
         # contrast: resetting the hidden state at each episode start would give other actions
         t = batch.horizon
@@ -51,9 +51,9 @@ def test_chunked_forward_equals_full_sequence_forward():
     batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
     x = torch.as_tensor(trial_inputs(batch, 1.0))
     with torch.no_grad():
-        full_mean, full_v, _ = agent.forward_chunks(x, 18)
+        full_mean, _, full_v, _ = agent.forward_chunks(x, 18)
         for chunk in (1, 4, 6, 7):
-            mean, v, starts = agent.forward_chunks(x, chunk)
+            mean, _, v, starts = agent.forward_chunks(x, chunk)
             torch.testing.assert_close(mean, full_mean, atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(v, full_v, atol=1e-6, rtol=1e-5)
             assert starts.shape == (3, -(-18 // chunk), 16)
@@ -199,4 +199,46 @@ def test_linear_baseline_trains_the_policy_only_and_fits_each_tasks_trial():
     assert np.abs(joint - target).max() > 10 * np.abs(values - target).max()
     with pytest.raises(ConfigError, match="baseline"):
         dataclasses.replace(agent.cfg, baseline="mlp")
+    sampler.vec_env.close()
+
+
+def test_state_dependent_std_is_what_the_actor_samples_with_and_trains():
+    """agent.std=state: the log-std is a head on the GRU output. The sampler's actions are
+    mean + std * noise with the std of that step (the learner's full-trial pass gives the same
+    mean and std), it starts at init_log_std everywhere, and an update moves the head; the
+    per-dimension log_std parameter does not exist. A bad value is refused."""
+    import dataclasses
+
+    import pytest
+
+    from metarl.types import ConfigError
+
+    bench, _, sampler = _setup()
+    torch.manual_seed(0)
+    cfg = RL2PPOConfig(meta_batch=3, episodes_per_task=3, hidden_size=16, init_log_std=-0.5, std="state")
+    agent = RL2PPO(cfg, bench.obs_dim, bench.act_dim)
+    assert not hasattr(agent.net, "log_std") and "std_head.weight" in agent.net.state_dict()
+    with torch.no_grad():
+        agent.net.std_head.weight.normal_(0, 0.5)  # make the std differ visibly from step to step
+    seeds = np.random.default_rng(5).integers(0, 2**31 - 1, size=3)
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(5))
+    x = torch.as_tensor(trial_inputs(batch, 1.0))
+    with torch.no_grad():
+        mean, log_std, _, _ = agent.forward_chunks(x, x.shape[1])
+    s, m, t = batch.rewards.shape
+    noise = torch.as_tensor(slot_noise(seeds, m, t, agent.act_dim).reshape(s, m * t, -1))
+    np.testing.assert_allclose(batch.actions.reshape(s, m * t, -1), (mean + log_std.exp() * noise).numpy(),
+                               atol=1e-5)
+    assert float(log_std.std()) > 0.05  # the std does depend on the step
+
+    fresh = RL2PPO(cfg, bench.obs_dim, bench.act_dim)
+    with torch.no_grad():
+        _, log_std0, _, _ = fresh.forward_chunks(x, x.shape[1])
+    assert float((log_std0 + 0.5).abs().max()) < 0.05  # starts at init_log_std everywhere
+    before = {k: v.clone() for k, v in fresh.net.state_dict().items()}
+    scalars = fresh.update(batch, np.random.default_rng(2)).scalars
+    assert not torch.equal(fresh.net.state_dict()["std_head.weight"], before["std_head.weight"])
+    assert 0.5 < scalars["train/policy_std"] < 0.7  # exp(-0.5) = 0.61 under the sampling policy
+    with pytest.raises(ConfigError, match="std"):
+        dataclasses.replace(cfg, std="mlp")
     sampler.vec_env.close()
