@@ -168,7 +168,8 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
 def agent_label(result: dict) -> str:
     """MAML-TRPO's variants by their config: first-order (agent.first_order), Meta-SGD
     (agent.learn_inner_lr); RL²-PPO with its update schedule (minibatches x epochs: the ML10
-    preset took 40, then 320 for a while, then 40 again); other agents by name."""
+    preset took 40, then 320 for a while, then 40 again) and the options that differ from the
+    preset's (agent.std, agent.baseline); other agents by name."""
     a = result.get("config", {}).get("agent", {})
     name = AGENT_NAMES.get(result["agent"], result["agent"])
     if result["agent"] == "maml_trpo":
@@ -178,7 +179,9 @@ def agent_label(result: dict) -> str:
             return "Meta-SGD, " + str(a["learn_inner_lr"]).replace("_", "-") + " α"
     if result["agent"] == "rl2_ppo" and "minibatches" in a and "epochs" in a:
         steps = int(a["minibatches"]) * int(a["epochs"])
-        return f"{name}, {steps} PPO steps/iteration"
+        extra = "".join([", state-dependent std" if a.get("std", "param") != "param" else "",
+                         ", linear baseline" if a.get("baseline", "value_head") != "value_head" else ""])
+        return f"{name}, {steps} PPO steps/iteration{extra}"
     return name
 
 

@@ -232,3 +232,15 @@ def test_report_refuses_a_two_step_file_that_is_not_two_steps(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "adaptation_steps 1, expected 2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_agent_label_names_the_rl2_options_that_differ_from_the_preset():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import agent_label
+
+    def label(**agent):
+        return agent_label({"agent": "rl2_ppo", "config": {"agent": {"minibatches": 4, "epochs": 10, **agent}}})
+
+    assert label() == label(std="param", baseline="value_head") == "RL²-PPO, 40 PPO steps/iteration"
+    assert label(std="state") == "RL²-PPO, 40 PPO steps/iteration, state-dependent std"
+    assert label(baseline="linear", minibatches=20, epochs=16) == "RL²-PPO, 320 PPO steps/iteration, linear baseline"
