@@ -19,6 +19,13 @@ by run_preset) is its own row. Per seed it reads:
   over seeds).
 - `<name>.eval_metaworld_2steps.json` (optional): the same checkpoint under the same protocol with
   `--adaptation-steps 2` ("after 2 rounds" in the ML1 variants section);
+- `<name>.eval_metaworld_restart.json` (optional; `<name>.eval_metaworld_train_restart.json` for
+  meta-train): the same checkpoint with `--evaluation-state restart`, each evaluation episode
+  started from the agent's state after adaptation (RL²'s hidden state after the adaptation
+  episodes, as metaworld-algorithms and garage evaluate RL²) instead of the trial going on. It
+  makes a second row, `<row>_restart`, labelled with that semantics, next to the row it shares
+  checkpoints with; its *max* is empty (the periodic evaluations in `eval.csv` ran the other
+  semantics). A result file without `evaluation_state` ran "continue";
 - `<name>.progress.csv` (optional): `time/update_s` and the training batches' success, per iteration
   (ML1 variants section).
 Intervals are 95% Student-t intervals over seeds (none for one seed).
@@ -94,31 +101,50 @@ def periodic(eval_csv: Path, tag: str) -> list[tuple[int, float]]:
     return [(s, float(np.mean([np.mean(v) for v in by_step[s].values()]))) for s in sorted(by_step)]
 
 
-def load_seed(results: Path, name: str) -> dict | None:
-    """One seed's figures, or None when it has no Meta-World-protocol evaluation yet."""
+def evaluation_state(mw: dict) -> str:
+    """Where the evaluation episodes of an eval_metaworld*.json started (metarl.evaluation.MetaworldProtocol);
+    files written before the setting existed ran "continue"."""
+    return str(mw.get("evaluation_state", "continue"))
+
+
+def load_seed(results: Path, name: str, restart_file: bool = False) -> dict | None:
+    """One seed's figures, or None when it has no Meta-World-protocol evaluation yet. With
+    `restart_file`: from `<name>.eval_metaworld_restart.json` (and `..._train_restart.json`), which
+    must record evaluation_state "restart"; the periodic evaluations are left out (they ran the
+    run's own setting)."""
     res = json.loads((results / f"{name}.json").read_text())
-    mw_path = results / f"{name}.eval_metaworld.json"
+    suffix = "_restart" if restart_file else ""
+    mw_path = results / f"{name}.eval_metaworld{suffix}.json"
     if not mw_path.is_file():
         return None
     mw = json.loads(mw_path.read_text())
-    train_path = results / f"{name}.eval_metaworld_train.json"
+    train_path = results / f"{name}.eval_metaworld_train{suffix}.json"
     mw_train = json.loads(train_path.read_text()) if train_path.is_file() else None
-    test_hist = periodic(results / f"{name}.eval.csv", "eval")
-    train_hist = periodic(results / f"{name}.eval.csv", "eval_train")
+    if restart_file:
+        for path, d in ((mw_path, mw), (train_path, mw_train)):
+            if d is not None and evaluation_state(d) != "restart":
+                raise ValueError(f"{path}: evaluation_state {evaluation_state(d)!r}, expected 'restart'")
+    elif mw_train is not None and evaluation_state(mw_train) != evaluation_state(mw):
+        raise ValueError(f"{train_path}: evaluation_state {evaluation_state(mw_train)!r}, but "
+                         f"{mw_path.name} has {evaluation_state(mw)!r}")
+    test_hist = [] if restart_file else periodic(results / f"{name}.eval.csv", "eval")
+    train_hist = [] if restart_file else periodic(results / f"{name}.eval.csv", "eval_train")
     seed = res["seeds"][0] if len(res["seeds"]) == 1 else None
     train_final = mw_train["success"] if mw_train else (train_hist[-1][1] if train_hist else None)
     return {
         "name": name, "seed": seed, "result": res, "metaworld": mw, "metaworld_train": mw_train,
         "env_steps": res["env_steps"], "wall_seconds": res["wall_seconds"],
-        "stopped_early": res.get("stopped_early", False),
-        "periodic_protocol": res.get("config", {}).get("eval", {}).get("protocol", "curve"),
+        "stopped_early": res.get("stopped_early", False), "evaluation_state": evaluation_state(mw),
+        "periodic_protocol": None if restart_file else res.get("config", {}).get("eval", {}).get("protocol", "curve"),
         "test": {"final": mw["success"], "pooled": mw["success_metaworld_pooled"],
-                 "max": max([mw["success"]] + [s for _, s in test_hist]), "history": test_hist,
+                 "max": None if restart_file else max([mw["success"]] + [s for _, s in test_hist]),
+                 "history": test_hist,
                  "pre_adaptation": mw.get("success_pre_adaptation"),
                  "per_class": {k: v["success"] for k, v in mw["per_class"].items()},
                  "per_class_pre": {k: v["success_pre_adaptation"] for k, v in mw["per_class"].items()}},
         "train": {"final": train_final, "pooled": mw_train["success_metaworld_pooled"] if mw_train else None,
-                  "max": max([x for x in [train_final] + [s for _, s in train_hist] if x is not None], default=None),
+                  "max": None if restart_file else
+                  max([x for x in [train_final] + [s for _, s in train_hist] if x is not None], default=None),
                   "history": train_hist,
                   "per_class": {k: v["success"] for k, v in mw_train["per_class"].items()} if mw_train else {}},
     }
@@ -136,7 +162,7 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
             return {"success_final": None, "success_max": None, "success_final_ci95": None,
                     "success_max_ci95": None, "success_metaworld_pooled": None, "per_seed": [], "per_class": {}}
         f_mean, f_ci = mean_ci(finals)
-        m_mean, m_ci = mean_ci(maxes)
+        m_mean, m_ci = mean_ci(maxes) if maxes else (None, None)
         classes = list(seeds[0][key]["per_class"])
         return {
             "success_final": f_mean, "success_final_ci95": f_ci, "success_max": m_mean, "success_max_ci95": m_ci,
@@ -155,7 +181,8 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
         "env_name": first.get("env_name"), "horizon": seeds[0]["metaworld"]["horizon"], "protocol": "metaworld",
         "protocol_settings": {k: seeds[0]["metaworld"][k] for k in
                               ("adaptation_episodes", "adaptation_steps", "evaluation_episodes",
-                               "adaptation_deterministic", "evaluation_deterministic", "pool_size")},
+                               "adaptation_deterministic", "evaluation_deterministic", "evaluation_state",
+                               "pool_size") if k != "evaluation_state" or k in seeds[0]["metaworld"]},
         "seeds": [s["seed"] for s in seeds], "env_steps": [s["env_steps"] for s in seeds],
         "budget_env_steps": cfg["run"]["env_steps"], "stopped_early": [s["stopped_early"] for s in seeds],
         "wall_seconds": [s["wall_seconds"] for s in seeds], "machine": sorted({s["result"]["machine"] for s in seeds}),
@@ -497,11 +524,16 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
             mtr = "–" if p["meta_train"] is None else f"{p['meta_train']:.1f}%"
             lines.append(f"| {AGENT_NAMES[p['agent']]} — *published: {p['source']}* | | | | {mtr} | | {mt} | | | | |")
         lines.append("")
+        if any(a["benchmark"] == bench and a["protocol_settings"].get("evaluation_state") == "restart"
+               for a in rows.values()):
+            lines += [RESTART_NOTE, ""]
         for row, a in sorted(rows.items()):
             if a["benchmark"] == bench:
-                lines.append(f"`{row}`: " + " ".join(f"![{f}]({f})" for f in figs.get(row, [])))
-                lines.append("")
-                curve_seeds = [str(sd) for sd, pp in zip(a["seeds"], a["periodic_protocol"]) if pp != "metaworld"]
+                if figs.get(row):
+                    lines.append(f"`{row}`: " + " ".join(f"![{f}]({f})" for f in figs[row]))
+                    lines.append("")
+                curve_seeds = [str(sd) for sd, pp in zip(a["seeds"], a["periodic_protocol"])
+                               if pp not in ("metaworld", None)]
                 if curve_seeds:
                     lines.append(f"Seed(s) {', '.join(curve_seeds)} of `{row}` ran before `eval.protocol: metaworld` "
                                  "existed: their periodic evaluations (the *max* columns) used the curve protocol on the "
@@ -521,6 +553,16 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
         lines += [f"- [{o}]({o}.md)" for o in others]
         lines.append("")
     return "\n".join(lines)
+
+
+RESTART_LABEL = ", evaluation episodes restarted"
+RESTART_NOTE = ("*evaluation episodes restarted*: each of the 3 evaluation episodes starts from the agent's "
+                "state after the adaptation episodes (`--evaluation-state restart`; RL²: the hidden state after "
+                "episode 10, as metaworld-algorithms and garage evaluate RL², so with mean actions the 3 episodes are "
+                "the same); the other rows let the trial go on (RL²: episodes 11-13). A `<row>_restart` row beside a "
+                "`<row>` row holds the same checkpoints evaluated that way (`<name>.eval_metaworld_restart.json`); its "
+                "*max* is empty (the periodic evaluations ran the other way), its meta-train columns too unless "
+                "`<name>.eval_metaworld_train_restart.json` exists.")
 
 
 def main(argv=None) -> int:
@@ -546,23 +588,34 @@ def main(argv=None) -> int:
             continue  # an aggregate this script wrote, or another benchmark's output
         if data.get("protocol") == "metaworld" and "meta_test" in data and "success_final" in data["meta_test"]:
             continue
-        seed = load_seed(results, name)
+        try:
+            seed = load_seed(results, name)
+            restarted = load_seed(results, name, restart_file=True) \
+                if seed is not None and seed["evaluation_state"] != "restart" else None
+        except ValueError as e:
+            print(f"report: error: {e}", file=sys.stderr)
+            return 2
         if seed is None:
             if (results / f"{name}.md").is_file():
                 others.append(name)
             continue
         m = _SEED.match(name)
-        groups.setdefault(m.group("row") if m else name, []).append(seed)
+        base = m.group("row") if m else name
+        for s in (seed, restarted):
+            if s is not None:  # a row per evaluation semantics, so each row compares like with like
+                groups.setdefault(base + ("_restart" if s["evaluation_state"] == "restart" else ""), []).append(s)
     rows, figs, labels = {}, {}, {}
     for row, seeds in sorted(groups.items()):
-        labels[row] = agent_label(seeds[0]["result"])
+        labels[row] = agent_label(seeds[0]["result"]) + (RESTART_LABEL if seeds[0]["evaluation_state"] == "restart"
+                                                         else "")
         seeds.sort(key=lambda s: (s["seed"] is None, s["seed"]))
         agg = aggregate(row, seeds)
         rows[row] = agg
         # a row made of one unsuffixed result (run_preset's own <name>.json) must not overwrite it
         target = results / (f"{row}.json" if seeds[0]["name"] != row else f"{row}_all_seeds.json")
         target.write_text(json.dumps(agg, indent=2) + "\n")
-        figs[row] = figures(results, row, agg, seeds)
+        # a row from `--evaluation-state restart` files has no periodic evaluations of its own to plot
+        figs[row] = figures(results, row, agg, seeds) if any(s["periodic_protocol"] for s in seeds) else []
     extras = []
     try:
         extras.append(variants_section(results, {row: [s["name"] for s in seeds] for row, seeds in groups.items()}))

@@ -81,6 +81,9 @@ def _default_out_dir(ckpt_path: Path) -> Path:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.protocol == "metaworld":
         return cmd_eval_metaworld(args)
+    if args.evaluation_state is not None:
+        raise ConfigError("--evaluation-state: belongs to --protocol metaworld (where its evaluation episodes "
+                          "start); the curve protocol's rounds always go on from the adapted state")
     import numpy as np
     import torch
 
@@ -181,6 +184,8 @@ def _print_protocol(summary: dict, title: str) -> None:
     print(f"success (per goal, then class, then mean): {summary['success']:.1%}; "
           f"as metaworld 3.1.1 pools it (first {summary['evaluation_episodes']} finished episodes of "
           f"{summary['pool_size']} envs per class): {summary['success_metaworld_pooled']:.1%}")
+    if summary.get("evaluation_state", "continue") == "restart":
+        print("evaluation episodes: each restarted from the agent's state after adaptation (--evaluation-state restart)")
 
 
 def cmd_eval_metaworld(args: argparse.Namespace) -> int:
@@ -200,8 +205,11 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     if args.goals_per_class < 0:
         raise ConfigError(f"--goals-per-class: must be >= 0 (0: all), got {args.goals_per_class}")
     protocol = MetaworldProtocol(args.adaptation_episodes, args.adaptation_steps, args.evaluation_episodes,
-                                 args.adapt_deterministic, args.eval_deterministic)
+                                 args.adapt_deterministic, args.eval_deterministic,
+                                 args.evaluation_state or "continue")
     ckpt_path, payload, cfg, device = _eval_setup(args)
+    if args.evaluation_state is None:  # the run's eval.evaluation_state, which its own final evaluation used
+        protocol = dataclasses.replace(protocol, evaluation_state=cfg.eval.evaluation_state)
     out_dir = Path(args.out) if args.out else _default_out_dir(ckpt_path)
     stem = "eval_metaworld" if args.split == "test" else "eval_metaworld_train"
     probe = _existing_ancestor(out_dir)
@@ -367,6 +375,11 @@ def add_eval_commands(sub: Any) -> None:
                    help="metaworld: mean actions in the adaptation episodes (default: sampled)")
     e.add_argument("--eval-deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="metaworld: mean actions in the evaluation episodes (default: sampled)")
+    e.add_argument("--evaluation-state", choices=["continue", "restart"], default=None,
+                   help="metaworld: where each evaluation episode starts. continue: where the previous one left "
+                        "the agent's per-task state (RL²: the trial goes on); restart: from the state after "
+                        "adaptation, as metaworld-algorithms and garage evaluate RL² (default: the run's "
+                        "eval.evaluation_state, continue for runs without it)")
     e.add_argument("--video", type=int, nargs="?", const=-1, metavar="N",
                    help="film N evaluated tasks (no N: one goal per class) at round 0 and after each adaptation "
                         "round: videos/ beside the results, TensorBoard eval/video/<class> (pip install -e "

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("curve", "metaworld")
+# where the Meta-World protocol's evaluation episodes start (metarl.evaluation.MetaworldProtocol)
+EVALUATION_STATES = ("continue", "restart")
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
 
 
@@ -118,6 +120,11 @@ class EvalSection:
                                     # success; rounds/episodes_per_round unused): its curve has round 0 =
                                     # the adaptation episodes, round 1 = the evaluation episodes, and the
                                     # final one also writes eval_metaworld.json (metarl/evaluation.py)
+    evaluation_state: str = "continue"  # protocol metaworld only: where each evaluation episode starts.
+                                    # continue: where the previous one left the agent's per-task state
+                                    # (RL²: the trial goes on); restart: from the state after adaptation
+                                    # (RL² as metaworld-algorithms and garage evaluate it). Recorded in
+                                    # eval_metaworld.json; `metarl eval` takes it as its default
     video_tasks: int = 0            # final evaluation only: film this many held-out tasks (one goal per class
                                     # first) before and after adaptation, into videos/ and TensorBoard
                                     # (metarl/video.py; needs `pip install -e '.[video]'` and EGL or OSMesa). 0: off
@@ -140,6 +147,11 @@ class EvalSection:
         _check(self.episodes_per_round > 0, "eval.episodes_per_round", f"must be > 0, got {self.episodes_per_round}")
         _check(self.protocol in PROTOCOLS, "eval.protocol",
                f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+        _check(self.evaluation_state in EVALUATION_STATES, "eval.evaluation_state",
+               f"unknown value {self.evaluation_state!r}; allowed: {', '.join(EVALUATION_STATES)}")
+        _check(self.evaluation_state == "continue" or self.protocol == "metaworld", "eval.evaluation_state",
+               f"{self.evaluation_state!r} applies to the Meta-World protocol's evaluation episodes; it needs "
+               f"eval.protocol: metaworld (got {self.protocol!r})")
         _check(0 <= self.video_tasks <= VIDEO_MAX_TASKS, "eval.video_tasks",
                f"must be in 0..{VIDEO_MAX_TASKS} (0: no video), got {self.video_tasks}")
         _check(bool(self.video_camera) and self.video_camera.isprintable(), "eval.video_camera",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from metarl.config import EVALUATION_STATES
 from metarl.sampler import episode_lengths
 from metarl.types import AdaptationCurve, ConfigError, EpisodeBatch, Task
 
@@ -72,13 +73,26 @@ class MetaworldProtocol:
     `evaluation_episodes` episodes that end on success. Actions are sampled in the adaptation
     episodes by default (mean actions there make MAML's policy gradient zero) and in the
     evaluation episodes too, so that this protocol and the periodic curve evaluations estimate
-    the same quantity; `evaluation_deterministic` switches the latter to mean actions."""
+    the same quantity; `evaluation_deterministic` switches the latter to mean actions.
+
+    `evaluation_state` says where each evaluation episode starts for an agent whose per-task
+    state changes while it acts (RL²'s hidden state and previous action / reward / done inputs):
+    - "continue" (default): the evaluation episodes go on from where the previous one left the
+      state, so for RL² they are episodes 11-13 of one trial (the issue's protocol);
+    - "restart": every evaluation episode starts from the state `adapt` returned, as
+      metaworld-algorithms and garage evaluate RL² (with mean actions the evaluation episodes of
+      a goal are then identical, resets depending only on the goal as Meta-World's and the toy
+      tasks' do). It runs one `sample` call per evaluation episode, each drawing
+      its own slot seeds from `rng`, so for agents whose state never changes while acting (MAML,
+      Reptile, PEARL) it estimates the same success as "continue" but with other random numbers
+      (other exploration noise and env seeds), not the same episodes."""
 
     adaptation_episodes: int = 10
     adaptation_steps: int = 1
     evaluation_episodes: int = 3
     adaptation_deterministic: bool = False
     evaluation_deterministic: bool = False
+    evaluation_state: str = "continue"
 
     def __post_init__(self):
         for name in ("adaptation_episodes", "evaluation_episodes"):
@@ -86,6 +100,9 @@ class MetaworldProtocol:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if self.adaptation_steps < 0:
             raise ConfigError(f"--adaptation-steps: must be >= 0, got {self.adaptation_steps}")
+        if self.evaluation_state not in EVALUATION_STATES:
+            raise ConfigError(f"--evaluation-state: unknown value {self.evaluation_state!r}; "
+                              f"allowed: {', '.join(EVALUATION_STATES)}")
 
 
 @dataclass
@@ -198,7 +215,9 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
                        on_progress: Callable[[int], None] | None = None) -> ProtocolResult:
     """Run the Meta-World protocol on `tasks` in chunks of the sampler's slots. All randomness
     comes from `rng` (slot seeds and exploration noise, drawn per sample call; the agent's own
-    draws in initial_task_state / adapt)."""
+    draws in initial_task_state / adapt). Per chunk the sample calls are: one per adaptation
+    step, then one for all evaluation episodes ("continue") or one per evaluation episode, each
+    from the post-adaptation state ("restart")."""
     tasks = list(tasks)
     p = protocol
     n = len(tasks)
@@ -219,14 +238,29 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
             if on_progress is not None:
                 on_progress(batch.env_steps)
             state = agent.adapt(state, batch, rng)
-        batch, state = sampler.sample(agent, chunk, state, p.evaluation_episodes, rng,
-                                      p.evaluation_deterministic, end_on_success=True)
-        succ[rows] = batch.episode_success()
-        ret[rows] = batch.episode_returns()
-        lengths[rows] = episode_lengths(batch.successes, True)
-        if on_progress is not None:
-            on_progress(int(lengths[rows].sum()))
+        if p.evaluation_state == "continue":
+            batch, state = sampler.sample(agent, chunk, state, p.evaluation_episodes, rng,
+                                          p.evaluation_deterministic, end_on_success=True)
+            succ[rows] = batch.episode_success()
+            ret[rows] = batch.episode_returns()
+            lengths[rows] = episode_lengths(batch.successes, True)
+            if on_progress is not None:
+                on_progress(int(lengths[rows].sum()))
+        else:  # "restart": every evaluation episode from the post-adaptation state `state`
+            for e in range(p.evaluation_episodes):
+                batch, _ = sampler.sample(agent, chunk, state, 1, rng, p.evaluation_deterministic,
+                                          end_on_success=True)
+                succ[rows, e] = batch.episode_success()[:, 0]
+                ret[rows, e] = batch.episode_returns()[:, 0]
+                lengths[rows, e] = episode_lengths(batch.successes, True)[:, 0]
+                if on_progress is not None:
+                    on_progress(int(lengths[rows, e].sum()))
     return ProtocolResult(tasks, a_succ, a_ret, succ, ret, lengths, sampler.horizon, p)
+
+
+def sample_calls(protocol: MetaworldProtocol) -> int:
+    """`Sampler.sample` calls `metaworld_evaluate` makes per chunk (each draws one slot seed per task from `rng`)."""
+    return protocol.adaptation_steps + (protocol.evaluation_episodes if protocol.evaluation_state == "restart" else 1)
 
 
 def official_pool_size(n_test_classes: int, meta_batch_size: int = 20) -> int:

@@ -8,6 +8,25 @@ see the same actions as `metarl.evaluation.metaworld_evaluate` and produce the s
 an episode's last step (the envs reset in the same step), so that step's `next_obs` is its
 `obs`; and in the evaluation episodes no rewards at all, so an agent with `observe` (RL²) gets
 reward 0 there and its official figure is not comparable.
+
+Why reward 0 (metaworld 3.1.1, `metaworld/evaluation.py`): after the adaptation phase,
+`metalearning_evaluation` calls `evaluation(agent, eval_envs, evaluation_episodes)`, whose loop
+is `actions = agent.eval_action(obs)`, `obs, _, terminations, truncations, infos =
+eval_envs.step(actions)`, `agent.reset(dones)`. The step's rewards are bound to `_` and dropped;
+the per-episode returns it reads (`infos["final_info"]["episode"]["r"]`) stay inside the function;
+`agent.step(Timestep(...))`, the only call that carries rewards, is made in the adaptation
+episodes only; and the `Agent` protocol used there has just `eval_action(observations)` and
+`reset(env_mask)`. Meta-World observations hold no reward either. So the official function
+does not make the evaluation rewards available to the agent in any form; giving them to RL²
+would take a channel around it (e.g. a wrapper on the envs passed in, read by the adapter), and
+the figure would then no longer be what the official function lets an agent see.
+
+`protocol.evaluation_state == "restart"` is honoured as `metaworld_evaluate` does it: an env's
+task state goes back to the post-adaptation state at the start of each of its evaluation
+episodes, and its e-th evaluation episode takes its noise from the e-th of `evaluation_episodes`
+seed vectors drawn from `rng` when the evaluation begins (the e-th sample call's slot seeds); an
+env that runs more episodes than that (the official loop runs until every class has enough)
+goes on with the last stream.
 """
 from __future__ import annotations
 
@@ -15,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.utils import _pytree as pytree
 
 from metarl.evaluation import MetaworldProtocol
 from metarl.types import EpisodeBatch, Task, TaskState
@@ -126,14 +146,34 @@ class MetaworldAgentAdapter:
         if not self._in_eval:
             return
         mask = np.asarray(env_mask, bool)
+        restart = self.protocol.evaluation_state == "restart"
         if not self._eval_started:
-            self._new_phase(self.protocol.evaluation_deterministic)
+            if restart:  # the slot seeds of metaworld_evaluate's E sample calls, drawn in the same order
+                self._post_adaptation = self.state
+                self._eval_seeds = np.stack([self.rng.integers(0, 2**31 - 1, size=self.n)
+                                             for _ in range(self.protocol.evaluation_episodes)])
+                self._eval_episode = np.zeros(self.n, np.int64)
+                self._streams = None if self.protocol.evaluation_deterministic else \
+                    [np.random.default_rng([int(s), 7]) for s in self._eval_seeds[0]]
+                self._episode_noise = [None] * self.n
+            else:
+                self._new_phase(self.protocol.evaluation_deterministic)
             self._t = np.zeros(self.n, np.int64)
             self._eval_started = True
             return
-        with torch.no_grad():  # the official API shows the agent no rewards here
+        with torch.no_grad():  # the official API shows the agent no rewards here (module docstring)
             self.state = self.actor.observe(self.state, torch.from_numpy(self._prev_action),
                                             torch.zeros(self.n), mask)
+        if restart and mask.any():  # the ended envs start their next episode from the post-adaptation state
+            keep = torch.from_numpy(~mask)
+            self.state = pytree.tree_map(
+                lambda now, start: torch.where(keep.to(now.device).reshape(-1, *[1] * (now.dim() - 1)), now, start)
+                if torch.is_tensor(now) else now, self.state, self._post_adaptation)
+            self._eval_episode += mask
+            for i in np.flatnonzero(mask):
+                e = self._eval_episode[i]
+                if self._streams is not None and e < self.protocol.evaluation_episodes:
+                    self._streams[i] = np.random.default_rng([int(self._eval_seeds[e, i]), 7])
         for i in np.flatnonzero(mask):
             self._t[i] = 0
             self._episode_noise[i] = None

@@ -179,7 +179,8 @@ class Trainer:
             if ev.protocol == "curve":
                 return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
                                 ev.deterministic, on_progress=progress)
-            result = metaworld_evaluate(self.agent, self.sampler, tasks, rng, MetaworldProtocol(),
+            result = metaworld_evaluate(self.agent, self.sampler, tasks, rng,
+                                        MetaworldProtocol(evaluation_state=ev.evaluation_state),
                                         on_progress=progress)
         if final:
             from metarl.logging import write_protocol_result

@@ -189,7 +189,8 @@ def film_final_evaluation(cfg: RunConfig, run_dir: Path, test_tasks: Sequence[Ta
         rng_seed: Any = [cfg.run.seed, iteration, 1]
     else:
         import dataclasses
-        protocol, rng_seed = {"name": "metaworld", **dataclasses.asdict(MetaworldProtocol())}, 0
+        protocol, rng_seed = {"name": "metaworld", **dataclasses.asdict(
+            MetaworldProtocol(evaluation_state=ev.evaluation_state))}, 0
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     try:
         film = pick_tasks(tasks, min(ev.video_tasks, len(tasks)), "eval.video_tasks")
@@ -286,7 +287,7 @@ def _replay(spec: dict[str, Any], store: dict) -> tuple[AdaptationCurve, RunConf
     from agents import AGENTS
     from envs import TaskVectorEnv
     from metarl import checkpoint, config
-    from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate
+    from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, sample_calls
     from metarl.sampler import Sampler
     from metarl.trainer import build
     from metarl.types import AdaptationCurve
@@ -324,7 +325,7 @@ def _replay(spec: dict[str, Any], store: dict) -> tuple[AdaptationCurve, RunConf
             chunk = tasks[start:start + n_slots]
             if not film & {stem(t) for t in chunk}:
                 # the draws Sampler.sample makes per call (slot seeds; noise comes from them)
-                for _ in range(n_rounds if name == "curve" else p["adaptation_steps"] + 1):
+                for _ in range(n_rounds if name == "curve" else sample_calls(MetaworldProtocol(**p))):
                     rng.integers(0, 2**31 - 1, size=len(chunk))
                 continue
             store["round"] = -1

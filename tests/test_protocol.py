@@ -8,9 +8,14 @@
 
 A scripted agent makes the check meaningful on an untrained machine: it reaches for a guessed
 point with noisy actions and adapts by moving its guess to where the adaptation episodes earned
-the most reward, so episodes succeed at different steps before and after adaptation.
+the most reward, so episodes succeed at different steps before and after adaptation. A variant
+whose task state changes while it acts (a step count that sets its gain, as RL²'s hidden state
+sets its actions) checks both `evaluation_state`s: "continue" and "restart" (every evaluation
+episode from the post-adaptation state) give the official envs' episodes too.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -50,6 +55,25 @@ class ScriptedReacher(MetaAgent):
         return {"target": torch.as_tensor(hand, dtype=torch.float32)}
 
 
+class CountingReacher(ScriptedReacher):
+    """ScriptedReacher whose task state also counts the steps it has acted, `k`, and whose gain
+    follows k: its actions depend on where in the trial it is. `adapt` keeps k."""
+
+    def initial_task_state(self, n: int, rng=None):
+        return {"target": self.start.repeat(n, 1), "k": torch.zeros(n, 1)}
+
+    def act(self, obs, task_state, *, deterministic: bool, noise=None):
+        gain = 10.0 * (1.0 + 0.8 * torch.sin(task_state["k"] / 9.0))
+        d = (task_state["target"] - obs[:, :3]) * gain
+        a = torch.cat([d.clamp(-1, 1), torch.zeros(len(obs), 1)], dim=1)
+        if not deterministic:
+            a = a + self.noise_scale * noise
+        return a, {"target": task_state["target"], "k": task_state["k"] + 1}
+
+    def adapt(self, task_state, episodes, rng=None):
+        return {**super().adapt(task_state, episodes, rng), "k": task_state["k"]}
+
+
 class Recorder:
     """Wraps one official env and records every finished episode: any-step success, return, length."""
 
@@ -76,10 +100,15 @@ class Recorder:
 
 N_GOALS, HORIZON = 8, 100
 PROTOCOL = MetaworldProtocol(adaptation_episodes=2, adaptation_steps=1, evaluation_episodes=3)
+# 20 evaluation episodes: the official loop stops once the class (8 goals) has that many, so each
+# goal's second and later evaluation episodes, where the two evaluation states differ, are compared
+LONG_EVAL = dataclasses.replace(PROTOCOL, evaluation_episodes=20)
+RESTART = dataclasses.replace(LONG_EVAL, evaluation_state="restart")
 
 
-def run_both(agent=None):
+def run_both(agent=None, protocol=PROTOCOL):
     """(our ProtocolResult, each official env's recorded episodes, the official figure)."""
+    PROTOCOL = protocol  # noqa: N806 (the module's default, shadowed)
     import metaworld
     from metaworld.evaluation import metalearning_evaluation
 
@@ -113,8 +142,11 @@ def both_runs():
 
 
 def test_our_episodes_equal_the_official_envs_episode_by_episode(both_runs):
-    ours, recorded, _ = both_runs
-    a, e = PROTOCOL.adaptation_episodes, PROTOCOL.evaluation_episodes
+    assert_same_episodes(*both_runs[:2])
+
+
+def assert_same_episodes(ours, recorded, protocol=PROTOCOL):
+    a, e = protocol.adaptation_episodes, protocol.evaluation_episodes
     compared = 0
     for i, eps in enumerate(recorded):
         # the official evaluation stops once each class has `e` finished episodes in all, so a
@@ -134,6 +166,19 @@ def test_our_episodes_equal_the_official_envs_episode_by_episode(both_runs):
     # the check has teeth: some episodes succeed, some fail, and they end at different steps
     assert 0 < ours.success.mean() < 1 and 0 < ours.adapt_success.mean() < 1
     assert len(set(ours.lengths.ravel().tolist())) > 2
+
+
+@pytest.mark.parametrize("protocol", [LONG_EVAL, RESTART], ids=["continue", "restart"])
+def test_an_agent_whose_state_changes_while_acting_matches_the_official_envs(protocol):
+    """The adapter carries the task state through the official evaluation loop as the sampler does:
+    on from episode to episode ("continue"), or back to the post-adaptation state at the start of
+    each evaluation episode, with the e-th sample call's slot seeds for its noise ("restart")."""
+    ours, recorded, official = run_both(CountingReacher(), protocol)
+    assert ours.protocol.evaluation_state == protocol.evaluation_state
+    assert_same_episodes(ours, recorded, protocol)
+    assert ours.pooled_success(pool_size=N_GOALS) == pytest.approx(official, abs=1e-12)
+    a = protocol.adaptation_episodes
+    assert all(len(eps) - a >= 2 for eps in recorded)  # every goal's 2nd evaluation episode is compared
 
 
 def test_official_pooling_rule_on_our_episodes_reproduces_the_official_number(both_runs):

@@ -244,3 +244,62 @@ def test_agent_label_names_the_rl2_options_that_differ_from_the_preset():
     assert label() == label(std="param", baseline="value_head") == "RL²-PPO, 40 PPO steps/iteration"
     assert label(std="state") == "RL²-PPO, 40 PPO steps/iteration, state-dependent std"
     assert label(baseline="linear", minibatches=20, epochs=16) == "RL²-PPO, 320 PPO steps/iteration, linear baseline"
+
+
+# ---- RL² evaluated both ways: `--evaluation-state continue` (the trial goes on) and `restart` ------------------
+def _rl2_seed(d: Path, name: str, seed: int, final: float, restart: float | None):
+    """An RL² seed's files; with `restart`, also `<name>.eval_metaworld_restart.json` (success `restart`)."""
+    _seed_files(d, name, seed, final, final, [0.1, 0.5], {"a-v3": final, "b-v3": final})
+    res = json.loads((d / f"{name}.json").read_text())
+    (d / f"{name}.json").write_text(json.dumps({**res, "agent": "rl2_ppo", "preset": "ml10_rl2_ppo"}))
+    if restart is not None:
+        mw = json.loads((d / f"{name}.eval_metaworld.json").read_text())
+        mw.update(evaluation_state="restart", evaluation_deterministic=True, success=restart,
+                  success_metaworld_pooled=restart,
+                  per_class={c: {**v, "success": restart} for c, v in mw["per_class"].items()})
+        (d / f"{name}.eval_metaworld_restart.json").write_text(json.dumps(mw))
+
+
+def test_report_shows_an_rl2_row_both_ways_when_both_files_exist(tmp_path):
+    _rl2_seed(tmp_path, "ml10_rl2_ppo_s1", 1, 0.30, 0.60)
+    _rl2_seed(tmp_path, "ml10_rl2_ppo_s2", 2, 0.40, 0.70)
+    run = lambda: subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"),  # noqa: E731
+                                  "--results", str(tmp_path)], capture_output=True, text=True)
+    out = run()
+    assert out.returncode == 0, out.stderr
+    cont = json.loads((tmp_path / "ml10_rl2_ppo.json").read_text())
+    rest = json.loads((tmp_path / "ml10_rl2_ppo_restart.json").read_text())
+    # files without the key ran "continue": that row is as before, its settings as its files record them
+    assert "evaluation_state" not in cont["protocol_settings"]
+    assert cont["meta_test"]["success_final"] == pytest.approx(0.35)
+    assert cont["meta_test"]["success_max"] == pytest.approx((0.5 + 0.5) / 2)
+    assert rest["protocol_settings"]["evaluation_state"] == "restart"
+    assert rest["protocol_settings"]["evaluation_deterministic"] is True
+    assert rest["meta_test"]["success_final"] == pytest.approx(0.65)
+    assert rest["meta_test"]["success_max"] is None  # no periodic evaluations ran that way
+    assert rest["result_files"] == ["ml10_rl2_ppo_s1", "ml10_rl2_ppo_s2"]
+    assert not (tmp_path / "ml10_rl2_ppo_restart.curves.png").exists()
+    readme = (tmp_path / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if ln.startswith("| **RL²-PPO")]
+    assert rows[0].startswith("| **RL²-PPO** (`ml10_rl2_ppo`) |") and "35.0% ± " in rows[0]
+    assert rows[1].startswith("| **RL²-PPO, evaluation episodes restarted** (`ml10_rl2_ppo_restart`) |")
+    assert "65.0% ± " in rows[1]
+    assert "*evaluation episodes restarted*: each of the 3 evaluation episodes starts from" in readme
+
+    # a "restart" file that does not record restart is refused
+    mw = json.loads((tmp_path / "ml10_rl2_ppo_s2.eval_metaworld_restart.json").read_text())
+    del mw["evaluation_state"]
+    (tmp_path / "ml10_rl2_ppo_s2.eval_metaworld_restart.json").write_text(json.dumps(mw))
+    out = run()
+    assert out.returncode == 2 and "ml10_rl2_ppo_s2.eval_metaworld_restart.json: evaluation_state 'continue', " \
+        "expected 'restart'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_report_without_restart_files_has_no_restart_row_or_note(tmp_path):
+    _rl2_seed(tmp_path, "ml10_rl2_ppo_s1", 1, 0.30, None)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "ml10_rl2_ppo_restart.json").exists()
+    readme = (tmp_path / "README.md").read_text()
+    assert "restart" not in readme
