@@ -44,16 +44,40 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from torch import Tensor
 
-from metarl.fields import Section, in_range, layer_sizes, positive
+from metarl.fields import Section, in_range, layer_sizes, one_of, positive
 from metarl.types import Actor, EpisodeBatch, Task, TaskState, UpdateResult
 
 __all__ = ["Actor", "AgentConfig", "MetaAgent", "SamplerLike", "TaskState", "UpdateResult",
-           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES"]
+           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES", "TASK_SAMPLING", "draw_meta_batch"]
 
 # constraints several agents' fields share
 DISCOUNT = in_range(0, 1, lo_open=True)
 GAE_LAMBDA = in_range(0, 1)
 LAYER_SIZES = layer_sizes()
+# how an agent that samples a meta-batch draws its tasks (`task_sampling` field, see draw_meta_batch)
+TASK_SAMPLING = one_of("uniform", "class_balanced", what="task sampling")
+
+
+def draw_meta_batch(tasks: Sequence[Task], n: int, rng: np.random.Generator, how: str = "uniform") -> list[Task]:
+    """`n` tasks for one meta-batch. "uniform": drawn uniformly from all of `tasks` (with replacement
+    only when there are fewer than `n`). "class_balanced": n // C from each of the C env classes (as
+    the reference implementations' ML10 batches: 2 goals x 10 classes), the n % C left over from
+    distinct classes drawn at random, without replacement inside a class while it has enough goals;
+    the result is grouped by class, in the order the classes first appear in `tasks`."""
+    if how == "uniform":
+        idx = rng.choice(len(tasks), size=n, replace=len(tasks) < n)
+        return [tasks[i] for i in idx]
+    by_class: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_class.setdefault(task.name, []).append(task)
+    names = list(by_class)
+    per, left = divmod(n, len(names))
+    extra = set(rng.choice(len(names), size=left, replace=False).tolist()) if left else set()
+    out: list[Task] = []
+    for j, name in enumerate(names):
+        pool, k = by_class[name], per + (j in extra)
+        out += [pool[i] for i in rng.choice(len(pool), size=k, replace=len(pool) < k)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, Actor, AgentConfig, MetaAgent, SamplerLike
+from agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, Actor, AgentConfig, MetaAgent, SamplerLike,
+                         draw_meta_batch)
 from metarl.nn import (BatchedGaussianActor, GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob,
                        unflat_like)
 from metarl.optim import backtracking_line_search, conjugate_gradient
@@ -56,6 +57,8 @@ class MAMLTRPOConfig(AgentConfig):
     # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) | per_parameter (one per policy
     # weight); learned with the outer TRPO step, initialised to inner_lr
     learn_inner_lr: str = field(default="none", metadata=one_of(*LEARN_INNER_LR))
+    # meta-batch draw: uniform over all training tasks, or class_balanced (agents.base.draw_meta_batch)
+    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)
 
 
 class MAMLTRPO(MetaAgent):
@@ -186,8 +189,7 @@ class MAMLTRPO(MetaAgent):
     # ---- one meta-iteration ---------------------------------------------------------
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:
-        idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
-        batch_tasks = [tasks[i] for i in idx]
+        batch_tasks = draw_meta_batch(tasks, self.meta_batch, rng, self.cfg.task_sampling)
         state = self.initial_task_state(len(batch_tasks), rng)
         pre_batch, _ = sampler.sample(self, batch_tasks, state, self.cfg.episodes_per_task, rng)
         t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, AgentConfig, MetaAgent, SamplerLike
+from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, draw_meta_batch
 from metarl.nn import BatchedGaussianActor, GaussianMLPPolicy, Params, call, gaussian_log_prob
 from metarl.fields import in_range, positive
 from metarl.returns import task_advantages
@@ -41,6 +41,8 @@ class ReptileConfig(AgentConfig):
     discount: float = field(default=0.99, metadata=DISCOUNT)
     gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
     normalize_advantages: bool = True
+    # meta-batch draw: uniform over all training tasks, or class_balanced (agents.base.draw_meta_batch)
+    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)
 
 
 class Reptile(MetaAgent):
@@ -102,9 +104,9 @@ class Reptile(MetaAgent):
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:
-        idx = rng.choice(len(tasks), size=self.meta_batch, replace=len(tasks) < self.meta_batch)
+        batch_tasks = draw_meta_batch(tasks, self.meta_batch, rng, self.cfg.task_sampling)
         state = self.initial_task_state(self.meta_batch, rng)
-        batch, _ = sampler.sample(self, [tasks[i] for i in idx], state, self.cfg.episodes_per_task, rng)
+        batch, _ = sampler.sample(self, batch_tasks, state, self.cfg.episodes_per_task, rng)
         adapted = self.adapt(state, batch, rng)
         result = UpdateResult(success_rate=float(batch.episode_success().mean()),
                               scalars={"rollout/return_mean": float(batch.episode_returns().mean())})

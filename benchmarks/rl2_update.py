@@ -2,13 +2,13 @@
 
     python benchmarks/rl2_update.py [--threads 1 2] [--epochs N] [--out FILE]
 
-Builds the agent of configs/ml10_rl2_ppo.yaml (GRU 256, its minibatches x epochs) and times
+Builds the agent of a preset (default configs/ml10_rl2_ppo.yaml) and times
 `agent.update` on one synthetic batch of the preset's shape (20 tasks x 10 episodes x 500 steps,
 39-dim observations, 4-dim actions; random values: the cost does not depend on them) for each
 `torch.set_num_threads` value, after a one-epoch warm-up. No environment is stepped: this is the
 learner alone, what `time/update_s` in the run's progress.csv is made of. In a run the sampler's
 workers wait while the learner updates, so a second learner thread uses a core that would idle.
-Writes benchmarks/results/rl2_update_<gradient steps>steps.json. Time it on an idle machine
+Writes benchmarks/results/rl2_update_<preset>.json. Time it on an idle machine
 (pause other runs).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default=str(ROOT / "configs" / "ml10_rl2_ppo.yaml"))
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--epochs", type=int, default=None, help="epochs per timed update (default: the preset's)")
-    p.add_argument("--out", help="default: benchmarks/results/rl2_update_<gradient steps>steps.json")
+    p.add_argument("--out", help="default: benchmarks/results/rl2_update_<preset>.json")
     args = p.parse_args(argv)
     cfg = config.load(args.preset, [], registry=AGENTS)
     agent_cfg = cfg.agent if args.epochs is None else dataclasses.replace(cfg.agent, epochs=args.epochs)
@@ -63,10 +63,9 @@ def main(argv=None) -> int:
         agent.update(batch, np.random.default_rng(0))  # warm-up
         agent = make(agent_cfg, OBS_DIM, ACT_DIM, "cpu")
         t0 = time.perf_counter()
-        agent.update(batch, np.random.default_rng(0))
+        steps = int(agent.update(batch, np.random.default_rng(0)).scalars["train/optimizer_steps"])
         sec = time.perf_counter() - t0
-        rows.append({"torch_threads": threads, "update_s": round(sec, 2),
-                     "gradient_steps": agent_cfg.epochs * agent_cfg.minibatches})
+        rows.append({"torch_threads": threads, "update_s": round(sec, 2), "gradient_steps": steps})
         print(f"{threads} thread(s): {sec:.1f} s per update ({rows[-1]['gradient_steps']} gradient steps)")
     base = rows[0]["update_s"]
     for r in rows:
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
            "rows": rows, "machine": machine(), "cores": os.cpu_count(), "torch": torch.__version__,
            "git_commit": _git_commit(), "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])}
     path = Path(args.out) if args.out else \
-        ROOT / "benchmarks" / "results" / f"rl2_update_{agent_cfg.epochs * agent_cfg.minibatches}steps.json"
+        ROOT / "benchmarks" / "results" / f"rl2_update_{Path(args.preset).stem}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

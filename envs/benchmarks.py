@@ -19,6 +19,7 @@ class EnvFactory:
     classes: tuple[tuple[str, type], ...] = ()
     fast_path: bool = True  # envs.fastpath: bit-identical replacements of Meta-World hot spots
     reset_cache: bool = True  # envs.resetcache, with the fast path: replayed resets (off for rendering)
+    toy_reward: str = "dense"  # toy: dense | sparse (envs.toy)
 
     def __call__(self) -> TaskEnv:
         if self.kind == "metaworld":
@@ -29,7 +30,7 @@ class EnvFactory:
                 fastpath.disable()
         if self.kind == "toy":
             from envs.toy import PointEnv
-            return PointEnv(self.max_episode_steps)
+            return PointEnv(self.max_episode_steps, self.toy_reward)
         from envs.metaworld import MetaWorldEnv
         return MetaWorldEnv(dict(self.classes), self.max_episode_steps,
                             reset_cache=self.fast_path and self.reset_cache)
@@ -68,7 +69,7 @@ def _metaworld_benchmark(name: str, env_name: str | None, seed: int) -> Any:  # 
 
 def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
                    max_episode_steps: int | None = None, toy_tasks: int = 40,
-                   toy_goals: str = "square", fast_path: bool = True) -> Benchmark:
+                   toy_goals: str = "square", fast_path: bool = True, toy_reward: str = "dense") -> Benchmark:
     """Build a task distribution once per process (ML10 takes ~7 s, ML45 ~24 s).
 
     ML1 needs `env_name` (e.g. "reach-v3"); its train and test splits hold
@@ -81,10 +82,12 @@ def make_benchmark(name: str, env_name: str | None = None, seed: int = 0,
         from envs import toy
         if toy_goals not in toy.GOAL_SHAPES:
             raise ConfigError(f"env.toy_goals: unknown goal shape {toy_goals!r}; allowed: {', '.join(toy.GOAL_SHAPES)}")
+        if toy_reward not in toy.REWARDS:
+            raise ConfigError(f"env.toy_reward: unknown toy reward {toy_reward!r}; allowed: {', '.join(toy.REWARDS)}")
         horizon = max_episode_steps or 20
         return Benchmark("toy", None, seed, toy.make_tasks(toy_tasks, seed, "train", toy_goals),
                          toy.make_tasks(toy_tasks, seed, "test", toy_goals), toy.OBS_DIM, toy.ACT_DIM,
-                         horizon, EnvFactory("toy", horizon))
+                         horizon, EnvFactory("toy", horizon, toy_reward=toy_reward))
     from envs.metaworld import META_WORLD_MAX_STEPS, MetaWorldEnv
     if name == "ML1":
         allowed = ml1_env_names()

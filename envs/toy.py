@@ -4,8 +4,10 @@ The agent starts at the origin; each task is a goal it does not observe, drawn
 uniformly from [-0.5, 0.5]^2 ("square", the MAML paper's setting) or on the
 upper half of the circle of radius 0.5 ("semicircle", a one-parameter family as
 in PEARL's point-robot tasks). Actions in [-1, 1]^2 move the
-point by 0.1 * action; the reward is minus the distance to the goal, and a
-step succeeds when the point is within 0.1 of it.
+point by 0.1 * action; the reward is minus the distance to the goal ("dense"),
+or 1 within GOAL_RADIUS (0.2) of it and 0 elsewhere ("sparse": a goal found in one
+episode of a trial can be reached faster in the next only by remembering it), and
+a step succeeds when the point is within 0.1 of the goal.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ OBS_DIM = 2
 ACT_DIM = 2
 STEP_SIZE = 0.1
 SUCCESS_RADIUS = 0.1
+GOAL_RADIUS = 0.2  # the sparse reward's
+REWARDS = ("dense", "sparse")
 
 
 GOAL_SHAPES = ("square", "semicircle")
@@ -41,8 +45,11 @@ class PointEnv:
     obs_dim = OBS_DIM
     act_dim = ACT_DIM
 
-    def __init__(self, max_episode_steps: int):
+    def __init__(self, max_episode_steps: int, reward: str = "dense"):
+        if reward not in REWARDS:
+            raise ValueError(f"unknown toy reward {reward!r}; allowed: {', '.join(REWARDS)}")
         self.max_episode_steps = max_episode_steps
+        self.sparse = reward == "sparse"
         self.goal = np.zeros(2)
         self.pos = np.zeros(2)
         self.t = 0
@@ -64,7 +71,8 @@ class PointEnv:
         self.t += 1
         self.pos = self.pos + STEP_SIZE * np.clip(action, -1.0, 1.0)
         dist = float(np.linalg.norm(self.pos - self.goal))
-        return self.pos.copy(), -dist, dist < SUCCESS_RADIUS
+        reward = float(dist < GOAL_RADIUS) if self.sparse else -dist
+        return self.pos.copy(), reward, dist < SUCCESS_RADIUS
 
     def sim_warnings(self) -> int:
         return 0

@@ -58,7 +58,7 @@ def test_every_constrained_field_is_refused_with_one_line_naming_it(section):
     (AGENTS["maml_trpo"].Config, {"learn_inner_lr": "x"},
      "agent.learn_inner_lr: unknown 'x'; allowed: none, scalar, per_parameter"),
     (AGENTS["reptile"].Config, {"outer_lr": 1.5}, "agent.outer_lr: must be in (0, 1], got 1.5"),
-    (AGENTS["rl2_ppo"].Config, {"bptt_chunk": -2}, "agent.bptt_chunk: must be >= 0 (0: one episode), got -2"),
+    (AGENTS["rl2_ppo"].Config, {"bptt_chunk": -2}, "agent.bptt_chunk: must be >= 0 (0: one episode, or the whole trial with bptt=trial), got -2"),
     (AGENTS["pearl"].Config, {"lr": math.inf}, "agent.lr: must be a finite number > 0, got inf"),
     (AGENTS["pearl"].Config, {"target_entropy": math.nan},
      "agent.target_entropy: must be a finite number or null (-act_dim), got nan"),

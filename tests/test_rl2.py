@@ -242,3 +242,203 @@ def test_state_dependent_std_is_what_the_actor_samples_with_and_trains():
     with pytest.raises(ConfigError, match="std"):
         dataclasses.replace(cfg, std="mlp")
     sampler.vec_env.close()
+
+
+def _boundary_cfg(mode, **over):
+    trial = mode == "trial"
+    return RL2PPOConfig(meta_batch=3, episodes_per_task=3, hidden_size=16, bptt=mode, bptt_chunk=8 if trial else 0,
+                        bptt_overlap=4 if trial else 0, minibatches=1, **over)
+
+
+def test_trial_bptt_carries_the_loss_gradient_into_the_previous_episode_and_per_episode_detach_does_not():
+    """bptt=trial: the policy loss of episode 2's steps has a non-zero gradient with respect to the
+    inputs of episode 1 (the windows straddle the episode end); bptt=episode (one-episode chunks from
+    stored start states) gives exactly zero there, though episode 2's own inputs get a gradient."""
+    bench, _, sampler = _setup()
+    t = bench.max_episode_steps
+    for mode in ("trial", "episode"):
+        torch.manual_seed(0)
+        agent = RL2PPO(_boundary_cfg(mode), bench.obs_dim, bench.act_dim)
+        batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
+        x = torch.as_tensor(trial_inputs(batch, 1.0)).requires_grad_(True)
+        with torch.no_grad():
+            _, _, _, h_starts = agent.forward_chunks(x, agent.chunk_len(t) if mode == "episode" else 3 * t)
+        steps = torch.arange(3 * t).expand(3, 3 * t)
+        for take, mean, _, _, w in agent._passes(x, h_starts, t, np.random.default_rng(0)):
+            s = take(steps)
+            late = ((s >= t) & (s < 2 * t) & (w > 0)).unsqueeze(-1)  # scored steps of episode 2
+            if late.any():
+                (mean * late).sum().backward()
+        g = x.grad.abs()
+        assert float(g[:, t:2 * t].sum()) > 0
+        if mode == "trial":
+            assert float(g[:, :t].sum()) > 0
+        else:
+            assert float(g[:, :t].sum()) == 0.0
+    sampler.vec_env.close()
+
+
+def test_trial_windows_score_every_step_once_and_reproduce_the_full_trial_pass():
+    """The windows' loss ranges partition the trial; with the carried start states (no optimizer step
+    in between) the windows' means at their scored steps equal one pass over the whole trial."""
+    from agents.rl2_ppo import trial_windows
+
+    for length, chunk, overlap in ((5000, 250, 50), (18, 8, 4), (18, 0, 0), (18, 18, 3), (7, 3, 2)):
+        wins = trial_windows(length, chunk, overlap)
+        covered = np.concatenate([np.arange(lo, b) for _, lo, b in wins])
+        np.testing.assert_array_equal(covered, np.arange(length))
+        assert all(b - a <= (chunk or length) and a <= lo for a, lo, b in wins)
+    assert len(trial_windows(5000, 250, 50)) == 25
+    bench, _, sampler = _setup()
+    torch.manual_seed(0)
+    agent = RL2PPO(_boundary_cfg("trial"), bench.obs_dim, bench.act_dim)
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
+    x = torch.as_tensor(trial_inputs(batch, 1.0))
+    with torch.no_grad():
+        full, full_log_std, _, _ = agent.forward_chunks(x, x.shape[1])
+        got = torch.full_like(full, float("nan"))
+        for take, mean, log_std, _, w in agent._passes(x, full, 6, np.random.default_rng(0)):
+            idx = take(torch.arange(18).expand(3, 18))
+            rows = take(torch.arange(3)[:, None].expand(3, 18))
+            keep = w > 0
+            got[rows[keep], idx[keep]] = mean[keep]
+    torch.testing.assert_close(got, full, atol=1e-6, rtol=1e-5)
+    sampler.vec_env.close()
+
+
+def test_bounded_head_samples_inside_its_band_and_scores_the_action_the_env_received():
+    """head=bounded: the mean is tanh'd (the mode), the per-step std lies in [e^log_std_min, e^log_std_max]
+    and starts at init_log_std; the sampler's actions are mean + std * noise with the learner's per-step
+    mean and std; the clipped actions fed back to the GRU are what the env got. The clipped Gaussian's
+    log-probability is a proper mixed distribution (density inside + mass at the faces = 1), and two
+    samples beyond the same face score the same."""
+    import dataclasses
+
+    import pytest
+
+    from agents.rl2_ppo import clipped_gaussian_log_prob
+    from metarl.types import ConfigError
+
+    bench, _, sampler = _setup()
+    torch.manual_seed(0)
+    cfg = RL2PPOConfig(meta_batch=3, episodes_per_task=3, hidden_size=16, head="bounded", init_log_std=-0.3,
+                       encoder_hidden=(8,))
+    agent = RL2PPO(cfg, bench.obs_dim, bench.act_dim)
+    with torch.no_grad():
+        agent.net.std_head.weight.normal_(0, 2.0)
+        agent.net.pi[-1].weight.normal_(0, 2.0)  # means near +-1 and beyond the band's middle
+    seeds = np.random.default_rng(5).integers(0, 2**31 - 1, size=3)
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(5))
+    x = torch.as_tensor(trial_inputs(batch, 1.0, clip_actions=True))
+    with torch.no_grad():
+        mean, log_std, _, _ = agent.forward_chunks(x, x.shape[1])
+    s, m, t = batch.rewards.shape
+    noise = torch.as_tensor(slot_noise(seeds, m, t, agent.act_dim).reshape(s, m * t, -1))
+    np.testing.assert_allclose(batch.actions.reshape(s, m * t, -1), (mean + log_std.exp() * noise).numpy(), atol=1e-5)
+    assert float(mean.abs().max()) <= 1.0 and float(log_std.min()) >= -1.0 and float(log_std.max()) <= 1.0
+    assert float(log_std.std()) > 0.05 and np.abs(batch.actions).max() > 1.0  # some samples were clipped
+    fresh = RL2PPO(cfg, bench.obs_dim, bench.act_dim)
+    with torch.no_grad():
+        _, log_std0, _, _ = fresh.forward_chunks(x, x.shape[1])
+    assert float((log_std0 + 0.3).abs().max()) < 0.05
+
+    mu, ls = torch.tensor([0.7]), torch.tensor([-0.2])
+    grid = torch.linspace(-1, 1, 200001)[1:-1, None]
+    inside = clipped_gaussian_log_prob(mu.expand(len(grid), 1), ls.expand(len(grid), 1), grid).exp()
+    faces = clipped_gaussian_log_prob(mu.expand(2, 1), ls.expand(2, 1), torch.tensor([[-3.0], [1.0]])).exp()
+    assert abs(float(inside.sum() * (2 / 200000) + faces.sum()) - 1.0) < 1e-3
+    same = clipped_gaussian_log_prob(mu.expand(2, 1), ls.expand(2, 1), torch.tensor([[1.5], [9.0]]))
+    assert float(same[0]) == float(same[1]) and float(same[0]) < 0
+    before = {k: v.clone() for k, v in fresh.net.state_dict().items()}
+    scalars = fresh.update(batch, np.random.default_rng(2)).scalars
+    assert all(np.isfinite(v) for v in scalars.values())
+    assert not torch.equal(fresh.net.state_dict()["std_head.weight"], before["std_head.weight"])
+    for bad in (dict(init_log_std=1.5), dict(log_std_min=1.0, log_std_max=0.5, init_log_std=0.7)):
+        with pytest.raises(ConfigError, match="log_std"):
+            dataclasses.replace(cfg, **bad)
+    sampler.vec_env.close()
+
+
+def test_rl2_config_refuses_overlaps_that_do_not_fit():
+    import pytest
+
+    from metarl.types import ConfigError
+
+    with pytest.raises(ConfigError, match="agent.bptt_overlap: must be < agent.bptt_chunk"):
+        RL2PPOConfig(bptt="trial", bptt_chunk=10, bptt_overlap=10)
+    with pytest.raises(ConfigError, match="agent.bptt_overlap: must be 0 with agent.bptt=episode"):
+        RL2PPOConfig(bptt_overlap=3)
+    with pytest.raises(ConfigError, match="agent.bptt"):
+        RL2PPOConfig(bptt="full")
+    with pytest.raises(ConfigError, match="agent.task_sampling"):
+        RL2PPOConfig(task_sampling="balanced")
+
+
+def test_linear_trial_baseline_fits_each_task_over_its_whole_trial():
+    """baseline=linear_trial: per task, one fit over the trial as one sequence with the GRU's inputs
+    and trial-time features: returns exactly linear in those are recovered, task by task."""
+    from metarl.returns import LinearFeatureBaseline
+
+    bench, agent, sampler = _setup()
+    batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
+    x = trial_inputs(batch, 0.1)
+    feats = LinearFeatureBaseline.features(x)  # [S, L, F]: x, x^2, powers of the step index in the trial
+    coef = np.random.default_rng(3).normal(size=(3, feats.shape[-1]))
+    target = np.einsum("stf,sf->st", feats, coef)
+    values = RL2PPO.linear_trial_baseline(x, target)
+    np.testing.assert_allclose(values, target, rtol=0, atol=2e-3 * np.abs(target).max())
+    sampler.vec_env.close()
+
+
+def test_class_balanced_meta_batches():
+    """task_sampling=class_balanced: n // C tasks of every class and the remainder from distinct classes,
+    without repeats inside a class; uniform keeps the draw every agent made before the field."""
+    from agents.base import draw_meta_batch
+    from metarl.types import Task
+
+    tasks = [Task(c, i, None) for c in ("a", "b", "c") for i in range(10)]
+    for n in (6, 7, 20):
+        for seed in range(5):
+            got = draw_meta_batch(tasks, n, np.random.default_rng(seed), "class_balanced")
+            counts = {c: sum(t.name == c for t in got) for c in "abc"}
+            assert len(got) == n and sorted(counts.values())[0] >= n // 3 and max(counts.values()) <= n // 3 + 1
+            assert len({t.label for t in got}) == n
+    idx = np.random.default_rng(1).choice(30, size=7, replace=False)
+    assert draw_meta_batch(tasks, 7, np.random.default_rng(1)) == [tasks[i] for i in idx]
+
+
+# the reference settings (configs/ml10_rl2_ppo.yaml) at toy scale: time-ordered windows that straddle the
+# episode end, bounded head, raw advantages, trial-time linear baseline
+TOY_REFERENCE = dict(bptt="trial", bptt_chunk=25, bptt_overlap=10, minibatches=1, head="bounded",
+                     normalize_advantages=False, baseline="linear_trial", adam_eps=1e-5)
+
+
+def train_rl2_sparse(seed, iterations=150, **over):
+    """One seed of RL²-PPO on toy semicircle goals with the sparse reward (1 within 0.2 of the goal, 0
+    elsewhere), trials of two 20-step episodes: the first has to search the arc, the second can go
+    straight to the goal only if the GRU kept where it was. Returns as train_rl2 (deterministic
+    actions on 40 held-out goals, mean over the policies after `iterations` - 20, - 10 and
+    `iterations` iterations): `within` = last-episode return - first-episode return."""
+    from metarl.evaluation import evaluate
+
+    torch.manual_seed(seed)
+    bench = make_benchmark("toy", seed=seed, max_episode_steps=20, toy_goals="semicircle", toy_reward="sparse")
+    cfg = dict(meta_batch=40, episodes_per_task=2, hidden_size=64, lr=3e-3, epochs=5, minibatches=2,
+               init_log_std=-0.5)
+    agent = RL2PPO(RL2PPOConfig(**{**cfg, **over}), bench.obs_dim, bench.act_dim)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, agent.cfg.meta_batch), bench.max_episode_steps)
+
+    def trial_returns():
+        c = evaluate(agent, sampler, bench.test_tasks[:40], rounds=1, episodes_per_round=1,
+                     rng=np.random.default_rng(10_000 + seed), deterministic=True)
+        return c.return_by_round()
+
+    first0, last0 = trial_returns()
+    rng = np.random.default_rng(seed)
+    ends = []
+    for i in range(1, iterations + 1):
+        agent.train_iteration(sampler, bench.train_tasks, rng)
+        if i in (iterations - 20, iterations - 10, iterations):
+            ends.append(trial_returns())
+    first, last = np.mean(ends, axis=0)
+    return {"first": first, "last": last, "within": last - first, "meta": (last - first) - (last0 - first0)}
