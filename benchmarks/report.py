@@ -192,11 +192,24 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
     }
 
 
+# RL²'s reference settings (configs/ml10_rl2_ppo.yaml, metaworld-algorithms'), with the words a row's label
+# uses for each when it is absent (the ablations); RL2_OLD: the agent's defaults, which older results imply
+RL2_REFERENCE_WORDS = {"bptt": ("trial", "the boundary gradient (per-episode BPTT)"),
+                       "head": ("bounded", "the bounded head"),
+                       "normalize_advantages": (False, "raw advantages"),
+                       "baseline": ("linear_trial", "the trial-time linear baseline"),
+                       "task_sampling": ("class_balanced", "class-balanced batches")}
+RL2_REFERENCE = {k: v for k, (v, _) in RL2_REFERENCE_WORDS.items()}
+RL2_OLD = {"bptt": "episode", "head": "linear", "normalize_advantages": True, "baseline": "value_head",
+           "task_sampling": "uniform"}
+
+
 def agent_label(result: dict) -> str:
     """MAML-TRPO's variants by their config: first-order (agent.first_order), Meta-SGD
     (agent.learn_inner_lr); RL²-PPO with its update schedule (minibatches x epochs: the ML10
     preset took 40, then 320 for a while, then 40 again) and the options that differ from the
-    preset's (agent.std, agent.baseline); other agents by name."""
+    preset's (agent.std, agent.baseline); RL²-PPO with any of the reference settings (RL2_REFERENCE) as
+    "reference settings", naming those it lacks; other agents by name."""
     a = result.get("config", {}).get("agent", {})
     name = AGENT_NAMES.get(result["agent"], result["agent"])
     if result["agent"] == "maml_trpo":
@@ -204,6 +217,9 @@ def agent_label(result: dict) -> str:
             return "first-order MAML"
         if a.get("learn_inner_lr", "none") not in (None, "none"):
             return "Meta-SGD, " + str(a["learn_inner_lr"]).replace("_", "-") + " α"
+    if result["agent"] == "rl2_ppo" and any(a.get(k, RL2_OLD[k]) == v for k, v in RL2_REFERENCE.items()):
+        missing = [words for k, (v, words) in RL2_REFERENCE_WORDS.items() if a.get(k, RL2_OLD.get(k)) != v]
+        return f"{name}, reference settings" + (" without " + ", ".join(missing) if missing else "")
     if result["agent"] == "rl2_ppo" and "minibatches" in a and "epochs" in a:
         steps = int(a["minibatches"]) * int(a["epochs"])
         extra = "".join([", state-dependent std" if a.get("std", "param") != "param" else "",

@@ -74,6 +74,7 @@ class EnvSection:
     n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
     toy_tasks: int = 40             # tasks per split of the toy distribution
     toy_goals: str = "square"       # toy goal shape: square | semicircle
+    toy_reward: str = "dense"       # toy reward: dense (minus the distance) | sparse (1 near the goal, envs/toy.py)
     fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (envs/fastpath.py)
     task_seed: int | None = None    # seed of the benchmark's goals (metaworld.ML10(seed=...)); None: run.seed.
                                     # Set it to compare seeds on one fixed task set (the ML10 presets use 0)
@@ -97,6 +98,8 @@ class EnvSection:
         _check(self.max_episode_steps is None or self.max_episode_steps > 0, "env.max_episode_steps",
                f"must be > 0 or null, got {self.max_episode_steps}")
         _check(self.toy_tasks > 0, "env.toy_tasks", f"must be > 0, got {self.toy_tasks}")
+        _check(self.toy_reward in ("dense", "sparse"), "env.toy_reward",
+               f"unknown toy reward {self.toy_reward!r}; allowed: dense, sparse")
         _check(self.task_seed is None or 0 <= self.task_seed < 2**32, "env.task_seed",
                f"must be null or in 0..{2**32 - 1}, got {self.task_seed}")
 

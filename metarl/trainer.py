@@ -37,7 +37,7 @@ def benchmark_for(cfg: RunConfig) -> Benchmark:
     """The config's task distribution, checked against the agent's meta-batch."""
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, task_seed(cfg),
                            cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals,
-                           cfg.env.fast_path)
+                           cfg.env.fast_path, cfg.env.toy_reward)
     if cfg.agent.meta_batch > len(bench.train_tasks):
         raise ConfigError(f"agent.meta_batch: {cfg.agent.meta_batch} exceeds the {len(bench.train_tasks)} training "
                           f"tasks of {bench.name}; allowed: 1..{len(bench.train_tasks)}")

@@ -244,6 +244,12 @@ def test_agent_label_names_the_rl2_options_that_differ_from_the_preset():
     assert label() == label(std="param", baseline="value_head") == "RL²-PPO, 40 PPO steps/iteration"
     assert label(std="state") == "RL²-PPO, 40 PPO steps/iteration, state-dependent std"
     assert label(baseline="linear", minibatches=20, epochs=16) == "RL²-PPO, 320 PPO steps/iteration, linear baseline"
+    ref = dict(bptt="trial", head="bounded", normalize_advantages=False, baseline="linear_trial",
+               task_sampling="class_balanced")
+    assert label(**ref) == "RL²-PPO, reference settings"
+    assert label(**{**ref, "bptt": "episode"}) == "RL²-PPO, reference settings without the boundary gradient (per-episode BPTT)"
+    assert label(**{**ref, "head": "linear", "normalize_advantages": True}) == \
+        "RL²-PPO, reference settings without the bounded head, raw advantages"
 
 
 # ---- RL² evaluated both ways: `--evaluation-state continue` (the trial goes on) and `restart` ------------------
