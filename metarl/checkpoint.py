@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 
 from metarl.types import ConfigError
 
@@ -137,10 +136,38 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint: {path} is corrupt or truncated ({e.__class__.__name__})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise ConfigError(f"checkpoint: {path} is not a metarl checkpoint")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise ConfigError(f"checkpoint: {path} has format version {payload['format_version']}; "
-                          f"this metarl reads version {FORMAT_VERSION}")
+    check_bounded(payload, path)
+    version = payload["format_version"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        shown = f"{version}" if type(version) is int else f"of type {type(version).__name__}"
+        raise ConfigError(f"checkpoint: {path} has format version {shown}; this metarl reads version "
+                          f"{FORMAT_VERSION} (an integer)")
     return payload
+
+
+# A whole payload, bounded before anything walks it (load_state_dict, formatting a message): a
+# training checkpoint holds a few hundred values (optimizer state, RNG state, counters; PEARL's
+# buffers are tensors), a released one under 100.
+MAX_PAYLOAD_VALUES = 200_000
+MAX_PAYLOAD_DEPTH = 32
+MAX_PAYLOAD_STRING = 1 << 20
+
+
+def check_bounded(payload: dict[str, Any], path: str | Path) -> None:
+    """Refuse, in one line naming the file, a payload that is not plain data of bounded size:
+    the whole of it (tensors, numbers, strings, lists, dicts; at most MAX_PAYLOAD_VALUES values
+    counted once per reference, so a list shared many times over cannot expand to billions when
+    walked or formatted), and its `config` by the config's own bounds (config.check_plain).
+    Nothing formats the payload before this passes."""
+    from metarl import config
+
+    if "config" in payload:  # first: its bounds are the tighter ones
+        config.check_plain(payload["config"], f"checkpoint: {path}: config")
+    config.check_plain(payload, f"checkpoint: {path}", max_values=MAX_PAYLOAD_VALUES,
+                       max_depth=MAX_PAYLOAD_DEPTH, max_str=MAX_PAYLOAD_STRING, key_types=(str, int),
+                       leaves=(torch.Tensor, torch.dtype), shared_ok=True,
+                       allowed=f"tensors, numbers, strings, lists and dicts of at most {MAX_PAYLOAD_VALUES:,} "
+                               f"values, nested at most {MAX_PAYLOAD_DEPTH} deep")
 
 
 def load_latest(run_dir: str | Path, *, registry: Registry) -> tuple[Path, dict[str, Any]]:
@@ -215,9 +242,11 @@ def check_run(path: Path, payload: dict[str, Any], *, registry: Registry) -> Non
     cfg_file = run_dir / "config.yaml"
     if path.parent.name != "checkpoints" or not cfg_file.is_file():
         return
+    from metarl import config
+
     try:
-        raw = yaml.safe_load(cfg_file.read_text())
-    except (OSError, yaml.YAMLError):
+        raw = config.read_yaml(cfg_file, "checkpoint: run config")
+    except ConfigError:
         raw = None
     if not isinstance(raw, dict):
         raise ConfigError(f"checkpoint: {cfg_file} is not a readable run config; cannot tell whether "

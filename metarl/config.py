@@ -192,6 +192,134 @@ class RunConfig:
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Plain data, bounded: what a config (a YAML file, an override, a checkpoint's `config`) may hold
+# before anything formats, hashes, dumps or walks it. A list referenced many times over (a
+# pickled checkpoint's memo, a YAML alias) counts once per reference: 9 references nested 9
+# deep are 9**9 values, which str() or yaml.dump would try to build in memory.
+MAX_CONFIG_BYTES = 1 << 20      # a config file (the presets are under 2 KB)
+MAX_CONFIG_VALUES = 10_000      # values in a config, counted per reference (a saved run config: ~60)
+MAX_CONFIG_DEPTH = 8            # nesting (a saved run config: 3, e.g. agent.hidden_sizes[0])
+MAX_STRING_CHARS = 4096         # any one string (PATH_MAX on Linux)
+MAX_INT_BITS = 256              # any one integer (the largest field range is a seed's 0..2**32-1)
+PLAIN_ALLOWED = (f"plain data (mappings with string keys, lists, strings, numbers, true/false, null) of at "
+                 f"most {MAX_CONFIG_VALUES:,} values, nested at most {MAX_CONFIG_DEPTH} deep, strings of at most "
+                 f"{MAX_STRING_CHARS:,} characters, no YAML anchors or aliases")
+
+
+def check_plain(obj: Any, where: str, *, max_values: int = MAX_CONFIG_VALUES, max_depth: int = MAX_CONFIG_DEPTH,
+                max_str: int = MAX_STRING_CHARS, leaves: tuple[type, ...] = (), key_types: tuple[type, ...] = (str,),
+                shared_ok: bool = False, allowed: str = PLAIN_ALLOWED) -> None:
+    """Refuse `obj` in one line unless it is plain data of bounded size: dicts (keys of
+    `key_types`), lists and tuples, strings of at most `max_str` characters, bools, ints of at
+    most MAX_INT_BITS bits, floats, None, and instances of `leaves`; at most `max_values` values
+    counted once per reference (so shared references cannot blow up) and `max_depth` levels.
+    Without `shared_ok`, a list or mapping reached twice (a shared reference: pickle's memo, a
+    YAML alias) is refused outright; a config never holds one. Iterative, and it never formats
+    `obj`: safe on anything `torch.load(weights_only=True)` or `yaml.safe_load` returns."""
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
+    seen = 0
+    containers: set[int] = {id(obj)}
+
+    def refuse(what: str, at: str) -> ConfigError:
+        return ConfigError(f"{where}{' at ' + at if at else ''}: {what}; allowed: {allowed}")
+
+    def push(v: Any, depth: int, at: str) -> None:
+        if not shared_ok and isinstance(v, (dict, list, tuple)):
+            if id(v) in containers:  # checked as it is reached, before the walk goes deeper
+                raise refuse(f"refers to one {type(v).__name__} from several places (a shared reference, "
+                             f"which formatting would expand copy by copy)", at)
+            containers.add(id(v))
+        stack.append((v, depth, at))
+
+    while stack:
+        x, depth, at = stack.pop()
+        seen += 1
+        if seen > max_values:
+            raise refuse(f"holds more than {max_values:,} values (each reference to a shared list or mapping "
+                         f"counted)", "")
+        if depth > max_depth:
+            raise refuse(f"is nested more than {max_depth} levels deep", at)
+        if isinstance(x, dict):
+            if len(x) > max_values:
+                raise refuse(f"holds more than {max_values:,} values", "")
+            for k, v in x.items():
+                if not isinstance(k, key_types) or isinstance(k, bool):
+                    raise refuse(f"has a key of type {type(k).__name__}", at)
+                if isinstance(k, str) and len(k) > max_str:
+                    raise refuse(f"has a key of {len(k):,} characters", at)
+                name = k if isinstance(k, str) and len(k) <= 40 and k.isprintable() else "[...]"
+                push(v, depth + 1, f"{at}.{name}" if at else name)
+        elif isinstance(x, (list, tuple)):
+            if len(x) > max_values:
+                raise refuse(f"holds more than {max_values:,} values", "")
+            for i, v in enumerate(x):
+                push(v, depth + 1, f"{at}[{i}]")
+        elif isinstance(x, str):
+            if len(x) > max_str:
+                raise refuse(f"has a string of {len(x):,} characters", at)
+        elif isinstance(x, int):  # bool included
+            if x.bit_length() > MAX_INT_BITS:
+                raise refuse(f"has an integer of {x.bit_length():,} bits", at)
+        elif x is None or isinstance(x, float) or (leaves and isinstance(x, leaves)):
+            pass
+        else:
+            raise refuse(f"holds a {type(x).__name__}", at)
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without anchors and aliases: an alias repeats a node by reference, so a
+    few lines of aliases nested a few levels deep stand for billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _YamlAlias(f"{kind}{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+class _YamlAlias(Exception):
+    pass
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`text` as plain YAML data (no anchors or aliases), checked by check_plain; any problem
+    is one ConfigError starting with `where`."""
+    try:
+        data = yaml.load(text, Loader=_PlainYamlLoader)  # noqa: S506 (a SafeLoader)
+    except _YamlAlias as e:
+        raise ConfigError(f"{where}: uses a YAML {e}; anchors and aliases are not allowed "
+                          f"(write the values out)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: is not valid YAML ({e.__class__.__name__})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: is nested too deeply; allowed: {PLAIN_ALLOWED}") from None
+    check_plain(data, where)
+    return data
+
+
+def read_yaml(path: str | Path, where: str = "config") -> Any:
+    """A YAML config file as plain data: at most MAX_CONFIG_BYTES, UTF-8, no anchors or aliases,
+    bounded by check_plain. Any problem is one ConfigError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: {path} is {size:,} bytes; allowed: at most {MAX_CONFIG_BYTES:,} bytes")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path} ({e.strerror or e.__class__.__name__})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {path} is over {MAX_CONFIG_BYTES:,} bytes; allowed: at most "
+                          f"{MAX_CONFIG_BYTES:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    return parse_yaml(text, f"{where}: {path}")
+
+
 def _plain_name(name: str) -> bool:
     seps = {"/", "\\", os.sep, os.altsep or "/"}
     return (name not in ("", ".", "..") and not any(c in name for c in seps) and "\0" not in name
@@ -296,10 +424,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. --set agent.inner_lr=0.05")
         key, raw = pair.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from e
+        if len(raw) > MAX_STRING_CHARS:
+            raise ConfigError(f"--set {key[:40]}: the value has {len(raw):,} characters; allowed: at most "
+                              f"{MAX_STRING_CHARS:,}")
+        value = parse_yaml(raw, f"--set {key}") if raw != "" else ""
         out.append((key.strip(), value))
     return out
 
@@ -313,9 +441,15 @@ def _check_mapping(data: Any, prefix: str, fields: list[str]) -> None:
 
 
 def from_dict(raw: dict[str, Any], preset: str = "custom", *, registry: Registry) -> RunConfig:
-    """Validate a config mapping; the `agent:` section is built by `registry[agent.name].Config`."""
+    """Validate a config mapping; the `agent:` section is built by `registry[agent.name].Config`.
+    It is first checked to be plain data of bounded size (check_plain), before anything formats it."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: must be a mapping of sections (run, env, agent, eval), got {type(raw).__name__}")
+    check_plain(raw, "config")
     raw = dict(raw)
-    preset = str(raw.pop("preset", preset))  # present in a saved run's config.yaml
+    preset = raw.pop("preset", preset)  # present in a saved run's config.yaml
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset: must be a string (the preset's name), got {type(preset).__name__}")
     allowed = ["run", "env", "agent", "eval"]
     for key in raw:
         if key not in allowed:
@@ -339,10 +473,7 @@ def load(path: str | Path, overrides: Sequence[str] = (), *, registry: Registry,
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config: {path} is not valid YAML ({e.__class__.__name__})") from e
+    raw = read_yaml(path)
     if raw is None:  # an empty file (or only comments): not a request for the default ML1 run
         raise ConfigError(f"config: {path} is empty; a preset is a mapping of sections (run, env, agent, "
                           f"eval), e.g. configs/toy_maml_trpo.yaml")

@@ -1,0 +1,151 @@
+"""Hostile inputs, round 2 (issue 29): oversized or self-referencing configs and checkpoints,
+where evaluation sends work, symlinks planted in a run dir, two processes on one run dir, torn
+CSV logs, and unbounded sizes. Each must end in one line on stderr naming the field or the
+file and what is allowed, exit code 2, nothing written and nothing lost."""
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metarl import checkpoint, config
+from metarl.cli import main
+from agents import AGENTS
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = str(ROOT / "configs" / "toy_maml_trpo.yaml")
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("metarl: error: "), stderr
+    return lines[0]
+
+
+def _refused(capsys, argv, *messages, nothing_at=None):
+    """In-process `metarl ARGV`: exit 2 and exactly one stderr line containing every message;
+    `nothing_at` (if given) does not exist afterwards."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    for m in messages:
+        assert m in line, line
+    if nothing_at is not None:
+        assert not Path(nothing_at).exists(), f"{nothing_at} was written"
+    return line
+
+
+def _toy_raw() -> dict:
+    return yaml.safe_load(Path(TOY).read_text())
+
+
+def _bomb(levels: int = 9, width: int = 9) -> list:
+    """One list referenced `width` times at each of `levels` levels: width**levels strings when expanded."""
+    x = ["lol"] * width
+    for _ in range(levels - 1):
+        x = [x] * width
+    return x
+
+
+# ---- S1: a checkpoint's config, and config files, are bounded plain data ----------------------
+@pytest.mark.parametrize("where", ["config.preset", "config.run.name", "counters"])
+def test_a_checkpoint_with_a_shared_reference_bomb_is_refused_in_one_line(tmp_path, capsys, where):
+    raw = _toy_raw()
+    payload = {"format_version": 1, "config": raw, "agent_name": "maml_trpo", "agent": {}, "counters": {}}
+    if where == "config.preset":
+        raw["preset"] = _bomb()
+    elif where == "config.run.name":
+        raw["run"]["name"] = _bomb()
+    else:
+        payload["counters"] = {"env_steps": _bomb(10)}
+    bomb = tmp_path / "bomb.pt"
+    torch.save(payload, bomb)
+    assert bomb.stat().st_size < 20_000
+    t0 = time.monotonic()
+    expected = (f"checkpoint: {bomb}: config at {where[7:]}[1]: refers to one list from several places (a "
+                f"shared reference" if where != "counters" else
+                f"checkpoint: {bomb}: holds more than {checkpoint.MAX_PAYLOAD_VALUES:,} values (each reference "
+                f"to a shared list or mapping counted); allowed: tensors")
+    _refused(capsys, ["eval", str(bomb)], expected, nothing_at=tmp_path / "bomb_eval")
+    assert time.monotonic() - t0 < 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.pt"]
+
+
+@pytest.mark.parametrize("what,value,message", [
+    ("long string", "x" * 5000, "config at run.name: has a string of 5,000 characters"),
+    ("deep", [[[[[[[[[["deep"]]]]]]]]]], "config at run.name[0][0][0][0][0][0][0]: is nested more than 8 levels deep"),
+    ("huge int", 2**1000, "config at run.name: has an integer of 1,001 bits"),
+], ids=["long string", "deep", "huge int"])
+def test_a_checkpoint_config_outside_the_bounds_is_refused(tmp_path, capsys, what, value, message):
+    raw = _toy_raw()
+    raw["run"]["name"] = value
+    path = tmp_path / "c.pt"
+    torch.save({"format_version": 1, "config": raw, "agent": {}}, path)
+    _refused(capsys, ["eval", str(path)], f"checkpoint: {path}: {message}", "allowed: plain data")
+
+
+@pytest.mark.parametrize("version,shown", [("1", "of type str"), (torch.tensor(1), "of type Tensor"),
+                                           (True, "of type bool"), (2, "2")])
+def test_a_checkpoint_format_version_that_is_not_the_integer_1_is_refused(tmp_path, capsys, version, shown):
+    path = tmp_path / "v.pt"
+    torch.save({"format_version": version, "config": _toy_raw(), "agent": {}}, path)
+    _refused(capsys, ["eval", str(path)], f"checkpoint: {path} has format version {shown}; this metarl reads "
+                                          f"version 1 (an integer)")
+
+
+ALIAS_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+@pytest.mark.parametrize("text,message", [
+    ("preset:\n  " + ALIAS_BOMB.replace("\n", "\n  "), "uses a YAML anchor &a at line 2"),
+    ("run:\n  name: &n x\nenv:\n  env_name: *n\n", "uses a YAML anchor &n at line 2"),
+    ("run:\n  name: " + "[" * 2000 + "]" * 2000 + "\n", "is nested"),
+    ("run:\n  name: " + "y" * 5000 + "\n", "at run.name: has a string of 5,000 characters"),
+], ids=["alias bomb", "anchor", "deep", "long string"])
+def test_yaml_alias_bombs_and_oversized_configs_are_refused(tmp_path, capsys, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    _refused(capsys, ["train", str(path), "--set", f"run.out_dir={out}"], f"config: {path}", message,
+             nothing_at=out)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_config_file_over_1_mib_is_refused_unread(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 200_000)
+    _refused(capsys, ["train", str(path)], f"config: {path} is 2,000,000 bytes; allowed: at most 1,048,576 bytes")
+
+
+def test_an_alias_in_a_set_value_is_refused(tmp_path, capsys):
+    _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'o'}", "--set", "run.name=[&x [1], *x]"],
+             "--set run.name: uses a YAML anchor &x", nothing_at=tmp_path / "o")
+
+
+def test_a_planted_config_yaml_bomb_makes_the_run_config_unreadable_not_expanded(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(ALIAS_BOMB)
+    ck = run / "checkpoints" / "ckpt_0000001.pt"
+    checkpoint.write(ck, {"config": _toy_raw(), "agent": {}})
+    _refused(capsys, ["eval", str(ck)], f"checkpoint: {run / 'config.yaml'} is not a readable run config")
+
+
+def test_saved_checkpoints_and_the_presets_pass_the_bounds():
+    for p in sorted((ROOT / "benchmarks" / "checkpoints").glob("*.pt")):
+        checkpoint.load_file(p)
+    for p in sorted((ROOT / "configs").glob("*.yaml")):
+        config.load(p, registry=AGENTS)
