@@ -57,17 +57,34 @@ def _eval_setup(args):
     from agents import AGENTS
     from metarl import checkpoint, config
 
+    if args.ray_address is not None and args.backend != "ray":
+        raise ConfigError("--ray-address: needs --backend ray (evaluation runs on worker processes here otherwise)")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers: must be >= 0 (0: in this process), got {args.workers}")
     ckpt_path, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
-    cfg = config.from_dict(payload["config"], registry=AGENTS)
+    raw = payload.get("config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"checkpoint: {ckpt_path} has no config mapping (the run's resolved config); "
+                          f"it was not written by metarl train")
+    # where the work runs comes from this command line, never from the file: a checkpoint naming a
+    # Ray cluster would otherwise send the evaluation (and what comes back from it) there. Replaced
+    # before the config is even built, so the file's values are never used, nor checked
+    env = raw.get("env") if raw.get("env") is not None else {}
+    if isinstance(env, dict):
+        env = {**env, "backend": args.backend or "multiprocess", "ray_address": args.ray_address}
+        if args.workers is not None:
+            env["n_workers"] = args.workers
+        raw = {**raw, "env": env}
+    cfg = config.from_dict(raw, registry=AGENTS)
+    d = cfg.to_dict()
     horizon = args.horizon
     if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
         horizon = 500  # the protocol's horizon, whatever the run trained with
     if horizon is not None:
         if horizon < 1:
             raise ConfigError(f"--horizon: must be >= 1, got {horizon}")
-        d = cfg.to_dict()
         d["env"]["max_episode_steps"] = horizon
-        cfg = config.from_dict(d, registry=AGENTS)
+    cfg = config.from_dict(d, cfg.preset, registry=AGENTS)
     return ckpt_path, payload, cfg, config.resolve_device(args.device)
 
 
@@ -359,6 +376,13 @@ def add_eval_commands(sub: Any) -> None:
     e.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="mean actions instead of sampled ones (default: the run's eval.deterministic)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--backend", choices=["multiprocess", "ray"], default=None,
+                   help="who runs the worker processes (default: multiprocess; never the checkpoint's env.backend)")
+    e.add_argument("--ray-address", default=None,
+                   help="with --backend ray: 'auto' or a cluster address (default: a local Ray; never the "
+                        "checkpoint's env.ray_address)")
+    e.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: the run's env.n_workers, bounded by this machine's cores)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="curve: CSV path (default: RUN_DIR/eval_<split>/eval.csv); metaworld: output "
                                  "dir (default: the run dir, or <checkpoint stem>_eval/ beside a loose file)")

@@ -149,3 +149,51 @@ def test_saved_checkpoints_and_the_presets_pass_the_bounds():
         checkpoint.load_file(p)
     for p in sorted((ROOT / "configs").glob("*.yaml")):
         config.load(p, registry=AGENTS)
+
+
+# ---- a trained toy run, shared (copied by the tests that change it) -----------------------------
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A finished toy MAML-TRPO run of two iterations (4,000 env steps) with one periodic evaluation."""
+    out = tmp_path_factory.mktemp("toy")
+    assert main(["train", TOY, "--set", f"run.out_dir={out}", "--set", "run.name=r", "--set", "run.progress=false",
+                 "--set", "run.env_steps=4000", "--set", "eval.every=1", "--set", "eval.tasks_per_class=1",
+                 "--set", "eval.final_tasks_per_class=1", "--set", "eval.rounds=1",
+                 "--set", "eval.episodes_per_round=1"]) == 0
+    return out / "r"
+
+
+@pytest.fixture
+def run_copy(toy_run, tmp_path):
+    import shutil
+
+    shutil.copytree(toy_run, tmp_path / "r", symlinks=True)
+    return tmp_path / "r"
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+# ---- S2: evaluation never takes where work runs from the checkpoint -----------------------------
+def test_eval_takes_backend_and_ray_address_from_the_command_line_not_the_checkpoint(toy_run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    import metarl.trainer as trainer
+
+    payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
+    payload["config"]["env"].update(backend="ray", ray_address="203.0.113.7:6379", n_workers=1)
+    crafted = tmp_path / "crafted.pt"
+    checkpoint.write(crafted, {k: v for k, v in payload.items() if k != "format_version"})
+    seen = []
+    real = trainer.TaskVectorEnv
+
+    def recording(*a, **k):
+        seen.append((k.get("backend"), k.get("ray_address")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "TaskVectorEnv", recording)
+    assert main(["eval", str(crafted), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1",
+                 "--out", str(tmp_path / "e.csv")]) == 0
+    assert seen == [("multiprocess", None)]
+    _refused(capsys, ["eval", str(crafted), "--ray-address", "auto"], "--ray-address: needs --backend ray")
+    _refused(capsys, ["eval", str(crafted), "--workers", "-1"], "--workers: must be >= 0")
