@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metarl import runfiles
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def write(final: Path, payload: dict[str, Any]) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{final.name}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=runfiles.fresh) as f:  # never through a link planted at the temp name
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
@@ -244,6 +245,7 @@ def check_run(path: Path, payload: dict[str, Any], *, registry: Registry) -> Non
         return
     from metarl import config
 
+    runfiles.refuse_links(run_dir, ["config.yaml"])  # never read (nor later rewritten) through a planted link
     try:
         raw = config.read_yaml(cfg_file, "checkpoint: run config")
     except ConfigError:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metarl import runfiles
 from metarl.cli_eval import _existing_ancestor, _print_curve, add_eval_commands, read_eval_curve
 from metarl.types import ConfigError
 
@@ -111,13 +112,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from e
     try:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        runfiles.refuse_links(run_dir)  # a link planted in the run dir: refused before anything is written
+        runfiles.write_text(run_dir / "config.yaml", cfg.to_yaml())
         meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
                 "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
                 "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "config_hash": cfg.hash()}  # checkpoint.check_run: the training configs this run has had
-        with (run_dir / "runs.jsonl").open("a") as f:
+        with runfiles.open_write(run_dir / "runs.jsonl", "a") as f:
             f.write(json.dumps(meta) + "\n")
         trainer = Trainer(cfg, run_dir, device, resume_payload)
     except BaseException:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metarl import runfiles
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:  # the commands import their modules when they run (a quick --help)
@@ -128,7 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _print_curve(curve, per_task=args.per_task)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as f:
+        with runfiles.open_write(out, "w", newline="") as f:
             w = csv.DictWriter(f, ["checkpoint", "split", "task", "task_index", "round", "success", "return"])
             w.writeheader()
             for row in curve.rows():

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
 
 import numpy as np
 
+from metarl import runfiles
 from metarl.types import AdaptationCurve
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def save_curve_png(curve: AdaptationCurve, path: str | Path, title: str = "") ->
     by_class = curve.by_class()
     if len(by_class) > 1:
         curves.update({k: (list(s), list(r)) for k, (s, r) in by_class.items()})
-    curve_figure(curves, title).savefig(path, dpi=100)
+    with runfiles.open_write(path, "wb") as f:
+        curve_figure(curves, title).savefig(f, dpi=100, format="png")
 
 
 class CsvLog:
@@ -56,6 +58,7 @@ class CsvLog:
     def __init__(self, path: Path):
         self.path = path
         self.fields: list[str] = []
+        runfiles.refuse_links(path.parent, [path.name])  # never read or written through a planted link
         if path.exists():
             with path.open() as f:
                 self.fields = next(csv.reader(f), [])
@@ -78,7 +81,7 @@ class CsvLog:
         if len(keep) == len(rows):
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
+        with runfiles.open_temp(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, self.fields)
             w.writeheader()
             w.writerows(keep)
@@ -93,11 +96,11 @@ class CsvLog:
                 with self.path.open() as f:
                     old_rows = list(csv.DictReader(f))
             self.fields += new
-            with self.path.open("w", newline="") as f:
+            with runfiles.open_write(self.path, "w", newline="") as f:
                 w = csv.DictWriter(f, self.fields)
                 w.writeheader()
                 w.writerows(old_rows)
-        with self.path.open("a", newline="") as f:
+        with runfiles.open_write(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow(row)
 
 
@@ -220,8 +223,9 @@ def write_protocol_result(out_dir: str | Path, summary: dict, rows: list[dict], 
     out_dir.mkdir(parents=True, exist_ok=True)
     js, cs = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
     tmp_js, tmp_cs = out_dir / f".{stem}.json.tmp", out_dir / f".{stem}.csv.tmp"
-    tmp_js.write_text(json.dumps({"env_steps": step, **summary}, indent=2))
-    with tmp_cs.open("w", newline="") as f:
+    with runfiles.open_temp(tmp_js, "w") as f:
+        f.write(json.dumps({"env_steps": step, **summary}, indent=2))
+    with runfiles.open_temp(tmp_cs, "w", newline="") as f:
         w = csv.DictWriter(f, ["env_steps", "task", "task_index", "phase", "episode", "success", "return", "length"])
         w.writeheader()
         for r in rows:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metarl import runfiles
 from metarl.types import ConfigError
 
 SUCCESS_PNG = "report_success.png"
@@ -36,7 +37,8 @@ def _num(row: dict[str, str], key: str) -> float:
 
 def _save(fig: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with runfiles.open_temp(tmp, "wb") as f:  # never through a link planted at the temp name
+        fig.savefig(f, dpi=90, format="png")
     os.replace(tmp, path)
 
 
@@ -128,6 +130,7 @@ def write_report(run_dir: Path) -> Path:
         raise ConfigError(f"RUN_DIR: {run_dir} is not a run dir (no config.yaml)")
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"RUN_DIR: cannot write report.md in {run_dir}: not writable")
+    runfiles.refuse_links(run_dir)  # what it reads and writes: never through a link planted there
     progress, evals = _rows(run_dir / "progress.csv"), _rows(run_dir / "eval.csv")
     lines = [f"# Run report: {run_dir.name}", ""]
     final = run_dir / "final_eval.json"
@@ -162,7 +165,5 @@ def write_report(run_dir: Path) -> Path:
     lines += ["## Before and after adaptation", "", *video_section(run_dir), "",
               "## Config", "", "```yaml", cfg_path.read_text().rstrip(), "```", ""]
     out = run_dir / "report.md"
-    tmp = run_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    runfiles.replace_text(out, "\n".join(lines))
     return out

@@ -14,7 +14,7 @@ import torch
 import agents
 from envs import TaskVectorEnv, make_benchmark
 from envs.vector import WorkerError
-from metarl import checkpoint, resources
+from metarl import checkpoint, resources, runfiles
 from metarl.config import RunConfig
 from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, official_pool_size, select_tasks
 from metarl.logging import RunLogger, TextProgress
@@ -329,7 +329,7 @@ class Trainer:
                          "n_train_tasks": len(curve.tasks)}
             try:
                 checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
-                (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+                runfiles.replace_text(self.run_dir / "best.json", json.dumps(self.best, indent=2))
             except OSError as e:
                 raise self._write_failed(e) from None
 
@@ -351,4 +351,4 @@ class Trainer:
             out["selected"] = selected
         if self.protocol_summary is not None:
             out["metaworld"] = self.protocol_summary
-        (self.run_dir / "final_eval.json").write_text(json.dumps(out, indent=2))
+        runfiles.replace_text(self.run_dir / "final_eval.json", json.dumps(out, indent=2))

@@ -154,10 +154,10 @@ def test_saved_checkpoints_and_the_presets_pass_the_bounds():
 # ---- a trained toy run, shared (copied by the tests that change it) -----------------------------
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    """A finished toy MAML-TRPO run of two iterations (4,000 env steps) with one periodic evaluation."""
+    """A finished toy MAML-TRPO run of two iterations (8,000 env steps) with one periodic evaluation."""
     out = tmp_path_factory.mktemp("toy")
     assert main(["train", TOY, "--set", f"run.out_dir={out}", "--set", "run.name=r", "--set", "run.progress=false",
-                 "--set", "run.env_steps=4000", "--set", "eval.every=1", "--set", "eval.tasks_per_class=1",
+                 "--set", "run.env_steps=8000", "--set", "eval.every=1", "--set", "eval.tasks_per_class=1",
                  "--set", "eval.final_tasks_per_class=1", "--set", "eval.rounds=1",
                  "--set", "eval.episodes_per_round=1"]) == 0
     return out / "r"
@@ -197,3 +197,54 @@ def test_eval_takes_backend_and_ray_address_from_the_command_line_not_the_checkp
     assert seen == [("multiprocess", None)]
     _refused(capsys, ["eval", str(crafted), "--ray-address", "auto"], "--ray-address: needs --backend ray")
     _refused(capsys, ["eval", str(crafted), "--workers", "-1"], "--workers: must be >= 0")
+
+
+# ---- S3: symlinks planted in a run dir are refused, never followed --------------------------------
+@pytest.mark.parametrize("name", ["progress.csv", "eval.csv", "config.yaml", "runs.jsonl", "final_eval.json"])
+def test_resume_refuses_a_symlink_planted_in_the_run_dir(run_copy, tmp_path, capsys, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_copy / name).unlink()
+    (run_copy / name).symlink_to(victim)
+    before = _snapshot(run_copy)
+    expected = (f"{run_copy / name}: is a symbolic link (to {victim}); metarl never writes through a link in a run "
+                f"dir. Allowed: a regular file or nothing at that path")
+    _refused(capsys, ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"], expected)
+    assert victim.read_text() == "precious\n"
+    assert _snapshot(run_copy) == before
+
+
+def test_report_refuses_a_symlink_planted_in_the_run_dir(run_copy, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_copy / "report.md").symlink_to(victim)
+    _refused(capsys, ["report", str(run_copy)], f"{run_copy / 'report.md'}: is a symbolic link")
+    assert victim.read_text() == "precious\n"
+    assert not (run_copy / "report_success.png").exists()
+
+
+def test_temp_files_are_never_written_through_a_planted_link(run_copy, tmp_path):
+    """The temp names of checkpoints, reports and results are removed, then created afresh."""
+    victims = []
+    for tmp in ("checkpoints/.ckpt_0000003.pt.tmp", ".report.md.tmp", ".report_success.png.tmp.png",
+                ".final_eval.json.tmp", ".progress.csv.tmp"):
+        victim = tmp_path / f"victim{len(victims)}"
+        victim.write_text("precious\n")
+        (run_copy / tmp).symlink_to(victim)
+        victims.append(victim)
+    assert main(["train", "--resume", str(run_copy), "--set", "run.env_steps=12000", "--set", "run.progress=false"]) == 0
+    assert main(["report", str(run_copy)]) == 0
+    assert [v.read_text() for v in victims] == ["precious\n"] * len(victims)
+    assert checkpoint.iteration_of(checkpoint.list_checkpoints(run_copy)[-1]) == 3
+
+
+def test_a_fifo_or_link_at_an_eval_output_is_refused(toy_run, tmp_path, capsys):
+    import os
+
+    fifo, link = tmp_path / "fifo.csv", tmp_path / "link.csv"
+    os.mkfifo(fifo)
+    link.symlink_to(tmp_path / "victim.csv")
+    for out, message in ((fifo, "is not a regular file"), (link, "is a symbolic link")):
+        _refused(capsys, ["eval", str(toy_run), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1",
+                          "--out", str(out)], f"{out}: {message}")
+    assert not (tmp_path / "victim.csv").exists()
