@@ -37,7 +37,7 @@ def _prepare_run_dir(cfg: RunConfig) -> Path:
     out = Path(cfg.run.out_dir)
     name = cfg.run.name or f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = out / name
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != runfiles.LOCK for p in run_dir.iterdir()):  # .lock alone: a start
         raise ConfigError(f"run.name: run dir {run_dir} already exists and is not empty; "
                           f"choose another run.name or resume it with --resume {run_dir}")
     if out.exists() and not out.is_dir():
@@ -111,23 +111,38 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from e
+    # one process per run dir: a second `train` (a resume, or a fresh run of the same run.name) is
+    # refused in one line naming the holder's PID; a lock its dead holder left is taken over
+    lock = runfiles.RunLock(run_dir, note=lambda s: print(f"metarl: note: {s}", file=sys.stderr))
     try:
-        runfiles.refuse_links(run_dir)  # a link planted in the run dir: refused before anything is written
-        runfiles.write_text(run_dir / "config.yaml", cfg.to_yaml())
-        meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
-                "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
-                "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "config_hash": cfg.hash()}  # checkpoint.check_run: the training configs this run has had
-        with runfiles.open_write(run_dir / "runs.jsonl", "a") as f:
-            f.write(json.dumps(meta) + "\n")
-        trainer = Trainer(cfg, run_dir, device, resume_payload)
-    except BaseException:
-        if created is not None:
+        lock.acquire()
+        if created is not None and any(p.name != runfiles.LOCK for p in run_dir.iterdir()):
+            created = None  # another start got there first: its dir, not ours to remove
+            raise ConfigError(f"run.name: run dir {run_dir} already exists and is not empty; "
+                              f"choose another run.name or resume it with --resume {run_dir}")
+    except BaseException as e:
+        lock.release()
+        if created is not None and not isinstance(e, runfiles.RunDirBusy):
             shutil.rmtree(created, ignore_errors=True)
         raise
-    print(f"run dir: {run_dir}  (tensorboard --logdir {run_dir / 'tb'})", file=sys.stderr)
-    curve = trainer.run()
+    with lock:
+        try:
+            runfiles.refuse_links(run_dir)  # a link planted in the run dir: refused before anything is written
+            runfiles.write_text(run_dir / "config.yaml", cfg.to_yaml())
+            meta = {"command": " ".join(["metarl", *sys.argv[1:]]), "seed": cfg.run.seed, "device": str(device),
+                    "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
+                    "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "config_hash": cfg.hash()}  # checkpoint.check_run: the training configs this run has had
+            with runfiles.open_write(run_dir / "runs.jsonl", "a") as f:
+                f.write(json.dumps(meta) + "\n")
+            trainer = Trainer(cfg, run_dir, device, resume_payload)
+        except BaseException:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        print(f"run dir: {run_dir}  (tensorboard --logdir {run_dir / 'tb'})", file=sys.stderr)
+        curve = trainer.run()
     if curve is None:
         print(f"stopped at iteration {trainer.iteration} ({trainer.env_steps:,} env steps); "
               f"checkpoint written. Resume with: metarl train --resume {run_dir}", file=sys.stderr)

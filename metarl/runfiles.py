@@ -109,3 +109,89 @@ def refuse_links(run_dir: str | Path, names: Iterable[str] = RUN_FILES) -> None:
             raise _link_error(p)
         if p.exists() and not p.is_file():
             raise LinkedPath(f"{p}: is not a regular file; allowed: a regular file or nothing at that path")
+
+
+LOCK = ".lock"
+
+
+class RunDirBusy(ConfigError):
+    """Another live process holds the run dir's lock."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunLock:
+    """One process per run dir: an exclusive flock on RUN/.lock, which holds the holder's PID.
+
+    The kernel drops a flock when its holder dies, however it dies, so a lock left by a dead
+    process is never in the way: it is taken over, with a note naming the PID the file still
+    held. A clean release empties the file, so a PID found there means the holder never got to
+    release it. Used as a context manager; `note` receives that one line."""
+
+    def __init__(self, run_dir: str | Path, note: Any = None):
+        self.path = Path(run_dir) / LOCK
+        self.note = note
+        self.fd: int | None = None
+        self.stale_pid: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EMLINK) and self.path.is_symlink():
+                raise _link_error(self.path) from None
+            raise ConfigError(f"run dir: cannot create the lock file {self.path} "
+                              f"({e.strerror or e.__class__.__name__})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LinkedPath(f"{self.path}: is not a regular file; allowed: a regular file or nothing at "
+                                 f"that path")
+            held = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = held if held.isdigit() else "unknown"
+                raise RunDirBusy(
+                    f"run dir: {self.path.parent} is in use by another metarl process (PID {holder}, holding "
+                    f"{self.path}); allowed: one process per run dir. Wait for it to end, or stop it with "
+                    f"kill -TERM {holder} and resume") from None
+            held = os.pread(fd, 32, 0).decode("ascii", "replace").strip()  # as it is now that we hold it
+            if held.isdigit() and int(held) != os.getpid():
+                self.stale_pid = int(held)
+                if self.note is not None:
+                    state = "has ended" if not _pid_alive(int(held)) else "no longer holds it"
+                    self.note(f"run dir: {self.path} was left locked by PID {held}, which {state}; taken over")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)  # a clean end: no PID left behind
+        except OSError:
+            pass
+        os.close(self.fd)  # drops the flock
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -248,3 +248,39 @@ def test_a_fifo_or_link_at_an_eval_output_is_refused(toy_run, tmp_path, capsys):
         _refused(capsys, ["eval", str(toy_run), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1",
                           "--out", str(out)], f"{out}: {message}")
     assert not (tmp_path / "victim.csv").exists()
+
+
+# ---- defect 2: one process per run dir ---------------------------------------------------------
+def test_a_second_train_on_a_locked_run_dir_is_refused_naming_the_holder(run_copy, tmp_path, capsys):
+    import os
+
+    from metarl import runfiles
+
+    before = _snapshot(run_copy)
+    with runfiles.RunLock(run_copy):  # this process holds it, on another open file: flock conflicts
+        _refused(capsys, ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"],
+                 f"run dir: {run_copy} is in use by another metarl process (PID {os.getpid()}, holding "
+                 f"{run_copy / '.lock'}); allowed: one process per run dir")
+        fresh = tmp_path / "out" / "same"
+        fresh.mkdir(parents=True)
+        with runfiles.RunLock(fresh):
+            _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'out'}", "--set", "run.name=same",
+                              "--set", "run.env_steps=1"], f"run dir: {fresh} is in use by another metarl process")
+            assert [p.name for p in fresh.iterdir()] == [".lock"]  # the holder's dir is left alone
+    assert {k: v for k, v in _snapshot(run_copy).items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(run_copy, capsys):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run_copy / ".lock").write_text(f"{dead.pid}\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_copy), "--set", "run.env_steps=12000", "--set",
+                 "run.progress=false"]) == 0
+    err = capsys.readouterr().err
+    assert f"metarl: note: run dir: {run_copy / '.lock'} was left locked by PID {dead.pid}, which has ended; " \
+           f"taken over" in err, err
+    assert (run_copy / ".lock").read_text() == ""  # released cleanly: no PID left behind
