@@ -259,14 +259,10 @@ def read_eval_curve(run_dir: Path, by_class: bool = False) -> tuple[int, dict[st
     path = Path(run_dir) / "eval.csv"
     if not path.is_file():
         raise ConfigError(f"RUN_DIR: {run_dir} has no eval.csv (has it finished an evaluation?)")
+    from metarl.logging import read_rows
+
     need = ("env_steps", "round", "success", "return")
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ConfigError(f"RUN_DIR: cannot read {path} ({e.__class__.__name__})") from None
+    header, rows = read_rows(path)  # a torn or glued row is refused, not read as data
     if not rows:
         raise ConfigError(f"RUN_DIR: {path} is empty")
     missing = [c for c in need + (("task",) if by_class else ()) if c not in header]

@@ -5,6 +5,9 @@ Only the trainer (and the CLI's eval/plot commands) write logs.
 from __future__ import annotations
 
 import csv
+import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
 import numpy as np
 
 from metarl import runfiles
-from metarl.types import AdaptationCurve
+from metarl.types import AdaptationCurve, ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,13 +55,85 @@ def save_curve_png(curve: AdaptationCurve, path: str | Path, title: str = "") ->
         curve_figure(curves, title).savefig(f, dpi=100, format="png")
 
 
+def repair_torn_line(path: Path) -> int:
+    """A crash mid-append leaves a partial last line; the next row would be glued onto it (one
+    return read as 12000). Cut the file back to its last complete line; returns the bytes cut."""
+    if not path.exists():
+        return 0
+    try:
+        with runfiles.open_write(path, "ab") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return 0
+            with path.open("rb") as r:
+                r.seek(max(0, size - 1))
+                if r.read(1) == b"\n":
+                    return 0
+                # the last newline: read back in blocks (a row is a few KB at most)
+                end, pos = size, size
+                while pos > 0:
+                    pos = max(0, pos - 65536)
+                    r.seek(pos)
+                    block = r.read(end - pos)
+                    i = block.rfind(b"\n")
+                    if i >= 0:
+                        keep = pos + i + 1
+                        break
+                    end = pos
+                else:
+                    keep = 0
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+            return size - keep
+    except FileNotFoundError:
+        return 0
+
+
+def read_rows(path: Path, what: str = "RUN_DIR") -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a run's CSV log, refusing in one line what is not one: unreadable or
+    undecodable bytes, a row whose field count is not the header's (a torn or glued line), or an
+    env_steps that is not a number."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            raw = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"{what}: cannot read {path} ({e.__class__.__name__})") from None
+    rows = []
+    for line, values in enumerate(raw, start=2):
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise ConfigError(f"{what}: {path} line {line} has {len(values)} fields but the header has "
+                              f"{len(header)}: a torn or glued line (a crash mid-write); allowed: complete rows "
+                              f"(metarl train --resume repairs a torn last line)")
+        row = dict(zip(header, values))
+        if "env_steps" in row:
+            try:
+                ok = math.isfinite(float(row["env_steps"]))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{what}: {path} line {line}: env_steps must be a number, got "
+                                  f"{row['env_steps'][:40]!r}")
+        rows.append(row)
+    return header, rows
+
+
 class CsvLog:
-    """Append rows to a CSV; when new columns appear, rewrite it with the wider header."""
+    """Append rows to a CSV; when new columns appear, rewrite it with the wider header. A torn
+    last line (a crash mid-append) is cut off when the log is opened again, with a note."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fields: list[str] = []
         runfiles.refuse_links(path.parent, [path.name])  # never read or written through a planted link
+        cut = repair_torn_line(path)
+        if cut:
+            print(f"metarl: note: {path} ended in a partial line ({cut} bytes, cut off by a crash); removed",
+                  file=sys.stderr)
         if path.exists():
             with path.open() as f:
                 self.fields = next(csv.reader(f), [])
@@ -81,8 +156,8 @@ class CsvLog:
         if len(keep) == len(rows):
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with runfiles.open_temp(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
+        with runfiles.open_temp(tmp, "w", newline="") as out:
+            w = csv.DictWriter(out, self.fields)
             w.writeheader()
             w.writerows(keep)
         tmp.replace(self.path)

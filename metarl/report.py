@@ -4,7 +4,6 @@ task and the before | after videos (metarl/video.py). Every file is written unde
 and renamed, so a failure leaves no half-written report."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -19,13 +18,11 @@ BY_CLASS_PNG = "report_adaptation_by_class.png"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
+    from metarl.logging import read_rows
+
     if not path.is_file():
         return []
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ConfigError(f"RUN_DIR: cannot read {path} ({e.__class__.__name__})") from None
+    return read_rows(path)[1]  # a torn or glued row is refused, not plotted
 
 
 def _num(row: dict[str, str], key: str) -> float:

@@ -284,3 +284,38 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(run_copy, capsys):
     assert f"metarl: note: run dir: {run_copy / '.lock'} was left locked by PID {dead.pid}, which has ended; " \
            f"taken over" in err, err
     assert (run_copy / ".lock").read_text() == ""  # released cleanly: no PID left behind
+
+
+# ---- defect 3: torn CSV lines -------------------------------------------------------------------
+def test_resume_repairs_a_torn_last_line_of_progress_and_eval_csv(run_copy, capsys):
+    import csv
+    import os
+
+    for name in ("progress.csv", "eval.csv"):
+        size = (run_copy / name).stat().st_size
+        os.truncate(run_copy / name, size - 150)  # a crash mid-append: `truncate -s -150`
+        assert not (run_copy / name).read_bytes().endswith(b"\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_copy), "--set", "run.env_steps=12000", "--set",
+                 "run.progress=false"]) == 0
+    err = capsys.readouterr().err
+    for name in ("progress.csv", "eval.csv"):
+        assert f"metarl: note: {run_copy / name} ended in a partial line" in err, err
+        rows = list(csv.reader((run_copy / name).open(newline="")))
+        assert {len(r) for r in rows} == {len(rows[0])}, name  # nothing glued
+    steps = [int(r["env_steps"]) for r in csv.DictReader((run_copy / "progress.csv").open())]
+    assert steps == [4000, 12000]  # the torn 8000 row is gone, not glued to the next
+    evals = {int(r["env_steps"]) for r in csv.DictReader((run_copy / "eval.csv").open())}
+    assert max(evals) == 12000
+    assert main(["plot", str(run_copy), "--out", str(run_copy / "p.png")]) == 0
+
+
+@pytest.mark.parametrize("cmd", ["plot", "report"])
+def test_readers_refuse_a_glued_row(run_copy, capsys, cmd):
+    text = (run_copy / "eval.csv").read_text().splitlines()
+    glued = text[:-2] + [text[-2][:-3] + text[-1]]  # a torn line with the next row appended to it
+    (run_copy / "eval.csv").write_text("\n".join(glued) + "\n")
+    before = _snapshot(run_copy)
+    _refused(capsys, [cmd, str(run_copy)], f"RUN_DIR: {run_copy / 'eval.csv'} line {len(glued)} has",
+             "fields but the header has", "a torn or glued line")
+    assert _snapshot(run_copy) == before
