@@ -98,6 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = None
     device = config.resolve_device(cfg.run.device)
     bench = benchmark_for(cfg)  # validates names and sizes before anything is written
+    from metarl import resources
+    resources.check_threads(cfg)
     if cfg.eval.video_tasks:  # fail now, not after training, when videos cannot be made here
         from metarl.video import preflight
         preflight(cfg, bench.env_factory, "eval.video_tasks")

@@ -108,6 +108,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metarl.evaluation import evaluate, select_tasks
     from metarl.trainer import build
 
+    if args.tasks_per_class < 0:
+        raise ConfigError(f"--tasks-per-class: must be >= 0 (0: all), got {args.tasks_per_class}")
     ckpt_path, payload, cfg, device = _eval_setup(args)
     if args.rounds is not None and args.rounds < 0:
         raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import yaml
 
-from metarl.fields import Section, int_in, nonnegative, one_of, positive
+from metarl.fields import Section, int_in, one_of, positive
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class AgentClass(Protocol):
 # name -> agent class, e.g. agents.AGENTS: handed in by the caller (cli, trainer, tests), so that
 # this module, which the whole core uses, does not depend on the agents package
 Registry = Mapping[str, AgentClass]
+MAX_TORCH_THREADS = 1024  # run.torch_threads: torch's thread pools take an int; 10**12 overflowed in there
 VIDEO_MAX_TASKS = 100  # eval.video_tasks: each task is filmed for every round (~30 s a clip at 240x240)
 
 
@@ -58,12 +59,16 @@ class RunSection(Section):
     progress: bool = True           # rich progress bar on the console
     # learner threads (0: torch's default). 1 is robust when other processes share the cores;
     # oversubscribed OpenMP threads stall
-    torch_threads: int = field(default=1, metadata=nonnegative())
+    # threads (0: torch's default). Bounded here for any machine; `metarl train` also refuses more than
+    # resources.MAX_THREADS_PER_CORE per core of the machine it runs on, and warns above one per core
+    torch_threads: int = field(default=1, metadata=int_in(0, MAX_TORCH_THREADS))
 
     def validate(self) -> None:
         _check(self.name is None or _plain_name(self.name), "run.name",
                f"must be a plain directory name, which stays inside run.out_dir (no '/', no '..', "
                f"not absolute, not empty), got {self.name!r}")
+        _check(self.name is None or self.name.isprintable(), "run.name",
+               f"must be printable: no control characters (newline, tab, ESC, ...), got {self.name!r}")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ WORKER_BYTES = 150 * MIB
 ENV_BYTES = {"metaworld": 20 * MIB, "toy": 4096}
 LEARNER_FLOATS_PER_STEP_UNIT = {"maml_trpo": 26, "rl2_ppo": 15}
 MAX_WORKERS_PER_CORE = 4
+MAX_THREADS_PER_CORE = 4  # run.torch_threads: oversubscribed OpenMP threads stall (README, "Commands")
 
 _warned: set[str] = set()
 
@@ -100,3 +101,17 @@ def check(cfg: RunConfig, bench: Any) -> None:
     if workers > cores:
         warn_once(f"env.n_workers={cfg.env.n_workers} starts {workers} worker processes on {cores} "
                   f"core{'s' if cores != 1 else ''}; they will share cores (no faster than {cores})")
+
+
+def check_threads(cfg: RunConfig) -> None:
+    """run.torch_threads against this machine: more than MAX_THREADS_PER_CORE per core is refused,
+    more than one per core warned about. Called by `metarl train` before anything is written (not
+    by eval, which does not use the field)."""
+    threads, cores = int(cfg.run.torch_threads), cpu_cores()
+    if threads > MAX_THREADS_PER_CORE * cores:
+        raise ConfigError(f"run.torch_threads: {threads} learner threads on {cores} core{'s' if cores != 1 else ''}; "
+                          f"allowed: 0..{MAX_THREADS_PER_CORE * cores} (0: torch's default; up to {cores} without "
+                          f"oversubscribing)")
+    if threads > cores:
+        warn_once(f"run.torch_threads={threads} on {cores} core{'s' if cores != 1 else ''}; the threads will "
+                  f"share cores (no faster than {cores})")

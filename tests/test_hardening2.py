@@ -319,3 +319,35 @@ def test_readers_refuse_a_glued_row(run_copy, capsys, cmd):
     _refused(capsys, [cmd, str(run_copy)], f"RUN_DIR: {run_copy / 'eval.csv'} line {len(glued)} has",
              "fields but the header has", "a torn or glued line")
     assert _snapshot(run_copy) == before
+
+
+# ---- defects 17, 20, 24: torch_threads, control characters in run.name, --tasks-per-class -------
+@pytest.mark.parametrize("threads,message", [
+    ("1000000000000", "run.torch_threads: must be in 0..1024, got 1000000000000"),
+    ("-1", "run.torch_threads: must be in 0..1024, got -1"),
+    ("1000", "run.torch_threads: 1000 learner threads on 2 cores; allowed: 0..8 (0: torch's default; up to 2 "
+             "without oversubscribing)"),
+])
+def test_torch_threads_is_bounded(tmp_path, capsys, monkeypatch, threads, message):
+    from metarl import resources
+
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
+    _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'o'}", "--set", f"run.torch_threads={threads}",
+                      "--set", "run.env_steps=1"], message, nothing_at=tmp_path / "o")
+
+
+@pytest.mark.parametrize("name", ["a\nb", "x\x1b[31mred", "tab\there", "bell\x07", "del\x7f"])
+def test_control_characters_in_run_name_are_refused_and_not_echoed_raw(tmp_path, capsys, name):
+    raw = _toy_raw()
+    raw["run"].update(name=name, out_dir=str(tmp_path / "o"), env_steps=1)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))  # a double-quoted YAML string with escapes
+    line = _refused(capsys, ["train", str(path)],
+                    "run.name: must be printable: no control characters (newline, tab, ESC, ...), got",
+                    nothing_at=tmp_path / "o")
+    assert line.isprintable() and repr(name) in line
+
+
+def test_eval_tasks_per_class_below_zero_is_refused(toy_run, tmp_path, capsys):
+    _refused(capsys, ["eval", str(toy_run), "--tasks-per-class", "-3", "--out", str(tmp_path / "e.csv")],
+             "--tasks-per-class: must be >= 0 (0: all), got -3", nothing_at=tmp_path / "e.csv")
