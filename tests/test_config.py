@@ -51,7 +51,7 @@ def test_every_constrained_field_is_refused_with_one_line_naming_it(section):
     (config.RunSection, {"env_steps": 0}, "run.env_steps: must be > 0, got 0"),
     (config.RunSection, {"seed": -1}, f"run.seed: must be in 0..{2**32 - 1}, got -1"),
     (config.RunSection, {"device": "tpu"}, "run.device: unknown device 'tpu'; allowed: auto, cpu, cuda"),
-    (config.RunSection, {"torch_threads": -1}, "run.torch_threads: must be >= 0, got -1"),
+    (config.RunSection, {"torch_threads": -1}, "run.torch_threads: must be in 0..1024, got -1"),
     (AGENTS["maml_trpo"].Config, {"discount": 1.5}, "agent.discount: must be in (0, 1], got 1.5"),
     (AGENTS["maml_trpo"].Config, {"backtrack_ratio": 1.0}, "agent.backtrack_ratio: must be in (0, 1), got 1.0"),
     (AGENTS["maml_trpo"].Config, {"hidden_sizes": (8, 0)}, "agent.hidden_sizes: every layer size must be > 0, got [8, 0]"),
