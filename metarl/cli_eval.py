@@ -295,19 +295,39 @@ def read_eval_curve(run_dir: Path, by_class: bool = False) -> tuple[int, dict[st
     return last, out
 
 
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def _plot_out(args: argparse.Namespace) -> tuple[Path, str]:
+    """(file, format) `plot` writes: --out FILE.png|pdf|svg, --out DIR (an existing directory:
+    DIR/adaptation_curve.png), default: the first run dir's adaptation_curve.png."""
+    if not args.out:
+        return Path(args.run_dirs[0]) / "adaptation_curve.png", "png"
+    out = Path(args.out)
+    if out.is_dir():
+        return out / "adaptation_curve.png", "png"
+    fmt = out.suffix[1:].lower()
+    if fmt not in PLOT_FORMATS:
+        raise ConfigError(f"--out: {out} has {'the extension ' + repr(out.suffix) if out.suffix else 'no extension'}; "
+                          f"allowed: a file ending in {', '.join('.' + f for f in PLOT_FORMATS)}, or an existing "
+                          f"directory (for its adaptation_curve.png)")
+    return out, fmt
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from metarl.logging import curve_figure
 
+    out, fmt = _plot_out(args)  # checked before anything is read
     curves = {}
     for rd in args.run_dirs:
         steps, groups = read_eval_curve(Path(rd), by_class=args.by_class)
         for group, (s, r) in groups.items():
             label = f"{Path(rd).name} @ {steps:,} steps" + (f": {group}" if args.by_class else "")
             curves[label] = (s, r)
-    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "adaptation_curve.png"
     title = "meta-test adaptation curve" + (" by held-out class" if args.by_class else "")
     try:
-        curve_figure(curves, title).savefig(out, dpi=100)
+        with runfiles.open_write(out, "wb") as f:
+            curve_figure(curves, title).savefig(f, dpi=100, format=fmt)
     except OSError as e:
         raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
     print(f"wrote {out}")
@@ -410,7 +430,8 @@ def add_eval_commands(sub: Any) -> None:
     e.set_defaults(func=cmd_eval)
     pl = sub.add_parser("plot", help="plot the adaptation curve of one or more runs")
     pl.add_argument("run_dirs", nargs="+")
-    pl.add_argument("--out", help="PNG path (default: first RUN_DIR/adaptation_curve.png)")
+    pl.add_argument("--out", help="a .png, .pdf or .svg file, or an existing directory (its adaptation_curve.png); "
+                                  "default: first RUN_DIR/adaptation_curve.png")
     pl.add_argument("--by-class", action="store_true", help="one line per held-out env class (ML10/ML45)")
     pl.set_defaults(func=cmd_plot)
     rp = sub.add_parser("report", help="write RUN_DIR/report.md: config, success vs env steps, adaptation "

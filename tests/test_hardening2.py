@@ -351,3 +351,25 @@ def test_control_characters_in_run_name_are_refused_and_not_echoed_raw(tmp_path,
 def test_eval_tasks_per_class_below_zero_is_refused(toy_run, tmp_path, capsys):
     _refused(capsys, ["eval", str(toy_run), "--tasks-per-class", "-3", "--out", str(tmp_path / "e.csv")],
              "--tasks-per-class: must be >= 0 (0: all), got -3", nothing_at=tmp_path / "e.csv")
+
+
+# ---- defect 21: plot output paths ----------------------------------------------------------------
+@pytest.mark.parametrize("out,shown", [("x.xyz", "the extension '.xyz'"), ("noext", "no extension")])
+def test_plot_refuses_an_unsupported_out_extension(toy_run, tmp_path, capsys, out, shown):
+    _refused(capsys, ["plot", str(toy_run), "--out", str(tmp_path / out)],
+             f"--out: {tmp_path / out} has {shown}; allowed: a file ending in .png, .pdf, .svg, or an existing "
+             f"directory", nothing_at=tmp_path / out)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("out", ["DIR", "c.svg", "c.PDF"])
+def test_plot_prints_the_path_it_wrote(toy_run, tmp_path, capsys, out):
+    target = tmp_path / out
+    if out == "DIR":
+        target.mkdir()
+    capsys.readouterr()
+    assert main(["plot", str(toy_run), "--out", str(target)]) == 0
+    wrote = capsys.readouterr().out.strip()
+    expected = target / "adaptation_curve.png" if out == "DIR" else target
+    assert wrote == f"wrote {expected}" and expected.is_file() and expected.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out]
