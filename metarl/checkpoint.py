@@ -6,13 +6,15 @@ other pickled objects is refused with one line (UnsafeCheckpoint), never loaded 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -171,9 +173,11 @@ def check_bounded(payload: dict[str, Any], path: str | Path) -> None:
                                f"values, nested at most {MAX_PAYLOAD_DEPTH} deep")
 
 
-def load_latest(run_dir: str | Path, *, registry: Registry) -> tuple[Path, dict[str, Any]]:
-    """Newest readable checkpoint of a run; a corrupt newer one is skipped with a warning.
-    `registry` (agents.AGENTS) reads the training configs `check_run` compares."""
+def load_latest(run_dir: str | Path, *, registry: Registry, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Newest readable checkpoint of a run, validated (`validate`; `resume`: complete for a
+    resume); a corrupt or truncated newer one is skipped with a warning, one that reads but
+    does not validate is refused. `registry` (agents.AGENTS) reads the training configs
+    `check_run` compares."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"--resume: no such run dir: {run_dir}")
@@ -189,6 +193,7 @@ def load_latest(run_dir: str | Path, *, registry: Registry) -> tuple[Path, dict[
             warnings.warn(f"skipping unreadable checkpoint {path.name}: {e}", stacklevel=2)
             continue
         check_run(path, payload, registry=registry)
+        validate(path, payload, registry=registry, resume=resume)
         return path, payload
     if not candidates:
         raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)}")
@@ -196,12 +201,15 @@ def load_latest(run_dir: str | Path, *, registry: Registry) -> tuple[Path, dict[
 
 
 def resolve(path_or_run: str | Path, *, registry: Registry) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint file, or a run dir meaning its newest readable checkpoint."""
+    """A checkpoint file, or a run dir meaning its newest readable checkpoint: read (load_file),
+    checked against its run dir (check_run) and validated (validate), or refused in one line.
+    What eval, release and the video renderer read."""
     p = Path(path_or_run)
     if p.is_dir():
         return load_latest(p, registry=registry)
     payload = load_file(p)
     check_run(p, payload, registry=registry)
+    validate(p, payload, registry=registry)
     return p, payload
 
 
@@ -273,3 +281,185 @@ def check_run(path: Path, payload: dict[str, Any], *, registry: Registry) -> Non
             f"checkpoint: {path} was written with training config {ck_hash} but its run dir's config.yaml "
             f"has {run_hash}: it was copied from another run; allowed: checkpoints this run wrote (move it "
             f"out of {path.parent})")
+
+
+# ---- one checkpoint, from bytes on disk to a validated object ----------------------------------
+TOP_KEYS = ("format_version", "config", "config_hash", "agent_name", "agent", "counters", "rng", "selection",
+            "release")
+ENV_DIMS = {"toy": (2, 2)}      # (obs_dim, act_dim) of a benchmark's envs (tests check them against envs/)
+METAWORLD_DIMS = (39, 4)
+COUNTERS = {"iteration": int, "env_steps": int, "eval_env_steps": int, "wall_seconds": float}
+COUNTER_MAX = 2 ** 62
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class InvalidCheckpoint(ConfigError):
+    """A checkpoint read safely that does not hold what its config describes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A validated checkpoint: its config (env.backend and env.ray_address as the file has
+    them, never used by eval), the agent's state (shapes and dtypes of the agent the config
+    builds, finite), counters (zeros where a released policy has none)."""
+
+    path: Path
+    payload: dict[str, Any]
+    agent_name: str
+    policy_only: bool
+    counters: dict[str, int | float]
+
+
+def _bad(path: Path, what: str) -> InvalidCheckpoint:
+    return InvalidCheckpoint(f"checkpoint: {path}: {what}")
+
+
+def _walk_tensors(x: Any, at: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _walk_tensors(v, f"{at}.{k}" if at else str(k))
+    elif isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            yield from _walk_tensors(v, f"{at}[{i}]")
+    elif isinstance(x, torch.Tensor):
+        yield at, x
+
+
+def _check_tensor(path: Path, at: str, t: torch.Tensor, ref: torch.Tensor | None) -> None:
+    if t.is_complex() or t.dtype not in FLOAT_DTYPES + (torch.int64, torch.int32, torch.uint8, torch.bool):
+        raise _bad(path, f"agent.{at} has dtype {t.dtype}; allowed: real floating point (float32) weights")
+    if ref is not None:
+        if t.dtype != ref.dtype:
+            raise _bad(path, f"agent.{at} has dtype {t.dtype}; the agent its config builds has {ref.dtype} "
+                             f"(refused, not cast)")
+        if tuple(t.shape) != tuple(ref.shape):
+            raise _bad(path, f"agent.{at} has shape {list(t.shape)}; the agent its config builds has "
+                             f"{list(ref.shape)}")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise _bad(path, f"agent.{at} holds NaN or infinite values; allowed: finite weights")
+
+
+def _check_against(path: Path, state: dict[str, Any], ref: dict[str, Any], required: set[str]) -> None:
+    """Every module (a dict of tensors in `ref`) with the same keys, shapes and dtypes; every
+    other tensor real and finite; no top-level key `ref` lacks."""
+    extra = sorted(str(k) for k in state if k not in ref and k not in ("policy_only", "protocol_seed"))
+    if extra:
+        raise _bad(path, f"agent has the key{'s' if len(extra) > 1 else ''} {', '.join(extra)[:200]}, which the "
+                         f"{'released ' if state.get('policy_only') else ''}agent its config builds does not have; "
+                         f"allowed: {', '.join(sorted(map(str, ref)))}")
+    missing = sorted(k for k in required if k not in state)
+    if missing:
+        raise _bad(path, f"agent lacks {', '.join(missing)}, which the agent its config builds needs")
+    for key, r in ref.items():
+        if key not in state:
+            continue
+        v = state[key]
+        if isinstance(r, torch.Tensor):
+            if not isinstance(v, torch.Tensor):
+                raise _bad(path, f"agent.{key} must be a tensor, got {type(v).__name__}")
+            _check_tensor(path, key, v, r)
+        elif isinstance(r, dict) and r and all(isinstance(t, torch.Tensor) for t in r.values()):  # a module
+            if not isinstance(v, dict) or set(v) != set(r):
+                got = sorted(map(str, v)) if isinstance(v, dict) else type(v).__name__
+                raise _bad(path, f"agent.{key} must hold the tensors {', '.join(sorted(r))[:200]}, got "
+                                 f"{str(got)[:200]}")
+            for n, t in r.items():
+                if not isinstance(v[n], torch.Tensor):
+                    raise _bad(path, f"agent.{key}.{n} must be a tensor, got {type(v[n]).__name__}")
+                _check_tensor(path, f"{key}.{n}", v[n], t)
+        elif isinstance(r, (int, float, bool)) and not isinstance(v, (int, float, bool)):
+            raise _bad(path, f"agent.{key} must be a number, got {type(v).__name__}")
+        else:
+            for at, t in _walk_tensors(v, key):
+                _check_tensor(path, at, t, None)
+
+
+def _check_counters(path: Path, payload: dict[str, Any], required: bool) -> dict[str, int | float]:
+    c = payload.get("counters")
+    if c is None and not required:
+        return {k: tp(0) for k, tp in COUNTERS.items()}
+    if not isinstance(c, dict):
+        raise _bad(path, f"counters must be a mapping of {', '.join(COUNTERS)}, got {type(c).__name__}")
+    out: dict[str, int | float] = {}
+    for k, tp in COUNTERS.items():
+        v = c.get(k)
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if tp is int else \
+            (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        if not ok or not 0 <= v < COUNTER_MAX:  # type: ignore[operator]  # ok: v is a number
+            shown = repr(v) if isinstance(v, (int, float, str, type(None))) else type(v).__name__
+            raise _bad(path, f"counters.{k} must be {'an integer' if tp is int else 'a finite number'} in "
+                             f"0..2^62, got {shown[:60]}")
+        out[k] = tp(v)
+    extra = sorted(str(k) for k in c if k not in COUNTERS)
+    if extra:
+        raise _bad(path, f"counters has the key {extra[0][:40]}; allowed: {', '.join(COUNTERS)}")
+    return out
+
+
+def _check_rng(path: Path, rng: Any) -> None:
+    import numpy as np
+
+    if not isinstance(rng, dict) or set(rng) != {"numpy", "torch"}:
+        raise _bad(path, "rng must be a mapping of numpy and torch generator states")
+    t = rng["torch"]
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 1:
+        raise _bad(path, "rng.torch must be a 1-D uint8 tensor (torch.get_rng_state())")
+    try:
+        torch.Generator().set_state(t)
+        gen = np.random.default_rng()
+        gen.bit_generator.state = rng["numpy"]
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError):
+        raise _bad(path, "rng is not a generator state this numpy and torch can restore") from None
+
+
+def validate(path: str | Path, payload: dict[str, Any], *, registry: Registry, resume: bool = False) -> Checkpoint:
+    """Schema, types, shapes, dtypes and finiteness of a payload load_file returned, against
+    the agent its own config builds: one InvalidCheckpoint line naming the file and the entry,
+    before anything loads it. `resume`: also counters and RNG state must be complete."""
+    from metarl import config
+
+    path = Path(path)
+    extra = sorted(str(k) for k in payload if k not in TOP_KEYS)
+    if extra:
+        raise _bad(path, f"has the key {extra[0][:40]}; allowed: {', '.join(TOP_KEYS)}")
+    for key in ("agent", "config"):
+        if key not in payload:
+            raise _bad(path, f"has no {key!r} entry (the {'agent state' if key == 'agent' else 'run config'}); "
+                             f"it was not written by metarl train")
+        if not isinstance(payload[key], dict):
+            raise _bad(path, f"{key} must be a mapping, got {type(payload[key]).__name__}")
+    raw = payload["config"]
+    env = raw.get("env")
+    if isinstance(env, dict):  # never used from the file by eval; not checked against this machine here
+        raw = {**raw, "env": {**env, "backend": "multiprocess", "ray_address": None}}
+    try:
+        cfg = config.from_dict(raw, registry=registry)
+    except ConfigError as e:
+        raise _bad(path, f"config: {e}") from None
+    name = payload.get("agent_name", cfg.agent.name)
+    if name != cfg.agent.name:
+        shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise _bad(path, f"agent_name is {shown} but its config's agent.name is {cfg.agent.name!r}")
+    state = payload["agent"]
+    policy_only = state.get("policy_only", False)
+    if not isinstance(policy_only, bool):
+        raise _bad(path, f"agent.policy_only must be true or false, got {type(policy_only).__name__}")
+    if resume and policy_only:
+        raise InvalidCheckpoint(f"--resume: {path} is a released policy (benchmarks/release.py: no optimizer "
+                                f"state or buffers); it can be evaluated with `metarl eval`, not resumed")
+    obs_dim, act_dim = ENV_DIMS.get(cfg.env.benchmark, METAWORLD_DIMS)
+    cls: Any = registry[cfg.agent.name]  # an agent class (agents.AGENTS), called as agents.make does
+    with torch.random.fork_rng(devices=[]):
+        agent = cls(cfg.agent, obs_dim, act_dim, "cpu")  # no task facts: PEARL's buffers stay unsized
+    ref = agent.state_dict()
+    release_keys = getattr(cls, "RELEASE_KEYS", None) or tuple(ref)
+    if policy_only:
+        ref = {k: v for k, v in ref.items() if k in release_keys}
+        required = set(ref)
+    else:
+        required = {k for k, v in ref.items() if v is not None and k not in ("buffers",)}
+    _check_against(path, state, ref, required)
+    counters = _check_counters(path, payload, required=resume or "counters" in payload)
+    if resume:
+        _check_rng(path, payload.get("rng"))
+    return Checkpoint(path, payload, cfg.agent.name, policy_only, counters)

@@ -56,7 +56,7 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change
     from agents import AGENTS
     from metarl import checkpoint, config
 
-    _, payload = checkpoint.load_latest(run_dir, registry=AGENTS)
+    path, payload = checkpoint.load_latest(run_dir, registry=AGENTS, resume=True)
     base = config.from_dict(payload["config"], registry=AGENTS)
     raw = base.to_dict()
     for key, value in config.parse_overrides(overrides):
@@ -72,6 +72,13 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change
                           "allowed changes: run.env_steps, run.device, run.progress, run.keep_checkpoints, "
                           "run.torch_threads, env.fast_path, eval.* "
                           "(pass --allow-config-change to override)")
+    if cfg.hash() != base.hash():  # the checkpoint's weights must fit the agent the new config builds
+        try:
+            checkpoint.validate(path, {**payload, "config": cfg.to_dict()}, registry=AGENTS, resume=True)
+        except checkpoint.InvalidCheckpoint as e:
+            raise ConfigError(f"--allow-config-change: the new config cannot take the checkpoint's state "
+                              f"({str(e).removeprefix('checkpoint: ')}); allowed: changes that keep the agent's "
+                              f"network sizes") from None
     return cfg, payload
 
 

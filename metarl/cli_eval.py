@@ -30,6 +30,31 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 
+def _bounded(flag: str, value: int | None, lo: int, hi: int, note: str = "") -> None:
+    """One line for a size flag outside lo..hi (None: not given)."""
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{flag}: must be in {lo}..{hi}{' ' + note if note else ''}, got {value}")
+
+
+def _flag_names(args: argparse.Namespace) -> dict[str, str]:
+    """The eval flags that replaced a config size (resources.check names them, not the field)."""
+    out = {}
+    if args.horizon is not None or args.protocol == "metaworld":
+        out["horizon"] = "--horizon"
+    if args.workers is not None:
+        out["workers"] = "--workers"
+    return out
+
+
+def _check_out(path: Path, flag: str = "--out") -> None:
+    """Before anything runs: `path` (a file to write) is no link or non-regular file, and its
+    directory can be created or written."""
+    runfiles.refuse_links(path.parent, [path.name])
+    probe = _existing_ancestor(path.parent)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: cannot write {path}: {probe} is not a writable directory")
+
+
 def _print_curve(curve: AdaptationCurve, per_task: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -62,6 +87,7 @@ def _eval_setup(args):
         raise ConfigError("--ray-address: needs --backend ray (evaluation runs on worker processes here otherwise)")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers: must be >= 0 (0: in this process), got {args.workers}")
+    _bounded("--horizon", args.horizon, 1, config.MAX_HORIZON)
     ckpt_path, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
     raw = payload.get("config")
     if not isinstance(raw, dict):
@@ -82,8 +108,6 @@ def _eval_setup(args):
     if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
         horizon = 500  # the protocol's horizon, whatever the run trained with
     if horizon is not None:
-        if horizon < 1:
-            raise ConfigError(f"--horizon: must be >= 1, got {horizon}")
         d["env"]["max_episode_steps"] = horizon
     cfg = config.from_dict(d, cfg.preset, registry=AGENTS)
     return ckpt_path, payload, cfg, config.resolve_device(args.device)
@@ -105,25 +129,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from metarl import config, resources
     from metarl.evaluation import evaluate, select_tasks
-    from metarl.trainer import build
+    from metarl.trainer import benchmark_for, build
 
-    if args.tasks_per_class < 0:
-        raise ConfigError(f"--tasks-per-class: must be >= 0 (0: all), got {args.tasks_per_class}")
+    _bounded("--tasks-per-class", args.tasks_per_class, 0, config.MAX_PER_CLASS, "(0: all)")
+    _bounded("--rounds", args.rounds, 0, config.MAX_EVAL_ROUNDS)
+    _bounded("--episodes", args.episodes, 1, config.MAX_EVAL_EPISODES)
     ckpt_path, payload, cfg, device = _eval_setup(args)
-    if args.rounds is not None and args.rounds < 0:
-        raise ConfigError(f"--rounds: must be >= 0, got {args.rounds}")
-    if args.episodes is not None and args.episodes < 1:
-        raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
-    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"eval_{args.split}" / "eval.csv"
-    video = _video_setup(args, cfg, args.tasks_per_class)
+    out = Path(args.out) if args.out else _default_out_dir(ckpt_path) / f"eval_{args.split}" / "eval.csv"
+    _check_out(out)  # before the evaluation, not after it
+    rounds = cfg.eval.rounds if args.rounds is None else args.rounds
+    episodes = args.episodes or cfg.eval.episodes_per_round
+    bench = benchmark_for(cfg, _flag_names(args))
+    tasks = select_tasks(bench.tasks(args.split), args.tasks_per_class)
+    resources.check_eval(cfg, bench, len(tasks), episodes, rounds + 1,  # per task: one number a round
+                         {"episodes": "--episodes" if args.episodes else "eval.episodes_per_round",
+                          "horizon": "--horizon" if args.horizon else "env.max_episode_steps",
+                          "results": "--rounds" if args.rounds is not None else "eval.rounds"})
+    video = _video_setup(args, cfg, args.tasks_per_class, bench)
     torch.manual_seed(args.seed)
-    bench, sampler, agent = build(cfg, device)
+    bench, sampler, agent = build(cfg, device, bench)
     try:
         agent.load_state_dict(payload["agent"])
-        tasks = select_tasks(bench.tasks(args.split), args.tasks_per_class)
-        rounds = cfg.eval.rounds if args.rounds is None else args.rounds
-        episodes = args.episodes or cfg.eval.episodes_per_round
         deterministic = cfg.eval.deterministic if args.deterministic is None else args.deterministic
         curve = evaluate(agent, sampler, tasks, rounds, episodes, np.random.default_rng(args.seed), deterministic)
     finally:
@@ -148,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torch.device, split: str,
                            goals_per_class: int, seed: int, protocol: MetaworldProtocol,
-                           progress: str | None = "bar") -> tuple[ProtocolResult, int]:
+                           progress: str | None = "bar", bench: Any = None) -> tuple[ProtocolResult, int]:
     """Build the checkpoint's agent and run the Meta-World protocol on `split`'s goals.
     `progress`: "bar" (a terminal), "lines" (plain lines every 30 s, for a log file) or None.
     Returns (ProtocolResult, pool size of metaworld's own test vector env)."""
@@ -159,7 +187,7 @@ def run_metaworld_protocol(cfg: RunConfig, payload: dict[str, Any], device: torc
     from metarl.trainer import build
 
     torch.manual_seed(seed)
-    bench, sampler, agent = build(cfg, device)
+    bench, sampler, agent = build(cfg, device, bench)
     try:
         agent.load_state_dict(payload["agent"])
         tasks = select_tasks(bench.tasks(split), goals_per_class)
@@ -209,7 +237,7 @@ def _print_protocol(summary: dict, title: str) -> None:
 
 
 def cmd_eval_metaworld(args: argparse.Namespace) -> int:
-    from metarl.evaluation import MetaworldProtocol
+    from metarl.evaluation import MetaworldProtocol, select_tasks
     from metarl.logging import write_protocol_result
 
     for flag in ("rounds", "episodes"):
@@ -222,8 +250,13 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     if args.tasks_per_class:
         raise ConfigError("--tasks-per-class: belongs to --protocol curve; with --protocol metaworld use "
                           "--goals-per-class")
-    if args.goals_per_class < 0:
-        raise ConfigError(f"--goals-per-class: must be >= 0 (0: all), got {args.goals_per_class}")
+    from metarl import config, resources
+    from metarl.trainer import benchmark_for
+
+    _bounded("--goals-per-class", args.goals_per_class, 0, config.MAX_PER_CLASS, "(0: all)")
+    _bounded("--adaptation-episodes", args.adaptation_episodes, 1, config.MAX_EVAL_EPISODES)
+    _bounded("--adaptation-steps", args.adaptation_steps, 0, config.MAX_ADAPTATION_STEPS)
+    _bounded("--evaluation-episodes", args.evaluation_episodes, 1, config.MAX_EVAL_EPISODES)
     protocol = MetaworldProtocol(args.adaptation_episodes, args.adaptation_steps, args.evaluation_episodes,
                                  args.adapt_deterministic, args.eval_deterministic,
                                  args.evaluation_state or "continue")
@@ -233,12 +266,22 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else _default_out_dir(ckpt_path)
     stem = "eval_metaworld" if args.split == "test" else "eval_metaworld_train"
     probe = _existing_ancestor(out_dir)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out: cannot write under {out_dir}: {probe} is not writable")
-    video = _video_setup(args, cfg, args.goals_per_class)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write under {out_dir}: {probe} is not a writable directory")
+    if out_dir.is_dir():
+        runfiles.refuse_links(out_dir, [f"{stem}.json", f"{stem}.csv"])
+    bench = benchmark_for(cfg, _flag_names(args))
+    n_goals = len(select_tasks(bench.tasks(args.split), args.goals_per_class))
+    p = protocol
+    resources.check_eval(cfg, bench, n_goals, max(p.adaptation_episodes, p.evaluation_episodes),
+                         p.adaptation_steps * p.adaptation_episodes + p.evaluation_episodes,
+                         {"episodes": "--adaptation-episodes" if p.adaptation_episodes >= p.evaluation_episodes
+                          else "--evaluation-episodes", "horizon": "--horizon",
+                          "results": "--adaptation-steps"})
+    video = _video_setup(args, cfg, args.goals_per_class, bench)
     t0 = time.time()
     result, pool = run_metaworld_protocol(cfg, payload, device, args.split, args.goals_per_class, args.seed,
-                                          protocol, progress="bar" if sys.stderr.isatty() else "lines")
+                                          protocol, progress="bar" if sys.stderr.isatty() else "lines", bench=bench)
     summary = {**result.to_dict(pool), "checkpoint": str(ckpt_path), "split": args.split, "seed": args.seed,
                "benchmark": cfg.env.benchmark, "env_name": cfg.env.env_name, "agent": cfg.agent.name,
                "wall_seconds": time.time() - t0}
@@ -334,7 +377,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _video_setup(args: argparse.Namespace, cfg: RunConfig, per_class: int) -> tuple[str, list[Task], list[Task]] | None:
+def _video_setup(args: argparse.Namespace, cfg: RunConfig, per_class: int,
+                 bench: Any = None) -> tuple[str, list[Task], list[Task]] | None:
     """--video: (GL backend, the tasks the evaluation will run, those to film), checked before
     anything runs; None without --video."""
     if args.video is None:
@@ -346,7 +390,7 @@ def _video_setup(args: argparse.Namespace, cfg: RunConfig, per_class: int) -> tu
     from metarl.trainer import benchmark_for
     from metarl.video import pick_tasks, preflight
 
-    bench = benchmark_for(cfg)
+    bench = bench if bench is not None else benchmark_for(cfg)
     backend, _ = preflight(cfg, bench.env_factory, "--video")
     tasks = select_tasks(bench.tasks(args.split), per_class)
     return backend, tasks, pick_tasks(tasks, None if args.video == -1 else args.video, "--video")
@@ -403,8 +447,9 @@ def add_eval_commands(sub: Any) -> None:
     e.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: the run's env.n_workers, bounded by this machine's cores)")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="curve: CSV path (default: RUN_DIR/eval_<split>/eval.csv); metaworld: output "
-                                 "dir (default: the run dir, or <checkpoint stem>_eval/ beside a loose file)")
+    e.add_argument("--out", help="curve: CSV path (default: RUN_DIR/eval_<split>/eval.csv, or <checkpoint "
+                                 "stem>_eval/eval_<split>/eval.csv beside a loose file); metaworld: output dir "
+                                 "(default: the run dir, or <checkpoint stem>_eval/ beside a loose file)")
     e.add_argument("--protocol", default="curve", choices=["curve", "metaworld"],
                    help="curve: rounds 0..K of adaptation (quick looks); metaworld: the Meta-World+ meta-test "
                         "protocol, for numbers compared with papers (horizon 500 unless --horizon)")

@@ -42,6 +42,16 @@ class AgentClass(Protocol):
 Registry = Mapping[str, AgentClass]
 MAX_TORCH_THREADS = 1024  # run.torch_threads: torch's thread pools take an int; 10**12 overflowed in there
 VIDEO_MAX_TASKS = 100  # eval.video_tasks: each task is filmed for every round (~30 s a clip at 240x240)
+# Sizes bounded for any machine (each also goes into the RAM check, metarl/resources.py). The presets
+# and the README's commands use at most: 9 rounds, 10 episodes a round, 2 adaptation steps, 10
+# adaptation and 3 evaluation episodes, 500-step episodes, 40 toy goals
+MAX_EVAL_ROUNDS = 1000          # eval.rounds, eval --rounds
+MAX_EVAL_EPISODES = 1000        # eval.episodes_per_round, eval --episodes, --adaptation-episodes, --evaluation-episodes
+MAX_ADAPTATION_STEPS = 100      # eval --adaptation-steps
+MAX_HORIZON = 100_000           # env.max_episode_steps, eval --horizon (Meta-World: at most 500)
+MAX_TOY_TASKS = 1_000_000       # env.toy_tasks (about 800 bytes a goal, both splits)
+MAX_PER_CLASS = 100_000         # eval.*tasks_per_class, eval --tasks-per-class, --goals-per-class
+LOG_STD_RANGE = (-20.0, 2.0)    # agent.init_log_std: e^2 = 7.4 already spans the action box [-1, 1] three times
 
 
 @dataclass(frozen=True)
@@ -100,9 +110,9 @@ class EnvSection:
             _check(importlib.util.find_spec("ray") is not None, "env.backend",
                    "'ray' needs Ray, an optional extra: pip install -e '.[ray]'")
             _check(self.n_workers >= 1, "env.n_workers", f"must be >= 1 with env.backend: ray, got {self.n_workers}")
-        _check(self.max_episode_steps is None or self.max_episode_steps > 0, "env.max_episode_steps",
-               f"must be > 0 or null, got {self.max_episode_steps}")
-        _check(self.toy_tasks > 0, "env.toy_tasks", f"must be > 0, got {self.toy_tasks}")
+        _check(self.max_episode_steps is None or 0 < self.max_episode_steps <= MAX_HORIZON, "env.max_episode_steps",
+               f"must be in 1..{MAX_HORIZON} or null, got {self.max_episode_steps}")
+        _check(0 < self.toy_tasks <= MAX_TOY_TASKS, "env.toy_tasks", f"must be in 1..{MAX_TOY_TASKS}, got {self.toy_tasks}")
         _check(self.toy_reward in ("dense", "sparse"), "env.toy_reward",
                f"unknown toy reward {self.toy_reward!r}; allowed: dense, sparse")
         _check(self.task_seed is None or 0 <= self.task_seed < 2**32, "env.task_seed",
@@ -144,15 +154,14 @@ class EvalSection:
 
     def __post_init__(self):
         _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        _check(self.select_tasks_per_class >= 0, "eval.select_tasks_per_class",
-               f"must be >= 0, got {self.select_tasks_per_class}")
+        for name in ("tasks_per_class", "final_tasks_per_class", "select_tasks_per_class"):
+            v = getattr(self, name)
+            _check(0 <= v <= MAX_PER_CLASS, f"eval.{name}", f"must be in 0..{MAX_PER_CLASS} (0: all), got {v}")
         _check(not self.select_best or self.every > 0, "eval.select_best",
                "needs periodic evaluations (eval.every > 0) to select from")
-        _check(self.tasks_per_class >= 0, "eval.tasks_per_class", f"must be >= 0, got {self.tasks_per_class}")
-        _check(self.final_tasks_per_class >= 0, "eval.final_tasks_per_class",
-               f"must be >= 0, got {self.final_tasks_per_class}")
-        _check(self.rounds >= 0, "eval.rounds", f"must be >= 0, got {self.rounds}")
-        _check(self.episodes_per_round > 0, "eval.episodes_per_round", f"must be > 0, got {self.episodes_per_round}")
+        _check(0 <= self.rounds <= MAX_EVAL_ROUNDS, "eval.rounds", f"must be in 0..{MAX_EVAL_ROUNDS}, got {self.rounds}")
+        _check(0 < self.episodes_per_round <= MAX_EVAL_EPISODES, "eval.episodes_per_round",
+               f"must be in 1..{MAX_EVAL_EPISODES}, got {self.episodes_per_round}")
         _check(self.protocol in PROTOCOLS, "eval.protocol",
                f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
         _check(self.evaluation_state in EVALUATION_STATES, "eval.evaluation_state",
@@ -465,6 +474,10 @@ def from_dict(raw: dict[str, Any], preset: str = "custom", *, registry: Registry
     if not isinstance(name, str) or name not in registry:
         raise ConfigError(f"agent.name: unknown agent {name!r}; allowed: {', '.join(registry)}")
     agent_cfg = build_section(registry[name].Config, agent_raw, "agent")
+    log_std = getattr(agent_cfg, "init_log_std", None)
+    lo, hi = LOG_STD_RANGE
+    _check(log_std is None or lo <= log_std <= hi, "agent.init_log_std",
+           f"must be in [{lo:g}, {hi:g}] (a standard deviation of e^{lo:g} to e^{hi:g}), got {log_std}")
     env = build_section(EnvSection, raw.get("env"), "env")
     if env.benchmark != "ML1" and "env_name" not in (raw.get("env") or {}):
         env = dataclasses.replace(env, env_name=None)

@@ -33,21 +33,24 @@ def task_seed(cfg: RunConfig) -> int:
     return cfg.run.seed if cfg.env.task_seed is None else cfg.env.task_seed
 
 
-def benchmark_for(cfg: RunConfig) -> Benchmark:
-    """The config's task distribution, checked against the agent's meta-batch."""
+def benchmark_for(cfg: RunConfig, names: dict[str, str] | None = None) -> Benchmark:
+    """The config's task distribution, checked against the agent's meta-batch and the machine
+    (`names`: flags that set a size instead of its config field, for resources.check's message)."""
+    resources.check_tasks(cfg)  # env.toy_tasks, before its goals are drawn
     bench = make_benchmark(cfg.env.benchmark, cfg.env.env_name, task_seed(cfg),
                            cfg.env.max_episode_steps, cfg.env.toy_tasks, cfg.env.toy_goals,
                            cfg.env.fast_path, cfg.env.toy_reward)
     if cfg.agent.meta_batch > len(bench.train_tasks):
         raise ConfigError(f"agent.meta_batch: {cfg.agent.meta_batch} exceeds the {len(bench.train_tasks)} training "
                           f"tasks of {bench.name}; allowed: 1..{len(bench.train_tasks)}")
-    resources.check(cfg, bench)  # memory and cores, before any env is built or worker started
+    resources.check(cfg, bench, names)  # memory and cores, before any env is built or worker started
     return bench
 
 
-def build(cfg: RunConfig, device: torch.device) -> tuple[Benchmark, Sampler, MetaAgent]:
-    """Benchmark, sampler and agent for a config (used by train and eval)."""
-    bench = benchmark_for(cfg)
+def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None) -> tuple[Benchmark, Sampler, MetaAgent]:
+    """Benchmark, sampler and agent for a config (used by train and eval); `bench`: the
+    config's benchmark_for, when the caller has built it already."""
+    bench = bench if bench is not None else benchmark_for(cfg)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
                         n_train_tasks=len(bench.train_tasks), horizon=bench.max_episode_steps)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers, backend=cfg.env.backend,
@@ -135,6 +138,26 @@ class Trainer:
         if payload.get("agent_name") != self.cfg.agent.name:
             raise ConfigError(f"--resume: the checkpoint holds a {payload.get('agent_name')!r} agent but the config "
                               f"asks for {self.cfg.agent.name!r}; allowed: agent.name={payload.get('agent_name')}")
+        buf = payload["agent"].get("buffers")
+        if isinstance(buf, dict):  # PEARL: sized for this run's tasks and horizon, or refused before allocating
+            want = {"n_tasks": len(self.bench.train_tasks), "horizon": self.bench.max_episode_steps}
+            got = {k: buf.get(k) for k in want}
+            if got != want:
+                raise ConfigError(f"--resume: the checkpoint's PEARL buffers are sized for {got} but this run has "
+                                  f"{want}; allowed: buffers the run wrote")
+            cap = {"replay": self.cfg.agent.replay_capacity}
+            for part in ("replay", "context"):
+                arrays = buf.get(part)
+                shapes = {k: tuple(v.shape) for k, v in arrays.items()} if isinstance(arrays, dict) and all(
+                    isinstance(v, torch.Tensor) for v in arrays.values()) else None
+                if (shapes is None or set(shapes) != {"obs", "actions", "rewards", "next_obs", "ptr", "size"}
+                        or shapes["ptr"] != (want["n_tasks"],) or shapes["size"] != (want["n_tasks"],)
+                        or any(shapes[k][0] != want["n_tasks"] or shapes[k][1] > cap.get(part, shapes[k][1])
+                               or shapes[k][1] != shapes["obs"][1] for k in ("obs", "actions", "rewards", "next_obs"))
+                        or shapes["obs"][2:] != (self.bench.obs_dim,) or shapes["next_obs"][2:] != (self.bench.obs_dim,)
+                        or shapes["actions"][2:] != (self.bench.act_dim,) or len(shapes["rewards"]) != 2):
+                    raise ConfigError(f"--resume: the checkpoint's PEARL {part} buffer does not have this run's "
+                                      f"shape ({want['n_tasks']} tasks); allowed: buffers the run wrote")
         self.agent.load_state_dict(payload["agent"])
         c = payload["counters"]
         self.iteration, self.env_steps, self.wall_seconds = c["iteration"], c["env_steps"], c["wall_seconds"]

@@ -183,7 +183,12 @@ def test_unstable_episode_is_discarded_and_recollected():
 
 
 def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
-    checkpoint.save(tmp_path, 1, {"agent": {"w": torch.ones(3)}, "counters": {"iteration": 1}})
+    from metarl import config
+
+    cfg = config.load(Path(__file__).resolve().parent.parent / "configs" / "toy_maml_trpo.yaml", registry=AGENTS)
+    checkpoint.save(tmp_path, 1, {"config": cfg.to_dict(), "agent": MAMLTRPO(cfg.agent, 2, 2).state_dict(),
+                                  "counters": {"iteration": 1, "env_steps": 0, "eval_env_steps": 0,
+                                               "wall_seconds": 0.0}})
     code = ("import sys, torch; from metarl import checkpoint; "
             "checkpoint.save(sys.argv[1], 2, {'agent': {'w': torch.ones(60_000_000)}, 'counters': {'iteration': 2}})")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])

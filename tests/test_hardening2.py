@@ -146,7 +146,7 @@ def test_a_planted_config_yaml_bomb_makes_the_run_config_unreadable_not_expanded
 
 def test_saved_checkpoints_and_the_presets_pass_the_bounds():
     for p in sorted((ROOT / "benchmarks" / "checkpoints").glob("*.pt")):
-        checkpoint.load_file(p)
+        checkpoint.validate(p, checkpoint.load_file(p), registry=AGENTS)
     for p in sorted((ROOT / "configs").glob("*.yaml")):
         config.load(p, registry=AGENTS)
 
@@ -350,7 +350,7 @@ def test_control_characters_in_run_name_are_refused_and_not_echoed_raw(tmp_path,
 
 def test_eval_tasks_per_class_below_zero_is_refused(toy_run, tmp_path, capsys):
     _refused(capsys, ["eval", str(toy_run), "--tasks-per-class", "-3", "--out", str(tmp_path / "e.csv")],
-             "--tasks-per-class: must be >= 0 (0: all), got -3", nothing_at=tmp_path / "e.csv")
+             "--tasks-per-class: must be in 0..100000 (0: all), got -3", nothing_at=tmp_path / "e.csv")
 
 
 # ---- defect 21: plot output paths ----------------------------------------------------------------
@@ -373,3 +373,204 @@ def test_plot_prints_the_path_it_wrote(toy_run, tmp_path, capsys, out):
     expected = target / "adaptation_curve.png" if out == "DIR" else target
     assert wrote == f"wrote {expected}" and expected.is_file() and expected.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [out]
+
+
+# ---- defects 1, 4, 13, 14, 18: every size goes into the resource check, blamed on its own field ----
+@pytest.mark.parametrize("argv,message", [
+    (["--rounds", "1000000000"], "--rounds: must be in 0..1000, got 1000000000"),
+    (["--episodes", "1000000000"], "--episodes: must be in 1..1000, got 1000000000"),
+    (["--tasks-per-class", "1000000000"], "--tasks-per-class: must be in 0..100000 (0: all), got 1000000000"),
+    (["--horizon", "1000000000"], "--horizon: must be in 1..100000, got 1000000000"),
+    (["--protocol", "metaworld", "--adaptation-steps", "1000000000"], "--adaptation-steps: must be in 0..100, got"),
+    (["--protocol", "metaworld", "--adaptation-episodes", "1000000000"], "--adaptation-episodes: must be in 1..1000"),
+    (["--protocol", "metaworld", "--evaluation-episodes", "0"], "--evaluation-episodes: must be in 1..1000, got 0"),
+    (["--protocol", "metaworld", "--goals-per-class", "-1"], "--goals-per-class: must be in 0..100000 (0: all)"),
+], ids=lambda x: x[-2] if isinstance(x, list) else None)
+def test_eval_size_flags_are_bounded(toy_run, tmp_path, capsys, argv, message):
+    _refused(capsys, ["eval", str(toy_run), "--out", str(tmp_path / "e"), *argv], message, nothing_at=tmp_path / "e")
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--episodes", "1000", "--rounds", "0"], "--episodes: "),
+    (["--horizon", "100000", "--episodes", "10"], "--horizon: "),
+    (["--rounds", "1000", "--episodes", "1000"], "--episodes: "),
+    (["--protocol", "metaworld", "--adaptation-episodes", "1000"],
+     "--adaptation-episodes: "),
+], ids=["episodes", "horizon", "rounds x episodes", "metaworld"])
+def test_eval_sizes_go_into_the_ram_check_before_anything_runs(toy_run, tmp_path, capsys, monkeypatch, argv, field):
+    from metarl import resources
+    import metarl.trainer as trainer
+
+    monkeypatch.setattr(resources, "available_ram_bytes", lambda: 64 * resources.MIB)
+    monkeypatch.setattr(trainer, "TaskVectorEnv", None)  # never built
+    _refused(capsys, ["eval", str(toy_run), "--out", str(tmp_path / "e"), *argv], field, "GiB of RAM is available",
+             nothing_at=tmp_path / "e")
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["eval.rounds=1000000000"], "eval.rounds: must be in 0..1000, got 1000000000"),
+    (["eval.episodes_per_round=1000000000"], "eval.episodes_per_round: must be in 1..1000, got 1000000000"),
+    (["eval.final_tasks_per_class=-1"], "eval.final_tasks_per_class: must be in 0..100000 (0: all), got -1"),
+    (["env.toy_tasks=1000000000"], "env.toy_tasks: must be in 1..1000000, got 1000000000"),
+    (["env.max_episode_steps=1000000000"], "env.max_episode_steps: must be in 1..100000 or null, got 1000000000"),
+    (["agent.init_log_std=100"], "agent.init_log_std: must be in [-20, 2]"),
+])
+def test_eval_and_env_size_fields_are_bounded(tmp_path, capsys, sets, message):
+    out = tmp_path / "o"
+    argv = ["train", TOY, "--set", f"run.out_dir={out}"]
+    for s in sets:
+        argv += ["--set", s]
+    _refused(capsys, argv, message, nothing_at=out)
+
+
+@pytest.mark.parametrize("sets,field", [
+    (["env.toy_tasks=1000000"], "env.toy_tasks: 1,000,000 goals per split need about"),
+    (["agent.hidden_sizes=[1000000000]"], "agent.hidden_sizes: "),
+    (["env.max_episode_steps=100000"], "env.max_episode_steps: "),
+    (["agent.meta_batch=40", "agent.episodes_per_task=100000"], "agent.episodes_per_task: "),
+], ids=["toy_tasks", "hidden_sizes", "horizon", "episodes"])
+def test_train_sizes_are_blamed_on_their_own_field(tmp_path, capsys, monkeypatch, sets, field):
+    from metarl import resources
+    from envs import toy
+
+    monkeypatch.setattr(resources, "available_ram_bytes", lambda: 256 * resources.MIB)
+    if "toy_tasks" in field:
+        monkeypatch.setattr(toy, "make_tasks", None)  # the goals are never drawn
+    out = tmp_path / "o"
+    argv = ["train", TOY, "--set", f"run.out_dir={out}"]
+    for s in sets:
+        argv += ["--set", s]
+    _refused(capsys, argv, field, "GiB of RAM is available", nothing_at=out)
+
+
+@pytest.mark.parametrize("sets,field", [
+    (["agent.latent_dim=1000000000000"], "agent.latent_dim: "),
+    (["agent.hidden_sizes=[1000000000]"], "agent.hidden_sizes: "),
+    (["agent.encoder_hidden=[1000000000]"], "agent.encoder_hidden: "),
+])
+def test_pearl_network_sizes_are_in_the_ram_check(tmp_path, capsys, sets, field):
+    out = tmp_path / "o"
+    argv = ["train", str(ROOT / "configs" / "toy_pearl.yaml"), "--set", f"run.out_dir={out}"]
+    for s in sets:
+        argv += ["--set", s]
+    _refused(capsys, argv, field, "GiB of RAM is available", nothing_at=out)
+
+
+def test_eval_of_a_checkpoint_whose_config_asks_for_too_many_toy_tasks_is_refused(toy_run, tmp_path, capsys,
+                                                                                monkeypatch):
+    from metarl import resources
+
+    payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
+    payload["config"]["env"]["toy_tasks"] = 1_000_000
+    crafted = tmp_path / "crafted.pt"
+    checkpoint.write(crafted, {k: v for k, v in payload.items() if k != "format_version"})
+    monkeypatch.setattr(resources, "available_ram_bytes", lambda: 256 * resources.MIB)
+    _refused(capsys, ["eval", str(crafted)], "env.toy_tasks: 1,000,000 goals per split need about",
+             nothing_at=tmp_path / "crafted_eval")
+
+
+def test_curve_eval_of_a_loose_checkpoint_writes_beside_it_and_checks_out_first(toy_run, tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "loose").mkdir()
+    ck = shutil.copy(checkpoint.list_checkpoints(toy_run)[-1], tmp_path / "loose" / "p.pt")
+    assert main(["eval", str(ck), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1"]) == 0
+    assert (tmp_path / "loose" / "p_eval" / "eval_test" / "eval.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loose"]  # nothing in the grandparent
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _refused(capsys, ["eval", str(ck), "--out", str(blocker / "e.csv")], f"--out: cannot write {blocker / 'e.csv'}")
+
+
+# ---- defects 6, 7, 23: a checkpoint is validated against the agent its config builds ------------
+def _crafted(toy_run, tmp_path, edit, name="c.pt"):
+    payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
+    payload.pop("format_version")
+    edit(payload)
+    path = tmp_path / name
+    torch.save({"format_version": 1, **payload}, path)
+    return path
+
+
+def _set_weight(value=None, dtype=None, shape=None):
+    def edit(p):
+        w = p["agent"]["policy"]["mean.0.weight"] if "mean.0.weight" in p["agent"]["policy"] else \
+            next(iter(p["agent"]["policy"].values()))
+        key = next(k for k, v in p["agent"]["policy"].items() if v is w)
+        if value is not None:
+            w = w.clone()
+            w[0, 0] = value
+        if dtype is not None:
+            w = w.to(dtype)
+        if shape is not None:
+            w = torch.zeros(shape)
+        p["agent"]["policy"][key] = w
+    return edit
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_set_weight(value=float("nan")), "holds NaN or infinite values; allowed: finite weights"),
+    (_set_weight(value=float("inf")), "holds NaN or infinite values"),
+    (_set_weight(dtype=torch.int64), "has dtype torch.int64"),
+    (_set_weight(dtype=torch.complex64), "has dtype torch.complex64; allowed: real floating point"),
+    (_set_weight(dtype=torch.float64), "has dtype torch.float64; the agent its config builds has torch.float32 "
+                                       "(refused, not cast)"),
+    (_set_weight(shape=(3, 5)), "has shape [3, 5]; the agent its config builds has"),
+    (lambda p: p["agent"]["policy"].update(extra=torch.zeros(1)), "must hold the tensors"),
+    (lambda p: p["agent"].update(extra=1), "agent has the key extra, which the agent its config builds does not"),
+    (lambda p: p.update(surprise=1), "has the key surprise; allowed: format_version"),
+    (lambda p: p.pop("agent"), "has no 'agent' entry"),
+    (lambda p: p.pop("config"), "has no 'config' entry"),
+    (lambda p: p.update(config=[1, 2]), "config must be a mapping, got list"),
+    (lambda p: p["config"]["agent"].update(init_log_std=100.0), "config: agent.init_log_std: must be in [-20, 2]"),
+    (lambda p: p.update(counters={"env_steps": "x"}), "counters.iteration must be an integer"),
+    (lambda p: p["counters"].update(env_steps=-5), "counters.env_steps must be an integer in 0..2^62, got -5"),
+    (lambda p: p.update(agent_name="pearl"), "agent_name is 'pearl' but its config's agent.name is 'maml_trpo'"),
+], ids=["nan", "inf", "int64", "complex", "float64", "shape", "extra tensor", "extra agent key", "extra top key",
+        "no agent", "no config", "config list", "init_log_std", "counters type", "counters negative", "agent_name"])
+def test_a_malformed_checkpoint_is_refused_in_one_line_before_eval(toy_run, tmp_path, capsys, edit, message):
+    import metarl.trainer as trainer
+
+    path = _crafted(toy_run, tmp_path, edit)
+    real = trainer.TaskVectorEnv
+    trainer.TaskVectorEnv = None  # nothing is built
+    try:
+        for protocol in ("curve", "metaworld"):
+            _refused(capsys, ["eval", str(path), "--protocol", protocol], f"checkpoint: {path}", message,
+                     nothing_at=tmp_path / "c_eval")
+    finally:
+        trainer.TaskVectorEnv = real
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_set_weight(value=float("nan")), "holds NaN or infinite values"),
+    (lambda p: p["rng"].update(torch=torch.zeros(3)), "rng.torch must be a 1-D uint8 tensor"),
+    (lambda p: p["rng"]["numpy"].update(bit_generator="Nope"), "rng is not a generator state"),
+    (lambda p: p.pop("counters"), "counters must be a mapping"),
+], ids=["nan", "torch rng", "numpy rng", "no counters"])
+def test_a_malformed_checkpoint_is_refused_on_resume_with_nothing_written(run_copy, tmp_path, capsys, edit, message):
+    newest = checkpoint.list_checkpoints(run_copy)[-1]
+    bad = _crafted(run_copy, tmp_path, edit)
+    newest.write_bytes(bad.read_bytes())
+    before = _snapshot(run_copy)
+    _refused(capsys, ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"], f"checkpoint: {newest}",
+             message)
+    assert {k: v for k, v in _snapshot(run_copy).items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_resume_with_new_network_sizes_is_refused_before_anything_is_written(run_copy, capsys):
+    before = _snapshot(run_copy)
+    _refused(capsys, ["train", "--resume", str(run_copy), "--allow-config-change", "--set",
+                      "agent.hidden_sizes=[64, 64]", "--set", "run.env_steps=12000"],
+             "--allow-config-change: the new config cannot take the checkpoint's state", "has shape [32, 2]; the agent its config builds has [64, 2]")
+    assert {k: v for k, v in _snapshot(run_copy).items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_checkpoint_env_dims_match_the_envs():
+    from envs import toy
+    from envs.metaworld import MetaWorldEnv
+
+    assert checkpoint.ENV_DIMS["toy"] == (toy.OBS_DIM, toy.ACT_DIM)
+    assert checkpoint.METAWORLD_DIMS == (MetaWorldEnv.obs_dim, MetaWorldEnv.act_dim)
