@@ -502,7 +502,15 @@ def load(path: str | Path, overrides: Sequence[str] = (), *, registry: Registry,
     for key, value in top.items():
         if value is not None:
             _set_dotted(raw, f"run.{key}", value)
-    return from_dict(raw, preset=path.stem, registry=registry)
+    cfg = from_dict(raw, preset=path.stem, registry=registry)  # first: a section of another type is said so
+    # a config names what it runs: `{}` or `preset: x` alone is not a request for the default 1M-step ML1 run
+    for section, key, example in (("env", "benchmark", "ML1, ML10, ML45 or toy"), ("agent", "name", None)):
+        sec = raw.get(section)
+        if not isinstance(sec, dict) or key not in sec:
+            allowed = example or ", ".join(registry)
+            raise ConfigError(f"{section}.{key}: missing in {path}; a config must name its benchmark and agent "
+                              f"(allowed: {allowed}), e.g. configs/toy_maml_trpo.yaml")
+    return cfg
 
 
 def resolve_device(name: str) -> torch.device:

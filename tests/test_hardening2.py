@@ -574,3 +574,13 @@ def test_checkpoint_env_dims_match_the_envs():
 
     assert checkpoint.ENV_DIMS["toy"] == (toy.OBS_DIM, toy.ACT_DIM)
     assert checkpoint.METAWORLD_DIMS == (MetaWorldEnv.obs_dim, MetaWorldEnv.act_dim)
+
+
+# ---- defect 8: a config names its benchmark and agent --------------------------------------------
+@pytest.mark.parametrize("text,field", [("{}\n", "env.benchmark"), ("preset: x\n", "env.benchmark"),
+                                        ("env:\n  benchmark: toy\n", "agent.name")])
+def test_a_config_that_does_not_name_its_benchmark_and_agent_is_refused(tmp_path, capsys, text, field):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    _refused(capsys, ["train", str(path), "--set", f"run.out_dir={tmp_path / 'o'}"],
+             f"{field}: missing in {path}; a config must name its benchmark and agent", nothing_at=tmp_path / "o")
