@@ -280,9 +280,53 @@ def check_plain(obj: Any, where: str, *, max_values: int = MAX_CONFIG_VALUES, ma
             raise refuse(f"holds a {type(x).__name__}", at)
 
 
+def _yaml12_resolvers() -> dict:
+    """YAML 1.2's core schema for plain scalars instead of PyYAML's YAML 1.1: `1e-1` is a number,
+    only true/false are booleans (`no`, `on`, `yes`, `off` stay strings), `1:30` is a string (not
+    the sexagesimal 90), `0o17`/`0x1f` are integers, `017` is 17."""
+    import re
+
+    table: dict = {}
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items():
+        kept = [(tag, rx) for tag, rx in resolvers
+                if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+        if kept:
+            table[ch] = kept
+    rules = [
+        ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), "tTfF"),
+        ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), "-+0123456789"),
+        ("tag:yaml.org,2002:float", re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), "-+0123456789."),
+    ]
+    for tag, rx, first in rules:
+        for ch in first:
+            table.setdefault(ch, []).append((tag, rx))
+    return table
+
+
 class _PlainYamlLoader(yaml.SafeLoader):
     """yaml.SafeLoader without anchors and aliases: an alias repeats a node by reference, so a
     few lines of aliases nested a few levels deep stand for billions of values."""
+
+    yaml_implicit_resolvers = _yaml12_resolvers()
+
+    def construct_yaml_int(self, node: Any) -> int:
+        text = self.construct_scalar(node)
+        if text.startswith(("0o", "0x")):
+            return int(text, 0)
+        return int(text)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _YamlDuplicate(f"{key!r}"[:60] + f" twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            except TypeError:  # an unhashable key: the constructor below refuses it
+                pass
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -296,6 +340,15 @@ class _YamlAlias(Exception):
     pass
 
 
+class _YamlDuplicate(Exception):
+    pass
+
+
+
+
+_PlainYamlLoader.add_constructor("tag:yaml.org,2002:int", _PlainYamlLoader.construct_yaml_int)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """`text` as plain YAML data (no anchors or aliases), checked by check_plain; any problem
     is one ConfigError starting with `where`."""
@@ -304,6 +357,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except _YamlAlias as e:
         raise ConfigError(f"{where}: uses a YAML {e}; anchors and aliases are not allowed "
                           f"(write the values out)") from None
+    except _YamlDuplicate as e:
+        raise ConfigError(f"{where}: has the key {e}; allowed: each key once in a mapping") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: is not valid YAML ({e.__class__.__name__})") from None
     except RecursionError:

@@ -584,3 +584,22 @@ def test_a_config_that_does_not_name_its_benchmark_and_agent_is_refused(tmp_path
     path.write_text(text)
     _refused(capsys, ["train", str(path), "--set", f"run.out_dir={tmp_path / 'o'}"],
              f"{field}: missing in {path}; a config must name its benchmark and agent", nothing_at=tmp_path / "o")
+
+
+# ---- defect 19: what a user types is what they get (YAML 1.2 scalars, no duplicate keys) ------
+@pytest.mark.parametrize("value,expected", [("1e-1", 0.1), ("no", "no"), ("on", "on"), ("yes", "yes"),
+                                            ("1:30", "1:30"), ("true", True), ("5", 5), ("0.5", 0.5)])
+def test_set_values_are_yaml_1_2_scalars(value, expected):
+    assert config.parse_overrides([f"x.y={value}"]) == [("x.y", expected)]
+
+
+def test_yaml_1_1_surprises_in_set_and_config_files(tmp_path, capsys):
+    cfg = config.load(TOY, ["agent.inner_lr=1e-1", "run.name=no"], registry=AGENTS)
+    assert cfg.agent.inner_lr == 0.1 and cfg.run.name == "no"
+    _refused(capsys, ["train", TOY, "--set", "run.env_steps=1:30"], "run.env_steps: must be an integer, got '1:30'")
+    _refused(capsys, ["train", TOY, "--set", "run.progress=off"], "run.progress: must be true or false, got 'off'")
+    path = tmp_path / "dup.yaml"
+    path.write_text(Path(TOY).read_text() + "run:\n  seed: 3\n")
+    _refused(capsys, ["train", str(path), "--set", f"run.out_dir={tmp_path / 'o'}"],
+             f"config: {path}: has the key 'run' twice (line 19); allowed: each key once in a mapping",
+             nothing_at=tmp_path / "o")
