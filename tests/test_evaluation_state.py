@@ -184,6 +184,7 @@ def test_training_and_metarl_eval_record_the_evaluation_state(tmp_path, capsys):
         main(["eval", str(run), "--protocol", "metaworld", "--evaluation-state", "reset"])
 
 
+@pytest.mark.slow  # a Meta-World training run plus EGL rendering: ~25 s on 2 cores
 def test_final_evaluation_videos_replay_the_restart_episodes(tmp_path):
     """With eval.evaluation_state: restart the filming pass (metarl/video.py) replays the final
     evaluation under the same setting, so the filmed rounds score what the evaluation scored."""

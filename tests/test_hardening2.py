@@ -193,7 +193,7 @@ def test_eval_takes_backend_and_ray_address_from_the_command_line_not_the_checkp
 
     monkeypatch.setattr(trainer, "TaskVectorEnv", recording)
     assert main(["eval", str(crafted), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1",
-                 "--out", str(tmp_path / "e.csv")]) == 0
+                 "--workers", "0", "--out", str(tmp_path / "e.csv")]) == 0  # in-process: no worker start-up
     assert seen == [("multiprocess", None)]
     _refused(capsys, ["eval", str(crafted), "--ray-address", "auto"], "--ray-address: needs --backend ray")
     _refused(capsys, ["eval", str(crafted), "--workers", "-1"], "--workers: must be >= 0")

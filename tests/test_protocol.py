@@ -168,7 +168,9 @@ def assert_same_episodes(ours, recorded, protocol=PROTOCOL):
     assert len(set(ours.lengths.ravel().tolist())) > 2
 
 
-@pytest.mark.parametrize("protocol", [LONG_EVAL, RESTART], ids=["continue", "restart"])
+# restart: ~25 s on 2 cores (20 sample calls a chunk), so slow; tests/test_evaluation_state.py checks restart fast
+@pytest.mark.parametrize("protocol", [LONG_EVAL, pytest.param(RESTART, marks=pytest.mark.slow)],
+                         ids=["continue", "restart"])
 def test_an_agent_whose_state_changes_while_acting_matches_the_official_envs(protocol):
     """The adapter carries the task state through the official evaluation loop as the sampler does:
     on from episode to episode ("continue"), or back to the post-adaptation state at the start of
