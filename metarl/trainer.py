@@ -33,6 +33,14 @@ def task_seed(cfg: RunConfig) -> int:
     return cfg.run.seed if cfg.env.task_seed is None else cfg.env.task_seed
 
 
+def run_label(cfg: RunConfig, run_dir: Path) -> str:
+    """What progress lines and logs name a run by: its dir and what it trains (the env, the agent, the
+    seed), not the preset file, which --set may have changed (`configs/ml1_reach_maml_trpo.yaml --set
+    env.env_name=push-v3` trains push-v3)."""
+    env = cfg.env.env_name if cfg.env.benchmark == "ML1" and cfg.env.env_name else cfg.env.benchmark
+    return f"{Path(run_dir).name}: {env} {cfg.agent.name} seed {cfg.run.seed}"
+
+
 def benchmark_for(cfg: RunConfig, names: dict[str, str] | None = None) -> Benchmark:
     """The config's task distribution, checked against the agent's meta-batch and the machine
     (`names`: flags that set a size instead of its config field, for resources.check's message)."""
@@ -222,7 +230,7 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.cfg
-        logger = RunLogger(self.run_dir, f"{cfg.preset} (seed {cfg.run.seed})", resume_step=self.resumed_from)
+        logger = RunLogger(self.run_dir, run_label(cfg, self.run_dir), resume_step=self.resumed_from)
         logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
                       1 if cfg.eval.protocol == "metaworld" else cfg.eval.rounds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(),
@@ -232,7 +240,7 @@ class Trainer:
         final_curve = None
         # no terminal to draw the bar on (a log file, a pipe): plain progress lines instead
         from rich import get_console
-        text = TextProgress(f"{cfg.preset} seed {cfg.run.seed}", cfg.run.env_steps, self.env_steps) \
+        text = TextProgress(run_label(cfg, self.run_dir), cfg.run.env_steps, self.env_steps) \
             if cfg.run.progress and not (self.console or get_console()).is_terminal else None
         try:
             with _StopFlag() as stop, Progress(*columns, console=self.console, disable=not cfg.run.progress,

@@ -252,6 +252,20 @@ def test_plot_by_class_draws_one_curve_per_held_out_class_from_the_last_evaluati
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_progress_label_names_what_runs_not_the_preset_file(tmp_path):
+    """Defect 26 of the hardening round: a preset with --set env.env_name=push-v3 trains push-v3, and
+    the progress lines say so (and name the run dir), where they named the preset file."""
+    from agents import AGENTS
+    from metarl import config
+    from metarl.trainer import run_label
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = config.load(str(root / "configs" / "ml1_reach_maml_trpo.yaml"), ["env.env_name=push-v3"], registry=AGENTS)
+    assert run_label(cfg, tmp_path / "r1") == "r1: push-v3 maml_trpo seed 1"
+    cfg = config.load(str(root / "configs" / "ml10_rl2_ppo.yaml"), ["run.seed=3"], registry=AGENTS)
+    assert run_label(cfg, tmp_path / "r2") == "r2: ML10 rl2_ppo seed 3"
+
+
 def test_progress_without_a_terminal_is_plain_lines_and_off_with_run_progress_false(tmp_path, toy_config):
     """Output to a file or pipe (a background run, a batch job): the bar cannot draw, so the run
     prints where it is as lines (the first and last iteration at least, each evaluation)."""
@@ -259,14 +273,14 @@ def test_progress_without_a_terminal_is_plain_lines_and_off_with_run_progress_fa
             "--set", "eval.every=2"]
     r = _cli(*base, "--set", "run.name=a")
     assert r.returncode == 0, r.stderr
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("[toy_maml_trpo seed 0] ")]
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("[a: toy maml_trpo seed 0] ")]
     iters = [ln for ln in lines if " iteration " in ln]
     assert iters and " iteration 1 · " in iters[0] and "(100.0%)" in iters[-1], lines
     assert "eta " in iters[0] and "training success " in iters[0]
     assert any("periodic eval, held-out tasks at " in ln for ln in lines), lines
     assert "final eval at 16,000 env steps: success " in lines[-1], lines
     r = _cli(*base, "--set", "run.name=b", "--set", "run.progress=false")
-    assert r.returncode == 0 and "[toy_maml_trpo seed 0]" not in r.stdout + r.stderr
+    assert r.returncode == 0 and "[b: toy maml_trpo seed 0]" not in r.stdout + r.stderr
     r = _cli("eval", str(tmp_path / "a"), "--protocol", "metaworld", "--goals-per-class", "3")
     assert r.returncode == 0, r.stderr
     assert "[metarl eval, test goals] Meta-World protocol done: 3 goals, " in r.stderr, r.stderr
