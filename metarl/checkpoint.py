@@ -7,6 +7,7 @@ other pickled objects is refused with one line (UnsafeCheckpoint), never loaded 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -43,7 +44,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     d = checkpoint_dir(run_dir)
     if not d.is_dir():
         return []
-    found = [(i, p) for p in d.iterdir() if (i := iteration_of(p)) is not None]
+    found = [(i, p) for p in d.iterdir() if (i := iteration_of(p)) is not None and not p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
@@ -77,7 +78,12 @@ def check_safe(obj: Any, where: str = "payload") -> None:
 
 
 def save(run_dir: str | Path, iteration: int, payload: dict[str, Any], keep: int = 3) -> Path:
-    final = write(checkpoint_dir(run_dir) / f"ckpt_{iteration:07d}.pt", payload)
+    """Write checkpoint `iteration` and keep the newest `keep`. A directory standing at the checkpoint's
+    name raises IsADirectoryError (no write is tried: the rename would fail on it every time)."""
+    final = checkpoint_dir(run_dir) / f"ckpt_{iteration:07d}.pt"
+    if final.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a directory stands at the checkpoint's name", str(final))
+    final = write(final, payload)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -190,6 +190,10 @@ class Trainer:
         except OSError:
             newest = []
         on_disk = f"the newest checkpoint on disk is {newest[-1].name}" if newest else "no checkpoint is on disk"
+        if isinstance(e, IsADirectoryError):
+            return ConfigError(f"checkpoints: {e.filename} is a directory, not a checkpoint; training stopped at "
+                               f"iteration {self.iteration} ({self.env_steps:,} env steps) and {on_disk}. Remove or "
+                               f"rename that directory, then resume with: metarl train --resume {self.run_dir}")
         return ConfigError(f"checkpoints: cannot write {e.filename or d} ({e.strerror or e.__class__.__name__}); "
                            f"training stopped at iteration {self.iteration} ({self.env_steps:,} env steps) and "
                            f"{on_disk}. Make {d} writable, then resume with: metarl train --resume {self.run_dir}")

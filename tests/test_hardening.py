@@ -309,6 +309,22 @@ def test_checkpoints_made_unwritable_mid_run_end_in_one_line_with_a_resume_hint(
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_0000001.pt"]  # no temp file left
 
 
+def test_a_directory_at_a_checkpoints_name_is_named_in_one_line_and_skipped_on_resume(tmp_path, toy_config, capsys):
+    """Defect 22 of the hardening round: a stray directory named checkpoints/ckpt_0000002.pt stopped
+    every save with "make writable". Now: one line naming it and what to do; --resume skips it."""
+    assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000") == 0
+    run = tmp_path / "r"
+    (run / "checkpoints" / "ckpt_0000002.pt").mkdir()
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(run), "--set", "run.env_steps=16000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert f"checkpoints: {run / 'checkpoints' / 'ckpt_0000002.pt'} is a directory, not a checkpoint" in last, last
+    assert "Remove or rename that directory, then resume with" in last and "writable" not in last, last
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["ckpt_0000001.pt"]
+
+
 def test_resume_after_a_truncated_checkpoint_writes_each_env_steps_row_once(tmp_path, toy_config):
     assert _train(tmp_path, toy_config, "--set", "run.env_steps=12000", "--set", "eval.every=1") == 0
     run = tmp_path / "r"
