@@ -86,12 +86,17 @@ def train_rl2(seed, iterations=150, **over):
     policy snapshot alone is noisy: its margin moves by ~0.3 from one 10-iteration step to the next):
     `first` and `last` episode of a trial, `within` = last - first, and `meta` = within after
     meta-training minus within before it (about 0: untrained, the two episodes are alike)."""
+    return _train_toy_rl2(seed, iterations, 10, "dense", -0.7, over)
+
+
+def _train_toy_rl2(seed, iterations, horizon, toy_reward, init_log_std, over):
+    """train_rl2 and train_rl2_sparse: the toy semicircle goals with `horizon`-step episodes and `toy_reward`."""
     from metarl.evaluation import evaluate
 
     torch.manual_seed(seed)
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=10, toy_goals="semicircle")
+    bench = make_benchmark("toy", seed=seed, max_episode_steps=horizon, toy_goals="semicircle", toy_reward=toy_reward)
     cfg = dict(meta_batch=40, episodes_per_task=2, hidden_size=64, lr=3e-3, epochs=5, minibatches=2,
-               init_log_std=-0.7)
+               init_log_std=init_log_std)
     agent = RL2PPO(RL2PPOConfig(**{**cfg, **over}), bench.obs_dim, bench.act_dim)
     sampler = Sampler(TaskVectorEnv(bench.env_factory, agent.cfg.meta_batch), bench.max_episode_steps)
 
@@ -424,29 +429,7 @@ def train_rl2_sparse(seed, iterations=150, **over):
     straight to the goal only if the GRU kept where it was. Returns as train_rl2 (deterministic
     actions on 40 held-out goals, mean over the policies after `iterations` - 20, - 10 and
     `iterations` iterations): `within` = last-episode return - first-episode return."""
-    from metarl.evaluation import evaluate
-
-    torch.manual_seed(seed)
-    bench = make_benchmark("toy", seed=seed, max_episode_steps=20, toy_goals="semicircle", toy_reward="sparse")
-    cfg = dict(meta_batch=40, episodes_per_task=2, hidden_size=64, lr=3e-3, epochs=5, minibatches=2,
-               init_log_std=-0.5)
-    agent = RL2PPO(RL2PPOConfig(**{**cfg, **over}), bench.obs_dim, bench.act_dim)
-    sampler = Sampler(TaskVectorEnv(bench.env_factory, agent.cfg.meta_batch), bench.max_episode_steps)
-
-    def trial_returns():
-        c = evaluate(agent, sampler, bench.test_tasks[:40], rounds=1, episodes_per_round=1,
-                     rng=np.random.default_rng(10_000 + seed), deterministic=True)
-        return c.return_by_round()
-
-    first0, last0 = trial_returns()
-    rng = np.random.default_rng(seed)
-    ends = []
-    for i in range(1, iterations + 1):
-        agent.train_iteration(sampler, bench.train_tasks, rng)
-        if i in (iterations - 20, iterations - 10, iterations):
-            ends.append(trial_returns())
-    first, last = np.mean(ends, axis=0)
-    return {"first": first, "last": last, "within": last - first, "meta": (last - first) - (last0 - first0)}
+    return _train_toy_rl2(seed, iterations, 20, "sparse", -0.5, over)
 
 
 @pytest.mark.slow
