@@ -13,18 +13,37 @@ replay buffer (ring, `replay_capacity` transitions a task) feeds the SAC batches
 buffer holds the task's most recent prior- and posterior-z episodes and feeds the encoder; it
 is cleared whenever the task is collected on again.
 
+Training tasks: every training task, or with `train_tasks_per_class` k a fixed subset of k
+goals of each env class (all of a smaller class), drawn once from the run's generator on the
+first iteration and saved in checkpoints (`train_subset`); buffers exist for those tasks only.
+`task_sampling` draws the tasks collected on each iteration and each gradient step's meta-batch
+uniformly, or class_balanced (agents.base.draw_meta_batch: n // C of each of the C classes).
+
 Collection schedule per iteration (the paper's, counted in episodes):
-- once, before the first update: `num_initial_episodes` per training task, z ~ prior;
+- once, before the first update: `num_initial_episodes` per kept training task, z ~ prior;
 - `tasks_per_iteration` training tasks sampled; on each (their context cleared):
   `num_prior_episodes` with z ~ prior (replay + context), then `num_posterior_episodes` with
   z ~ posterior of the context (replay + context), then `num_extra_posterior_episodes` with
   z ~ posterior (replay only: the policy must learn to act on posterior samples, the encoder
   keeps prior-like contexts);
-- then `grad_steps_per_iteration` gradient steps, each on `meta_batch` tasks.
+- then `grad_steps_per_iteration` gradient steps, each on `meta_batch` tasks, or with
+  `utd_ratio` (and grad_steps_per_iteration null) round(utd_ratio x the env steps this
+  iteration collected), at least 1.
+
+Warm restart: a checkpoint without buffers (benchmarks/park_run.py leaves them out to stay
+committable) of an agent that has trained loads with `buffers` None; the next `train_iteration`
+refills them as the initial collection does (`num_initial_episodes` per kept task, z ~ prior),
+with the current policy, before any update. Not bit-exact with the run that kept its buffers.
+
+Entropy: automatic α (`auto_entropy`, towards `target_entropy`, never below `alpha_min` when
+that is > 0) or a fixed `alpha`; `reward_scale` multiplies rewards in the critic target.
 
 MetaAgent protocol: the per-task state is {"z": [S, latent], "ctx": [S, N, F]}. Round 0 acts
 with z ~ prior and an empty context; `adapt` appends the new episodes' transitions to the
-context and samples z from the posterior. Rewards enter the context unscaled; `reward_scale`
+context and samples z from the posterior of all of it, or, with `eval_context` "train_size"
+(eval.pearl_context), of `embedding_batch_size` transitions drawn from it with replacement, as
+training draws its contexts. Context transitions are (s, a, r), or (s, a, r, s') with
+`use_next_obs_in_context`. Rewards enter the context unscaled; `reward_scale`
 multiplies them in the critic target only. Episodes are truncated, never terminal: the critic
 always bootstraps from the next observation.
 
@@ -37,6 +56,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -45,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.base import DISCOUNT, AgentConfig, MetaAgent, SamplerLike
+from agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, draw_meta_batch
 from metarl.buffers import FIELDS, ReplayAndContext
 from metarl.fields import finite, in_range, layer_sizes, nonnegative, positive
 from metarl.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
@@ -70,15 +90,19 @@ class PEARLConfig(AgentConfig):
     tau: float = field(default=0.005, metadata=in_range(0, 1, lo_open=True))  # target-network Polyak rate
     auto_entropy: bool = True                 # tune the entropy weight to target_entropy
     alpha: float = field(default=1.0, metadata=positive(finite=True))  # fixed entropy weight, or the initial one
+    alpha_min: float = field(default=0.0, metadata=nonnegative(finite=True))  # auto_entropy: floor on α (0: none)
     target_entropy: float | None = field(default=None, metadata=finite(nullable=True, note="(-act_dim)"))
-    num_initial_episodes: int = field(default=10, metadata=positive())   # per training task, z ~ prior, once
+    num_initial_episodes: int = field(default=10, metadata=positive())   # per training task kept, z ~ prior, once
     tasks_per_iteration: int = field(default=5, metadata=positive())     # tasks collected on per iteration
     num_prior_episodes: int = field(default=2, metadata=nonnegative())   # per task, z ~ prior: replay + context
     num_posterior_episodes: int = field(default=0, metadata=nonnegative())  # z ~ posterior: replay + context
     num_extra_posterior_episodes: int = field(default=2, metadata=nonnegative())  # z ~ posterior: replay only
-    grad_steps_per_iteration: int = field(default=1000, metadata=positive())
+    grad_steps_per_iteration: int | None = field(default=1000, metadata=positive(nullable=True))  # null: utd_ratio
+    utd_ratio: float | None = field(default=None, metadata=positive(finite=True, nullable=True))  # grad steps per env step collected in an iteration
     replay_capacity: int = field(default=100_000, metadata=positive())  # transitions kept per task (ring)
-    use_next_obs_in_context: bool = False
+    use_next_obs_in_context: bool = False     # context transitions (s, a, r, s') instead of (s, a, r)
+    train_tasks_per_class: int = field(default=0, metadata=nonnegative())  # training goals kept per class, drawn once (0: all)
+    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)  # iteration tasks and meta-batches: uniform | class_balanced
 
     def validate(self) -> None:
         super().validate()
@@ -89,6 +113,17 @@ class PEARLConfig(AgentConfig):
         if self.tasks_per_iteration > self.meta_batch:
             raise self.refuse("tasks_per_iteration", f"must be <= agent.meta_batch ({self.meta_batch}, the "
                               f"sampler's task slots), got {self.tasks_per_iteration}")
+        if (self.grad_steps_per_iteration is None) == (self.utd_ratio is None):
+            raise self.refuse("utd_ratio", "give the gradient steps of an iteration one way: agent.utd_ratio (with "
+                              "agent.grad_steps_per_iteration: null) or agent.grad_steps_per_iteration (with "
+                              f"agent.utd_ratio: null), got utd_ratio {self.utd_ratio} and grad_steps_per_iteration "
+                              f"{self.grad_steps_per_iteration}")
+        if self.alpha_min > 0 and not self.auto_entropy:
+            raise self.refuse("alpha_min", f"is a floor for the automatic entropy weight (agent.auto_entropy: true); "
+                              f"with a fixed one, set agent.alpha, got alpha_min {self.alpha_min}")
+        if self.alpha < self.alpha_min:
+            raise self.refuse("alpha_min", f"must be <= agent.alpha (the initial entropy weight, {self.alpha}), "
+                              f"got {self.alpha_min}")
 
     @property
     def episodes_per_task(self) -> int:
@@ -96,15 +131,45 @@ class PEARLConfig(AgentConfig):
         return self.num_prior_episodes + self.num_posterior_episodes + self.num_extra_posterior_episodes
 
 
+# where the posterior of an evaluation comes from (eval.pearl_context): every transition of the
+# context so far, or embedding_batch_size of them drawn from it, as in training
+EVAL_CONTEXTS = ("all", "train_size")
+
+
+def buffer_task_count(cfg: PEARLConfig, tasks: Sequence[Task]) -> int:
+    """Training tasks PEARL keeps buffers for: all of `tasks`, or train_tasks_per_class of each class."""
+    if not cfg.train_tasks_per_class:
+        return len(tasks)
+    counts = Counter(t.name for t in tasks)
+    return sum(min(cfg.train_tasks_per_class, c) for c in counts.values())
+
+
+def draw_train_subset(tasks: Sequence[Task], per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions in `tasks` of `per_class` goals of each class (all of a smaller class), drawn
+    without replacement, classes in the order they first appear; sorted."""
+    by_class: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        by_class.setdefault(t.name, []).append(i)
+    out = [pool[j] for pool in by_class.values()
+           for j in rng.choice(len(pool), size=min(per_class, len(pool)), replace=False)]
+    return np.sort(np.asarray(out, np.int64))
+
+
 # ---- the agent -----------------------------------------------------------------------------
 class PEARL(MetaAgent):
     Config = PEARLConfig
 
     def __init__(self, cfg: PEARLConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
-                 n_train_tasks: int | None = None, horizon: int | None = None):
-        """`n_train_tasks` and `horizon`, when given, size the buffers now (checked against
-        available RAM); otherwise they are sized on the first `train_iteration`."""
+                 n_train_tasks: int | None = None, horizon: int | None = None,
+                 train_tasks: Sequence[Task] | None = None, eval_context: str = "all"):
+        """`n_train_tasks` (or `train_tasks`, which train_tasks_per_class needs to count per class)
+        and `horizon`, when given, size the buffers now (checked against available RAM); otherwise
+        they are sized on the first `train_iteration`. `eval_context` (eval.pearl_context, one of
+        EVAL_CONTEXTS): what `adapt` computes the posterior from."""
+        if eval_context not in EVAL_CONTEXTS:
+            raise ValueError(f"eval_context: unknown value {eval_context!r}; allowed: {', '.join(EVAL_CONTEXTS)}")
         self.cfg = cfg
+        self.eval_context = eval_context
         self.meta_batch = cfg.meta_batch
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = torch.device(device)
@@ -136,6 +201,14 @@ class PEARL(MetaAgent):
         self.buffers: ReplayAndContext | None = None  # sized by n_train_tasks and horizon (RAM-checked)
         self.collected_initial = False
         self.iterations = 0
+        # train_tasks_per_class: positions of the kept goals in the training task list (drawn on the
+        # first iteration, saved in checkpoints); None: every training task
+        self.train_subset: np.ndarray | None = None
+        self._tasks: list[Task] = []  # the kept training tasks, in buffer order (set each iteration)
+        if train_tasks is not None:
+            n_train_tasks = buffer_task_count(cfg, train_tasks)
+        elif cfg.train_tasks_per_class:
+            n_train_tasks = None  # not countable without the tasks' classes: sized on the first iteration
         if n_train_tasks is not None and horizon is not None:
             self._allocate(n_train_tasks, horizon)
         else:  # one task is a lower bound: refuse the absurd at once
@@ -223,8 +296,12 @@ class PEARL(MetaAgent):
         new = self._ctx_features({k: getattr(episodes, k).reshape(s, m * t, *getattr(episodes, k).shape[3:])
                                   for k in FIELDS})
         ctx = torch.cat([task_state["ctx"].to(self.device), new], 1)
+        used = ctx
+        if self.eval_context == "train_size":  # embedding_batch_size transitions, drawn as in training
+            idx = torch.from_numpy(rng.integers(0, ctx.shape[1], size=(s, self.cfg.embedding_batch_size)))
+            used = ctx[torch.arange(s, device=ctx.device)[:, None], idx.to(ctx.device)]
         with torch.no_grad():
-            z = self._sample_z(*self.posterior(ctx), rng)
+            z = self._sample_z(*self.posterior(used), rng)
         return {"z": z, "ctx": ctx}
 
     # ---- one iteration ----------------------------------------------------------------
@@ -246,34 +323,68 @@ class PEARL(MetaAgent):
             post.append(batch)
         return prior, post
 
+    def _draw_positions(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Buffer positions of `n` kept tasks drawn class_balanced (agents.base.draw_meta_batch)."""
+        index = {id(t): i for i, t in enumerate(self._tasks)}
+        return np.array([index[id(t)] for t in draw_meta_batch(self._tasks, n, rng, "class_balanced")], np.int64)
+
+    def _initial_collection(self, sampler: SamplerLike, rng: np.random.Generator) -> int:
+        """`num_initial_episodes` on every kept task with z ~ prior (replay + context); its env steps."""
+        buffers, n_tasks, steps = self._buffers(), len(self._tasks), 0
+        for start in range(0, n_tasks, sampler.n_slots):
+            positions = np.arange(start, min(start + sampler.n_slots, n_tasks))
+            batch, _ = sampler.sample(self, [self._tasks[int(i)] for i in positions],
+                                      self._prior_state(len(positions)), self.cfg.num_initial_episodes, rng)
+            buffers.add(positions, batch, to_context=True)
+            steps += batch.env_steps
+        return steps
+
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:
         cfg = self.cfg
-        n_tasks = len(tasks)
+        if cfg.train_tasks_per_class and self.train_subset is None:  # once, before anything is collected
+            self.train_subset = draw_train_subset(tasks, cfg.train_tasks_per_class, rng)
+        if self.train_subset is not None and (len(self.train_subset) == 0 or int(self.train_subset.max()) >= len(tasks)):
+            raise ValueError(f"PEARL's kept training tasks (positions up to {int(self.train_subset.max(initial=-1))}) "
+                             f"do not fit the {len(tasks)} training tasks given")
+        self._tasks = list(tasks) if self.train_subset is None else [tasks[int(i)] for i in self.train_subset]
+        n_tasks = len(self._tasks)
+        warm_restart = False
         if self.buffers is None:
             self._allocate(n_tasks, int(sampler.horizon))
+            # trained before, buffers not in the checkpoint it was loaded from (benchmarks/park_run.py):
+            # a warm restart refills them with the current policy before any update
+            warm_restart = self.collected_initial
         buffers = self._buffers()
         if buffers.n_tasks != n_tasks:
             raise ValueError(f"PEARL buffers were sized for {buffers.n_tasks} training tasks, got {n_tasks}")
-        if not self.collected_initial:
-            for start in range(0, n_tasks, sampler.n_slots):
-                positions = np.arange(start, min(start + sampler.n_slots, n_tasks))
-                batch, _ = sampler.sample(self, [tasks[int(i)] for i in positions],
-                                          self._prior_state(len(positions)), cfg.num_initial_episodes, rng)
-                buffers.add(positions, batch, to_context=True)
+        if not self.collected_initial or warm_restart:
+            steps = self._initial_collection(sampler, rng)
             self.collected_initial = True
-        positions = np.sort(rng.choice(n_tasks, size=min(cfg.tasks_per_iteration, n_tasks), replace=False))
-        prior, post = self._collect(sampler, tasks, positions, rng)
+            if warm_restart:
+                print(f"pearl: warm restart: the checkpoint held no replay buffers; refilled them with "
+                      f"{cfg.num_initial_episodes} episode(s) of the current policy (z ~ prior) on each of {n_tasks} "
+                      f"training tasks ({steps:,} env steps) before updating", file=sys.stderr)
+        k = min(cfg.tasks_per_iteration, n_tasks)
+        if cfg.task_sampling == "uniform":
+            positions = np.sort(rng.choice(n_tasks, size=k, replace=False))
+        else:  # class-stratified; a task drawn twice (a class with fewer goals than its share) collects once
+            positions = np.unique(self._draw_positions(k, rng))
+        prior, post = self._collect(sampler, self._tasks, positions, rng)
+        grad_steps = cfg.grad_steps_per_iteration
+        if grad_steps is None:  # utd_ratio: in proportion to this iteration's collection
+            assert cfg.utd_ratio is not None  # validate(): exactly one of the two is set
+            grad_steps = max(1, round(cfg.utd_ratio * sum(b.env_steps for b in prior + post)))
 
         total: Tensor | None = None   # metric sums stay on the device: one transfer per iteration
         rejected = 0
-        for _ in range(cfg.grad_steps_per_iteration):
+        for _ in range(grad_steps):
             step_metrics = self._update(rng)
             if step_metrics is None:
                 rejected += 1
                 continue
             total = step_metrics if total is None else total + step_metrics
-        accepted = max(cfg.grad_steps_per_iteration - rejected, 1)
+        accepted = max(grad_steps - rejected, 1)
         sums = {} if total is None else dict(zip(self.UPDATE_METRICS, total.tolist()))
         self.iterations += 1
 
@@ -298,7 +409,10 @@ class PEARL(MetaAgent):
         loss or gradient is not finite."""
         cfg = self.cfg
         replay, context = self._buffers().replay, self._buffers().context
-        tasks = rng.choice(replay.n_tasks, size=cfg.meta_batch, replace=replay.n_tasks < cfg.meta_batch)
+        if cfg.task_sampling == "uniform":
+            tasks = rng.choice(replay.n_tasks, size=cfg.meta_batch, replace=replay.n_tasks < cfg.meta_batch)
+        else:
+            tasks = self._draw_positions(cfg.meta_batch, rng)
         ctx_data = context.sample(tasks, cfg.embedding_batch_size, rng)
         sac_data = replay.sample(tasks, cfg.batch_size, rng)
         ctx = self._ctx_features(ctx_data)
@@ -349,6 +463,9 @@ class PEARL(MetaAgent):
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if cfg.auto_entropy and cfg.alpha_min > 0:  # the floor: α never goes below alpha_min
+            with torch.no_grad():
+                self.log_alpha.clamp_(min=math.log(cfg.alpha_min))
         with torch.no_grad():
             torch._foreach_lerp_(self.target_params, self.source_params, cfg.tau)
         return torch.stack([qf_loss, policy_loss, kl.mean(), alpha, q1.mean(), var.sqrt().mean(),
@@ -367,6 +484,7 @@ class PEARL(MetaAgent):
         out["optimizers"] = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
         out["collected_initial"] = self.collected_initial
         out["iterations"] = self.iterations
+        out["train_subset"] = None if self.train_subset is None else torch.from_numpy(self.train_subset.copy())
         out["buffers"] = None if self.buffers is None else self.buffers.state()
         return out
 
@@ -388,6 +506,8 @@ class PEARL(MetaAgent):
                 o.load_state_dict(state["optimizers"][k])
         self.collected_initial = bool(state["collected_initial"])
         self.iterations = int(state["iterations"])
+        subset = state.get("train_subset")  # absent before train_tasks_per_class existed: every task
+        self.train_subset = None if subset is None else np.asarray(subset.cpu().numpy(), np.int64).copy()
         # (checkpoints before issue 16 also hold "protocol_seed", the seed of a generator PEARL
         # no longer keeps: z in initial_task_state / adapt comes from the caller's rng)
         buf = state.get("buffers")

@@ -59,8 +59,8 @@ def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None) 
     """Benchmark, sampler and agent for a config (used by train and eval); `bench`: the
     config's benchmark_for, when the caller has built it already."""
     bench = bench if bench is not None else benchmark_for(cfg)
-    agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device,
-                        n_train_tasks=len(bench.train_tasks), horizon=bench.max_episode_steps)
+    agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device, n_train_tasks=len(bench.train_tasks),
+                        train_tasks=bench.train_tasks, horizon=bench.max_episode_steps)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers, backend=cfg.env.backend,
                         ray_address=cfg.env.ray_address)
     return bench, Sampler(vec, bench.max_episode_steps), agent
@@ -148,7 +148,9 @@ class Trainer:
                               f"asks for {self.cfg.agent.name!r}; allowed: agent.name={payload.get('agent_name')}")
         buf = payload["agent"].get("buffers")
         if isinstance(buf, dict):  # PEARL: sized for this run's tasks and horizon, or refused before allocating
-            want = {"n_tasks": len(self.bench.train_tasks), "horizon": self.bench.max_episode_steps}
+            from agents.pearl import buffer_task_count
+            want = {"n_tasks": buffer_task_count(self.cfg.agent, self.bench.train_tasks),
+                    "horizon": self.bench.max_episode_steps}
             got = {k: buf.get(k) for k in want}
             if got != want:
                 raise ConfigError(f"--resume: the checkpoint's PEARL buffers are sized for {got} but this run has "

@@ -295,3 +295,165 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
     finally:
         env.close()
     assert len({tuple(gd.goal_of(t)) for t in tasks}) == 20     # one goal per held-out task
+
+
+# ---- issue 27: task subset, class-stratified draws, UTD ratio, α floor, context fields, eval context --------
+def _classed(tasks, n_classes):
+    """The toy tasks relabelled into `n_classes` env classes (the toy env reads only the goal)."""
+    from metarl.types import Task
+    return [Task(f"c{i % n_classes}", t.index, t.payload) for i, t in enumerate(tasks)]
+
+
+def test_new_fields_are_validated():
+    with pytest.raises(ConfigError, match=r"agent.train_tasks_per_class: must be >= 0, got -1"):
+        PEARLConfig(train_tasks_per_class=-1)
+    with pytest.raises(ConfigError, match=r"agent.task_sampling: unknown task sampling 'balanced'"):
+        PEARLConfig(task_sampling="balanced")
+    with pytest.raises(ConfigError, match=r"agent.utd_ratio: must be a finite number > 0 or null"):
+        PEARLConfig(utd_ratio=0.0, grad_steps_per_iteration=None)
+    with pytest.raises(ConfigError, match=r"agent.utd_ratio: give the gradient steps of an iteration one way"):
+        PEARLConfig(utd_ratio=0.25)                       # and grad_steps_per_iteration still 1000
+    with pytest.raises(ConfigError, match=r"agent.utd_ratio: give the gradient steps of an iteration one way"):
+        PEARLConfig(grad_steps_per_iteration=None)        # neither
+    PEARLConfig(utd_ratio=0.25, grad_steps_per_iteration=None)
+    with pytest.raises(ConfigError, match=r"agent.alpha_min: must be a finite number >= 0, got -0.1"):
+        PEARLConfig(alpha_min=-0.1)
+    with pytest.raises(ConfigError, match=r"agent.alpha_min: is a floor for the automatic entropy weight"):
+        PEARLConfig(auto_entropy=False, alpha_min=0.1)
+    with pytest.raises(ConfigError, match=r"agent.alpha_min: must be <= agent.alpha \(the initial entropy weight, "
+                                          r"0.1\), got 0.2"):
+        PEARLConfig(alpha=0.1, alpha_min=0.2)
+    # and through a preset's --set, as every field
+    with pytest.raises(ConfigError, match="agent.train_tasks_per_class: must be >= 0"):
+        _toy_cfg(train_tasks_per_class=-2)
+
+
+def test_train_subset_is_class_balanced_drawn_once_and_the_only_data():
+    from agents.pearl import buffer_task_count, draw_train_subset
+    from metarl.types import Task
+    # unequal classes: 3 of a, 1 of b, 2 of c; 2 a class -> 2 + 1 + 2
+    tasks = [Task(n, i, None) for i, n in enumerate("aabacc")]
+    cfg = PEARLConfig(**{**SMALL, "train_tasks_per_class": 2})
+    assert buffer_task_count(cfg, tasks) == 5 and buffer_task_count(PEARLConfig(**SMALL), tasks) == 6
+    for seed in range(5):
+        sub = draw_train_subset(tasks, 2, np.random.default_rng(seed))
+        assert sorted(tasks[i].name for i in sub) == ["a", "a", "b", "c", "c"] and len(set(sub.tolist())) == 5
+    assert len({tuple(draw_train_subset(tasks, 2, np.random.default_rng(s))) for s in range(10)}) > 1
+
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=12)
+    train = _classed(bench.train_tasks, 3)
+    cfg = PEARLConfig(**{**SMALL, "train_tasks_per_class": 2, "task_sampling": "class_balanced",
+                         "tasks_per_iteration": 3})
+    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=len(train), train_tasks=train, horizon=5)
+    assert agent.buffers.n_tasks == 6                    # sized for the subset, not the 12 tasks
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    rng = np.random.default_rng(0)
+    agent.train_iteration(sampler, train, rng)
+    subset = agent.train_subset.copy()
+    assert sorted(train[i].name for i in subset) == ["c0", "c0", "c1", "c1", "c2", "c2"]
+    # the initial episodes only on the 6 kept tasks (1 each), then 3 tasks x 3 episodes, one of each class
+    assert sampler.env_steps == 6 * 5 + 3 * 3 * 5
+    sizes = agent.buffers.replay.size
+    grew = np.flatnonzero(sizes > 5)
+    assert len(grew) == 3 and sorted(agent._tasks[i].name for i in grew) == ["c0", "c1", "c2"]
+    for _ in range(3):                                   # every iteration: one task of each class
+        before = agent.buffers.replay.size.copy()
+        agent.train_iteration(sampler, train, rng)
+        grew = np.flatnonzero(agent.buffers.replay.size > before)
+        assert sorted(agent._tasks[i].name for i in grew) == ["c0", "c1", "c2"]
+    assert np.array_equal(agent.train_subset, subset)    # drawn once
+    # each gradient step's meta-batch is class-balanced too (4 tasks of 3 classes: 2 + 1 + 1)
+    for _ in range(5):
+        names = [agent._tasks[i].name for i in agent._draw_positions(4, rng)]
+        assert sorted(names.count(c) for c in ("c0", "c1", "c2")) == [1, 1, 2]
+    # the subset travels with the state (a resume, or a warm restart without buffers, keeps it)
+    state = agent.state_dict()
+    assert torch.equal(state["train_subset"], torch.from_numpy(subset))
+    other = PEARL(cfg, bench.obs_dim, bench.act_dim)
+    other.load_state_dict({**state, "buffers": None})
+    assert np.array_equal(other.train_subset, subset) and other.buffers is None
+    # without train_tasks_per_class nothing is drawn and the state says so
+    assert PEARL(PEARLConfig(**SMALL), 2, 2).state_dict()["train_subset"] is None
+
+
+def test_utd_ratio_sets_the_gradient_steps_from_the_iterations_collection(monkeypatch):
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    cfg = PEARLConfig(**{**SMALL, "grad_steps_per_iteration": None, "utd_ratio": 0.2})
+    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+    calls = []
+    real = agent._update
+    monkeypatch.setattr(agent, "_update", lambda rng: calls.append(1) or real(rng))
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    agent.train_iteration(sampler, bench.train_tasks, np.random.default_rng(0))
+    # 2 tasks x 3 episodes x 5 steps collected in the iteration (the initial episodes not counted): 30 x 0.2
+    assert len(calls) == 6
+
+
+def test_alpha_min_floors_the_automatic_entropy_weight():
+    def alpha_after(alpha_min):
+        torch.manual_seed(0)
+        bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+        # a large lr and an unreachable entropy target: α falls as fast as Adam lets it
+        cfg = PEARLConfig(**{**SMALL, "lr": 0.1, "target_entropy": -50.0, "alpha_min": alpha_min,
+                             "grad_steps_per_iteration": 5})
+        agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+        sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+        m = agent.train_iteration(sampler, bench.train_tasks, np.random.default_rng(0))
+        return float(agent.log_alpha.detach().exp()), m.scalars["train/alpha"]
+    free, _ = alpha_after(0.0)
+    floored, mean_used = alpha_after(0.8)
+    assert free < 0.7                                    # without the floor it falls below it
+    assert floored == pytest.approx(0.8, rel=1e-6) and mean_used >= 0.8 - 1e-6
+
+
+@pytest.mark.parametrize("next_obs", [False, True])
+def test_context_fields_with_and_without_next_obs(next_obs):
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    agent = PEARL(PEARLConfig(**{**SMALL, "use_next_obs_in_context": next_obs}), bench.obs_dim, bench.act_dim,
+                  n_train_tasks=6, horizon=5)
+    assert agent.ctx_dim == 2 + 2 + 1 + (2 if next_obs else 0)          # (s, a, r[, s'])
+    assert agent.encoder[0].in_features == agent.ctx_dim
+    rng = np.random.default_rng(0)
+    data = {"obs": rng.normal(size=(3, 4, 2)), "actions": rng.normal(size=(3, 4, 2)),
+            "rewards": rng.normal(size=(3, 4)), "next_obs": rng.normal(size=(3, 4, 2))}
+    feats = agent._ctx_features(data).numpy()
+    want = [data["obs"], data["actions"], data["rewards"][..., None]] + ([data["next_obs"]] if next_obs else [])
+    np.testing.assert_array_equal(feats, np.concatenate(want, -1).astype(np.float32))
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    m = agent.train_iteration(sampler, bench.train_tasks, rng)
+    assert m.rejected == 0 and np.isfinite(m.scalars["train/qf_loss"])
+
+
+def test_eval_context_train_size_draws_the_posterior_from_a_training_size_context():
+    from agents.pearl import EVAL_CONTEXTS
+    torch.manual_seed(0)
+    cfg = PEARLConfig(**SMALL)                         # embedding_batch_size 8
+    full = PEARL(cfg, obs_dim=3, act_dim=2)
+    small = PEARL(cfg, obs_dim=3, act_dim=2, eval_context="train_size")
+    small.encoder.load_state_dict(full.encoder.state_dict())
+    assert EVAL_CONTEXTS == ("all", "train_size")
+    with pytest.raises(ValueError, match="eval_context: unknown value 'some'"):
+        PEARL(cfg, obs_dim=3, act_dim=2, eval_context="some")
+    rng = np.random.default_rng(0)
+    S, M, T = 2, 3, 10                                  # 30 transitions of context a task
+    eps = EpisodeBatch(rng.normal(size=(S, M, T, 3)).astype(np.float32),
+                       rng.uniform(-1, 1, size=(S, M, T, 2)).astype(np.float32),
+                       rng.normal(size=(S, M, T)).astype(np.float32),
+                       rng.normal(size=(S, M, T, 3)).astype(np.float32), np.zeros((S, M, T), bool), [None] * S)
+    st = full.initial_task_state(S, rng)
+    a = full.adapt(st, eps, np.random.default_rng(1))
+    b = small.adapt(st, eps, np.random.default_rng(1))
+    assert torch.equal(a["ctx"], b["ctx"]) and a["ctx"].shape == (S, 30, full.ctx_dim)  # the whole context is kept
+    # "all": z from the posterior of all 30 transitions
+    g = np.random.default_rng(1)
+    mu, var = full.posterior(a["ctx"])
+    torch.testing.assert_close(a["z"], mu + var.sqrt() * torch.from_numpy(g.standard_normal((S, 3), dtype=np.float32)))
+    # "train_size": of 8 transitions drawn (with replacement, as the training context) from them
+    g = np.random.default_rng(1)
+    idx = torch.from_numpy(g.integers(0, 30, size=(S, 8)))
+    mu8, var8 = full.posterior(a["ctx"][torch.arange(S)[:, None], idx])
+    torch.testing.assert_close(b["z"], mu8 + var8.sqrt() * torch.from_numpy(g.standard_normal((S, 3), dtype=np.float32)))
+    assert bool((var8 > var).all())                      # a product of 8 factors, not 30: a wider posterior
