@@ -26,6 +26,12 @@ by run_preset) is its own row. Per seed it reads:
   makes a second row, `<row>_restart`, labelled with that semantics, next to the row it shares
   checkpoints with; its *max* is empty (the periodic evaluations in `eval.csv` ran the other
   semantics). A result file without `evaluation_state` ran "continue";
+- `<name>.eval_metaworld_ctx_all.json` / `<name>.eval_metaworld_ctx_train_size.json` (optional, PEARL;
+  `..._train_ctx_<v>.json` for meta-train): the same checkpoint with `--pearl-context all` or
+  `train_size` (the posterior after adaptation from every context transition, or from
+  `agent.embedding_batch_size` of them, the size training used), the setting the run's own file
+  did not use. It makes a second row, `<row>_ctx_<v>`, as the restart files do; a PEARL file
+  without `pearl_context` used "all";
 - `<name>.progress.csv` (optional): `time/update_s` and the training batches' success, per iteration
   (ML1 variants section).
 Intervals are 95% Student-t intervals over seeds (none for one seed).
@@ -107,13 +113,20 @@ def evaluation_state(mw: dict) -> str:
     return str(mw.get("evaluation_state", "continue"))
 
 
-def load_seed(results: Path, name: str, restart_file: bool = False) -> dict | None:
+def pearl_context(res: dict, mw: dict) -> str | None:
+    """What a PEARL evaluation's posterior came from (eval.pearl_context); files written before the
+    setting existed used "all". None for other agents."""
+    return str(mw.get("pearl_context", "all")) if res.get("agent") == "pearl" else None
+
+
+def load_seed(results: Path, name: str, restart_file: bool = False, context_file: str | None = None) -> dict | None:
     """One seed's figures, or None when it has no Meta-World-protocol evaluation yet. With
     `restart_file`: from `<name>.eval_metaworld_restart.json` (and `..._train_restart.json`), which
-    must record evaluation_state "restart"; the periodic evaluations are left out (they ran the
-    run's own setting)."""
+    must record evaluation_state "restart"; with `context_file` v (PEARL): from
+    `<name>.eval_metaworld_ctx_<v>.json` (and `..._train_ctx_<v>.json`), which must record
+    pearl_context v. The periodic evaluations are then left out (they ran the run's own setting)."""
     res = json.loads((results / f"{name}.json").read_text())
-    suffix = "_restart" if restart_file else ""
+    suffix = "_restart" if restart_file else (f"_ctx_{context_file}" if context_file else "")
     mw_path = results / f"{name}.eval_metaworld{suffix}.json"
     if not mw_path.is_file():
         return None
@@ -127,6 +140,14 @@ def load_seed(results: Path, name: str, restart_file: bool = False) -> dict | No
     elif mw_train is not None and evaluation_state(mw_train) != evaluation_state(mw):
         raise ValueError(f"{train_path}: evaluation_state {evaluation_state(mw_train)!r}, but "
                          f"{mw_path.name} has {evaluation_state(mw)!r}")
+    if context_file:
+        for path, d in ((mw_path, mw), (train_path, mw_train)):
+            if d is not None and pearl_context(res, d) != context_file:
+                raise ValueError(f"{path}: pearl_context {pearl_context(res, d)!r}, expected {context_file!r}")
+    elif mw_train is not None and pearl_context(res, mw_train) != pearl_context(res, mw):
+        raise ValueError(f"{train_path}: pearl_context {pearl_context(res, mw_train)!r}, but "
+                         f"{mw_path.name} has {pearl_context(res, mw)!r}")
+    restart_file = restart_file or bool(context_file)  # below: a second evaluation of the same checkpoint
     test_hist = [] if restart_file else periodic(results / f"{name}.eval.csv", "eval")
     train_hist = [] if restart_file else periodic(results / f"{name}.eval.csv", "eval_train")
     seed = res["seeds"][0] if len(res["seeds"]) == 1 else None
@@ -135,6 +156,7 @@ def load_seed(results: Path, name: str, restart_file: bool = False) -> dict | No
         "name": name, "seed": seed, "result": res, "metaworld": mw, "metaworld_train": mw_train,
         "env_steps": res["env_steps"], "wall_seconds": res["wall_seconds"],
         "stopped_early": res.get("stopped_early", False), "evaluation_state": evaluation_state(mw),
+        "pearl_context": pearl_context(res, mw), "context_file": bool(context_file),
         "periodic_protocol": None if restart_file else res.get("config", {}).get("eval", {}).get("protocol", "curve"),
         "test": {"final": mw["success"], "pooled": mw["success_metaworld_pooled"],
                  "max": None if restart_file else max([mw["success"]] + [s for _, s in test_hist]),
@@ -182,7 +204,8 @@ def aggregate(row: str, seeds: list[dict]) -> dict:
         "protocol_settings": {k: seeds[0]["metaworld"][k] for k in
                               ("adaptation_episodes", "adaptation_steps", "evaluation_episodes",
                                "adaptation_deterministic", "evaluation_deterministic", "evaluation_state",
-                               "pool_size") if k != "evaluation_state" or k in seeds[0]["metaworld"]},
+                               "pool_size", "pearl_context")
+                              if k not in ("evaluation_state", "pearl_context") or k in seeds[0]["metaworld"]},
         "seeds": [s["seed"] for s in seeds], "env_steps": [s["env_steps"] for s in seeds],
         "budget_env_steps": cfg["run"]["env_steps"], "stopped_early": [s["stopped_early"] for s in seeds],
         "wall_seconds": [s["wall_seconds"] for s in seeds], "machine": sorted({s["result"]["machine"] for s in seeds}),
@@ -543,6 +566,9 @@ def markdown(rows: dict[str, dict], figs: dict[str, list[str]], others: list[str
         if any(a["benchmark"] == bench and a["protocol_settings"].get("evaluation_state") == "restart"
                for a in rows.values()):
             lines += [RESTART_NOTE, ""]
+        if any(a["benchmark"] == bench and row.endswith(tuple(f"_ctx_{v}" for v in CONTEXT_LABELS))
+               for row, a in rows.items()):
+            lines += [CONTEXT_NOTE, ""]
         for row, a in sorted(rows.items()):
             if a["benchmark"] == bench:
                 if figs.get(row):
@@ -581,6 +607,24 @@ RESTART_NOTE = ("*evaluation episodes restarted*: each of the 3 evaluation episo
                 "`<name>.eval_metaworld_train_restart.json` exists.")
 
 
+# PEARL's evaluation posterior (eval.pearl_context): the label of a row that used it ("all" only on a
+# `_ctx_all` row: a PEARL row without a suffix in its label used all, as every PEARL run before the setting)
+CONTEXT_LABELS = {"all": ", posterior from the whole context",
+                  "train_size": ", posterior from a training-size context"}
+CONTEXT_NOTE = ("*posterior from a training-size context* (PEARL, `eval.pearl_context: train_size` or "
+                "`--pearl-context train_size`): after the 10 adaptation episodes, z is drawn from the posterior of "
+                "`agent.embedding_batch_size` transitions drawn from them, the context size training used; *from the "
+                "whole context*: of all 5,000. A `<row>_ctx_<v>` row beside a `<row>` row holds the same checkpoints "
+                "evaluated the other way (`<name>.eval_metaworld_ctx_<v>.json`); its *max* is empty.")
+
+
+def row_label(seed: dict) -> str:
+    """A row's label: the agent's, and how its evaluation ran where that is not the default."""
+    ctx = seed["pearl_context"]
+    return agent_label(seed["result"]) + (RESTART_LABEL if seed["evaluation_state"] == "restart" else "") + \
+        (CONTEXT_LABELS[ctx] if ctx in CONTEXT_LABELS and (ctx != "all" or seed["context_file"]) else "")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -608,6 +652,9 @@ def main(argv=None) -> int:
             seed = load_seed(results, name)
             restarted = load_seed(results, name, restart_file=True) \
                 if seed is not None and seed["evaluation_state"] != "restart" else None
+            other_ctx = None if seed is None or seed["pearl_context"] is None else \
+                ("all" if seed["pearl_context"] == "train_size" else "train_size")
+            other = load_seed(results, name, context_file=other_ctx) if other_ctx else None
         except ValueError as e:
             print(f"report: error: {e}", file=sys.stderr)
             return 2
@@ -617,13 +664,18 @@ def main(argv=None) -> int:
             continue
         m = _SEED.match(name)
         base = m.group("row") if m else name
-        for s in (seed, restarted):
+        for s in (seed, restarted, other):
             if s is not None:  # a row per evaluation semantics, so each row compares like with like
-                groups.setdefault(base + ("_restart" if s["evaluation_state"] == "restart" else ""), []).append(s)
+                groups.setdefault(base + ("_restart" if s["evaluation_state"] == "restart" else "")
+                                  + (f"_ctx_{s['pearl_context']}" if s["context_file"] else ""), []).append(s)
     rows, figs, labels = {}, {}, {}
     for row, seeds in sorted(groups.items()):
-        labels[row] = agent_label(seeds[0]["result"]) + (RESTART_LABEL if seeds[0]["evaluation_state"] == "restart"
-                                                         else "")
+        if len({s["pearl_context"] for s in seeds}) > 1:
+            print(f"report: error: row {row} mixes PEARL evaluations with pearl_context "
+                  f"{sorted({str(s['pearl_context']) for s in seeds})} ({', '.join(s['name'] for s in seeds)}); "
+                  f"evaluate every seed the same way", file=sys.stderr)
+            return 2
+        labels[row] = row_label(seeds[0])
         seeds.sort(key=lambda s: (s["seed"] is None, s["seed"]))
         agg = aggregate(row, seeds)
         rows[row] = agg

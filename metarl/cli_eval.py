@@ -104,6 +104,11 @@ def _eval_setup(args):
         raw = {**raw, "env": env}
     cfg = config.from_dict(raw, registry=AGENTS)
     d = cfg.to_dict()
+    if args.pearl_context is not None:
+        if cfg.agent.name != "pearl":
+            raise ConfigError(f"--pearl-context: applies to PEARL's posterior; this checkpoint holds a "
+                              f"{cfg.agent.name!r} agent")
+        d["eval"]["pearl_context"] = args.pearl_context
     horizon = args.horizon
     if horizon is None and args.protocol == "metaworld" and cfg.env.benchmark != "toy":
         horizon = 500  # the protocol's horizon, whatever the run trained with
@@ -234,6 +239,9 @@ def _print_protocol(summary: dict, title: str) -> None:
           f"{summary['pool_size']} envs per class): {summary['success_metaworld_pooled']:.1%}")
     if summary.get("evaluation_state", "continue") == "restart":
         print("evaluation episodes: each restarted from the agent's state after adaptation (--evaluation-state restart)")
+    if summary.get("pearl_context") == "train_size":
+        print("PEARL posterior after adaptation: from agent.embedding_batch_size transitions drawn from the context "
+              "(--pearl-context train_size)")
 
 
 def cmd_eval_metaworld(args: argparse.Namespace) -> int:
@@ -284,6 +292,7 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
                                           protocol, progress="bar" if sys.stderr.isatty() else "lines", bench=bench)
     summary = {**result.to_dict(pool), "checkpoint": str(ckpt_path), "split": args.split, "seed": args.seed,
                "benchmark": cfg.env.benchmark, "env_name": cfg.env.env_name, "agent": cfg.agent.name,
+               **({"pearl_context": cfg.eval.pearl_context} if cfg.agent.name == "pearl" else {}),
                "wall_seconds": time.time() - t0}
     step = int(payload.get("counters", {}).get("env_steps", 0))
     tb = out_dir / "tb" if out_dir == _default_out_dir(ckpt_path) and (out_dir / "tb").is_dir() else None
@@ -468,6 +477,10 @@ def add_eval_commands(sub: Any) -> None:
                         "the agent's per-task state (RL²: the trial goes on); restart: from the state after "
                         "adaptation, as metaworld-algorithms and garage evaluate RL² (default: the run's "
                         "eval.evaluation_state, continue for runs without it)")
+    e.add_argument("--pearl-context", choices=["all", "train_size"], default=None,
+                   help="PEARL: the posterior after adaptation from all context transitions, or from "
+                        "agent.embedding_batch_size of them drawn from it, the size training used (default: the "
+                        "run's eval.pearl_context, all for runs without it)")
     e.add_argument("--video", type=int, nargs="?", const=-1, metavar="N",
                    help="film N evaluated tasks (no N: one goal per class) at round 0 and after each adaptation "
                         "round: videos/ beside the results, TensorBoard eval/video/<class> (pip install -e "

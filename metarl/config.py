@@ -27,6 +27,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("curve", "metaworld")
 # where the Meta-World protocol's evaluation episodes start (metarl.evaluation.MetaworldProtocol)
 EVALUATION_STATES = ("continue", "restart")
+# what PEARL's evaluation posterior is computed from (eval.pearl_context; agents.pearl.EVAL_CONTEXTS)
+PEARL_CONTEXTS = ("all", "train_size")
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
 
 
@@ -143,6 +145,9 @@ class EvalSection:
                                     # (RL²: the trial goes on); restart: from the state after adaptation
                                     # (RL² as metaworld-algorithms and garage evaluate it). Recorded in
                                     # eval_metaworld.json; `metarl eval` takes it as its default
+    pearl_context: str = "all"      # PEARL only: the posterior after adaptation from all context transitions, or from
+                                    # train_size = agent.embedding_batch_size of them drawn from it (as in training).
+                                    # Recorded in eval_metaworld.json; `metarl eval --pearl-context` overrides it
     video_tasks: int = 0            # final evaluation only: film this many held-out tasks (one goal per class
                                     # first) before and after adaptation, into videos/ and TensorBoard
                                     # (metarl/video.py; needs `pip install -e '.[video]'` and EGL or OSMesa). 0: off
@@ -166,6 +171,8 @@ class EvalSection:
                f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
         _check(self.evaluation_state in EVALUATION_STATES, "eval.evaluation_state",
                f"unknown value {self.evaluation_state!r}; allowed: {', '.join(EVALUATION_STATES)}")
+        _check(self.pearl_context in PEARL_CONTEXTS, "eval.pearl_context",
+               f"unknown value {self.pearl_context!r}; allowed: {', '.join(PEARL_CONTEXTS)}")
         _check(self.evaluation_state == "continue" or self.protocol == "metaworld", "eval.evaluation_state",
                f"{self.evaluation_state!r} applies to the Meta-World protocol's evaluation episodes; it needs "
                f"eval.protocol: metaworld (got {self.protocol!r})")
@@ -536,8 +543,10 @@ def from_dict(raw: dict[str, Any], preset: str = "custom", *, registry: Registry
     env = build_section(EnvSection, raw.get("env"), "env")
     if env.benchmark != "ML1" and "env_name" not in (raw.get("env") or {}):
         env = dataclasses.replace(env, env_name=None)
-    return RunConfig(preset, build_section(RunSection, raw.get("run"), "run"), env, agent_cfg,
-                     build_section(EvalSection, raw.get("eval"), "eval"))
+    ev = build_section(EvalSection, raw.get("eval"), "eval")
+    _check(ev.pearl_context == "all" or name == "pearl", "eval.pearl_context",
+           f"{ev.pearl_context!r} applies to PEARL's posterior; agent {name!r} has none (allowed: all)")
+    return RunConfig(preset, build_section(RunSection, raw.get("run"), "run"), env, agent_cfg, ev)
 
 
 def load(path: str | Path, overrides: Sequence[str] = (), *, registry: Registry, **top: Any) -> RunConfig:

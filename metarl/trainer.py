@@ -60,7 +60,8 @@ def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None) 
     config's benchmark_for, when the caller has built it already."""
     bench = bench if bench is not None else benchmark_for(cfg)
     agent = agents.make(cfg.agent, bench.obs_dim, bench.act_dim, device, n_train_tasks=len(bench.train_tasks),
-                        train_tasks=bench.train_tasks, horizon=bench.max_episode_steps)
+                        train_tasks=bench.train_tasks, horizon=bench.max_episode_steps,
+                        eval_context=cfg.eval.pearl_context)
     vec = TaskVectorEnv(bench.env_factory, agent.meta_batch, cfg.env.n_workers, backend=cfg.env.backend,
                         ray_address=cfg.env.ray_address)
     return bench, Sampler(vec, bench.max_episode_steps), agent
@@ -223,7 +224,8 @@ class Trainer:
             from metarl.logging import write_protocol_result
             summary = {**result.to_dict(official_pool_size(len({t.name for t in tasks}))), "split": split,
                        "benchmark": self.cfg.env.benchmark, "env_name": self.cfg.env.env_name,
-                       "agent": self.cfg.agent.name}
+                       "agent": self.cfg.agent.name,
+                       **({"pearl_context": self.cfg.eval.pearl_context} if self.cfg.agent.name == "pearl" else {})}
             write_protocol_result(self.run_dir, summary, result.rows(), self.env_steps, self.run_dir / "tb")
             self.protocol_summary = summary
         return result.as_curve()

@@ -457,3 +457,47 @@ def test_eval_context_train_size_draws_the_posterior_from_a_training_size_contex
     mu8, var8 = full.posterior(a["ctx"][torch.arange(S)[:, None], idx])
     torch.testing.assert_close(b["z"], mu8 + var8.sqrt() * torch.from_numpy(g.standard_normal((S, 3), dtype=np.float32)))
     assert bool((var8 > var).all())                      # a product of 8 factors, not 30: a wider posterior
+
+
+def test_eval_pearl_context_is_a_validated_protocol_option_recorded_in_the_results(tmp_path, capsys):
+    import json
+    from metarl.trainer import build
+    with pytest.raises(ConfigError, match=r"eval.pearl_context: unknown value 'half'; allowed: all, train_size"):
+        config.load(TOY_PEARL, ["eval.pearl_context=half"], registry=AGENTS)
+    with pytest.raises(ConfigError, match=r"eval.pearl_context: 'train_size' applies to PEARL's posterior; agent "
+                                          r"'maml_trpo' has none"):
+        config.load(os.path.join(ROOT, "configs", "toy_maml_trpo.yaml"), ["eval.pearl_context=train_size"],
+                    registry=AGENTS)
+    # the run's own final evaluation (Meta-World protocol) uses and records it
+    common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=0",
+              "--set", "eval.final_tasks_per_class=3", "--set", "eval.protocol=metaworld",
+              "--set", "agent.grad_steps_per_iteration=5", "--set", "run.env_steps=1"]
+    assert main(["train", TOY_PEARL, "--set", "run.name=ctx", "--set", "eval.pearl_context=train_size", *common]) == 0
+    run = tmp_path / "ctx"
+    own = json.loads((run / "eval_metaworld.json").read_text())
+    assert own["pearl_context"] == "train_size" and own["agent"] == "pearl"
+    assert json.loads((run / "final_eval.json").read_text())["metaworld"]["pearl_context"] == "train_size"
+    cfg = config.from_dict(checkpoint.resolve(run, registry=AGENTS)[1]["config"], registry=AGENTS)
+    bench, sampler, agent = build(cfg, torch.device("cpu"))
+    sampler.vec_env.close()
+    assert agent.eval_context == "train_size"            # every evaluation path builds the agent this way
+    # `metarl eval --pearl-context` overrides it; without the flag, the run's setting
+    out = tmp_path / "all"
+    assert main(["eval", str(run), "--protocol", "metaworld", "--pearl-context", "all", "--out", str(out),
+                 "--goals-per-class", "3"]) == 0
+    other = json.loads((out / "eval_metaworld.json").read_text())
+    assert other["pearl_context"] == "all" and other["n_goals"] == 3
+    assert main(["eval", str(run), "--protocol", "metaworld", "--out", str(tmp_path / "own"),
+                 "--goals-per-class", "3"]) == 0
+    again = json.loads((tmp_path / "own" / "eval_metaworld.json").read_text())
+    assert again["pearl_context"] == "train_size" and again["success"] == own["success"]  # the run's number again
+    assert again["return"] == own["return"] and other["return"] != own["return"]
+    capsys.readouterr()
+    # another agent's checkpoint: refused in one line
+    assert main(["train", os.path.join(ROOT, "configs", "toy_maml_trpo.yaml"), "--set", "run.name=maml",
+                 "--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=0",
+                 "--set", "eval.final_tasks_per_class=1", "--set", "run.env_steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "maml"), "--pearl-context", "train_size"]) == 2
+    assert "--pearl-context: applies to PEARL's posterior; this checkpoint holds a 'maml_trpo' agent" in \
+        capsys.readouterr().err

@@ -309,3 +309,70 @@ def test_report_without_restart_files_has_no_restart_row_or_note(tmp_path):
     assert not (tmp_path / "ml10_rl2_ppo_restart.json").exists()
     readme = (tmp_path / "README.md").read_text()
     assert "restart" not in readme
+
+
+# ---- PEARL evaluated both ways: `--pearl-context train_size` (a training-size context) and `all` --------------
+def _pearl_seed(d: Path, name: str, seed: int, final: float, ctx: str | None, other: float | None):
+    """A PEARL seed whose own evaluation used `ctx` (None: a file from before the setting, i.e. all); with
+    `other`, also `<name>.eval_metaworld_ctx_<the other setting>.json` (success `other`)."""
+    _seed_files(d, name, seed, final, final, [0.1, 0.5], {"a-v3": final, "b-v3": final})
+    res = json.loads((d / f"{name}.json").read_text())
+    (d / f"{name}.json").write_text(json.dumps({**res, "agent": "pearl", "preset": "ml10_pearl_cpu"}))
+    mw = json.loads((d / f"{name}.eval_metaworld.json").read_text())
+    if ctx is not None:
+        mw["pearl_context"] = ctx
+        (d / f"{name}.eval_metaworld.json").write_text(json.dumps(mw))
+    if other is not None:
+        v = "all" if ctx == "train_size" else "train_size"
+        mw.update(pearl_context=v, success=other, success_metaworld_pooled=other,
+                  per_class={c: {**x, "success": other} for c, x in mw["per_class"].items()})
+        (d / f"{name}.eval_metaworld_ctx_{v}.json").write_text(json.dumps(mw))
+
+
+def _report(d: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(d)],
+                          capture_output=True, text=True)
+
+
+def test_report_shows_a_pearl_row_with_both_posteriors_when_both_files_exist(tmp_path):
+    _pearl_seed(tmp_path, "ml10_pearl_cpu_s1", 1, 0.10, "train_size", 0.02)
+    _pearl_seed(tmp_path, "ml10_pearl_cpu_s2", 2, 0.20, "train_size", 0.04)
+    out = _report(tmp_path)
+    assert out.returncode == 0, out.stderr
+    own = json.loads((tmp_path / "ml10_pearl_cpu.json").read_text())
+    other = json.loads((tmp_path / "ml10_pearl_cpu_ctx_all.json").read_text())
+    assert own["protocol_settings"]["pearl_context"] == "train_size" and own["meta_test"]["success_final"] == \
+        pytest.approx(0.15)
+    assert other["protocol_settings"]["pearl_context"] == "all" and other["meta_test"]["success_final"] == \
+        pytest.approx(0.03)
+    assert other["meta_test"]["success_max"] is None  # no periodic evaluations ran that way
+    readme = (tmp_path / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if ln.startswith("| **PEARL")]
+    assert rows[0].startswith("| **PEARL, posterior from a training-size context** (`ml10_pearl_cpu`) |")
+    assert "15.0% ± " in rows[0]
+    assert rows[1].startswith("| **PEARL, posterior from the whole context** (`ml10_pearl_cpu_ctx_all`) |")
+    assert "3.0% ± " in rows[1]
+    assert "*posterior from a training-size context* (PEARL" in readme
+    # a "_ctx_all" file that does not record all is refused
+    bad = tmp_path / "ml10_pearl_cpu_s2.eval_metaworld_ctx_all.json"
+    bad.write_text(bad.read_text().replace('"pearl_context": "all"', '"pearl_context": "train_size"'))
+    out = _report(tmp_path)
+    assert out.returncode == 2 and "ml10_pearl_cpu_s2.eval_metaworld_ctx_all.json: pearl_context 'train_size', " \
+        "expected 'all'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_report_pearl_files_from_before_the_setting_used_the_whole_context(tmp_path):
+    _pearl_seed(tmp_path, "ml10_pearl_cpu_s1", 1, 0.05, None, 0.09)   # and a train_size evaluation beside it
+    out = _report(tmp_path)
+    assert out.returncode == 0, out.stderr
+    readme = (tmp_path / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if ln.startswith("| **PEARL")]
+    assert rows[0].startswith("| **PEARL** (`ml10_pearl_cpu`) |")     # the label as before
+    assert rows[1].startswith("| **PEARL, posterior from a training-size context** (`ml10_pearl_cpu_ctx_train_size`) |")
+    assert "pearl_context" not in json.loads((tmp_path / "ml10_pearl_cpu.json").read_text())["protocol_settings"]
+    # seeds of one row evaluated differently are refused, not averaged
+    _pearl_seed(tmp_path, "ml10_pearl_cpu_s1", 1, 0.05, None, None)
+    _pearl_seed(tmp_path, "ml10_pearl_cpu_s2", 2, 0.05, "train_size", None)
+    (tmp_path / "ml10_pearl_cpu_s1.eval_metaworld_ctx_train_size.json").unlink()
+    out = _report(tmp_path)
+    assert out.returncode == 2 and "row ml10_pearl_cpu mixes PEARL evaluations with pearl_context" in out.stderr
