@@ -12,6 +12,7 @@ did not stop early:
 3. `benchmarks/report.py`: benchmarks/results/README.md;
 4. benchmarks/inflight/<run>/ removed, if the run had been parked there.
 What is left by hand: the README's results table and benchmarks/inflight/README.md.
+Any agent's run: a PEARL run dir's checkpoints hold its replay buffers, the released policy does not.
 """
 from __future__ import annotations
 

@@ -9,10 +9,17 @@ the Meta-World protocol results, final_eval.json, adaptation_curve.png, tb/). It
 stopped_early result that run_preset.py wrote (benchmarks/results/<name>.*) into the parked
 folder's results/, so the report never mixes a partial seed into a finished row.
 
+PEARL checkpoints are parked without their replay buffers (gigabytes, not committable): the
+resume on the next machine is then a warm restart, which refills the buffers with the current
+policy before updates go on (agents/pearl.py; recorded in segments.jsonl by run_preset.py, in
+runs.jsonl by `metarl train --resume`, and as "warm_restart" in the result). It continues the
+run, not bit-exactly; a run whose own checkpoints (with buffers) are still on disk resumes
+bit-exactly from them instead.
+
 It refuses, and writes nothing, when the run has not stopped early (a run still training, or one
-that finished: finish that one with benchmarks/finish_run.py), or when a checkpoint is larger than
---max-mib (PEARL checkpoints hold the replay buffers: such runs must finish on one machine).
-Parking the same run again replaces its folder. Resume, on any machine:
+that finished: finish that one with benchmarks/finish_run.py), or when a checkpoint (PEARL's
+without its buffers) is larger than --max-mib. Parking the same run again replaces its folder.
+Resume, on any machine:
 
     cp -r benchmarks/inflight/<run> runs/bench/
     python benchmarks/run_preset.py --resume runs/bench/<run>
@@ -20,6 +27,7 @@ Parking the same run again replaces its folder. Resume, on any machine:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import shutil
@@ -114,18 +122,38 @@ def stopped_run(run: Path) -> tuple[Path, str, dict]:
     return ckpt, result_name(run), final
 
 
+def without_buffers(path: Path) -> tuple[dict | None, int]:
+    """A PEARL checkpoint's payload with its replay buffers left out (None for a checkpoint that holds
+    none: it is copied as it is), and the size in bytes of what will be parked."""
+    import torch
+
+    from metarl.checkpoint import load_file
+
+    payload = load_file(path)
+    agent = payload.get("agent")
+    if not (isinstance(agent, dict) and agent.get("buffers") is not None):
+        return None, path.stat().st_size
+    light = {**payload, "agent": {**agent, "buffers": None}}
+    buf = io.BytesIO()
+    torch.save(light, buf)
+    return light, buf.tell()
+
+
 def park(run: Path, dest_root: Path = INFLIGHT, results: Path = RESULTS, max_mib: float = 64.0) -> Path:
-    from metarl.checkpoint import BEST, checkpoint_dir
+    from metarl.checkpoint import BEST, checkpoint_dir, write
 
     run = run.resolve()
     ckpt, name, final = stopped_run(run)
     best = checkpoint_dir(run) / BEST
     ckpts = [ckpt] + ([best] if best.is_file() else [])
+    light = {}
     for c in ckpts:
-        mib = c.stat().st_size / 2**20
+        light[c], size = without_buffers(c)
+        mib = size / 2**20
         if mib > max_mib:
-            raise ParkError(f"RUN_DIR: {c} is {mib:,.0f} MiB, over --max-mib {max_mib:g} (a checkpoint that holds "
-                            f"replay buffers cannot be committed; finish this run on this machine)")
+            what = f"{c} without its replay buffers" if light[c] is not None else str(c)
+            raise ParkError(f"RUN_DIR: {what} is {mib:,.0f} MiB, over --max-mib {max_mib:g} (too large to commit; "
+                            f"finish this run on this machine)")
     moved = []
     result_json, r = own_result(run, results)
     if r is not None:  # move the stopped_early result only if it is this run's
@@ -143,7 +171,10 @@ def park(run: Path, dest_root: Path = INFLIGHT, results: Path = RESULTS, max_mib
     if (run / "tb").is_dir():
         shutil.copytree(run / "tb", tmp / "tb")
     for c in ckpts:
-        shutil.copy2(c, tmp / "checkpoints" / c.name)
+        if light[c] is None:
+            shutil.copy2(c, tmp / "checkpoints" / c.name)
+        else:  # PEARL: the resume refills the buffers (a warm restart)
+            write(tmp / "checkpoints" / c.name, light[c])
     for f in moved:
         shutil.copy2(f, tmp / "results" / f.name)
     shutil.rmtree(dest, ignore_errors=True)
@@ -172,8 +203,13 @@ def main(argv=None) -> int:
     final = json.loads((dest / "final_eval.json").read_text())
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
+    from metarl.checkpoint import load_file
+    from metarl.trainer import needs_warm_restart
+    warm = any(needs_warm_restart(load_file(c)) for c in sorted((dest / "checkpoints").glob("ckpt_*.pt")))
     print(f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
           f"stopped_early meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
+          + ("Its checkpoint holds no replay buffers: the resume refills them with the current policy (a warm "
+             "restart, not bit-exact).\n" if warm else "") +
           f"Commit it, note it in benchmarks/inflight/README.md, and resume with:\n"
           f"    cp -r {rel} runs/bench/\n"
           f"    python benchmarks/run_preset.py --resume runs/bench/{run.name}")

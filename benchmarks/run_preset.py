@@ -45,6 +45,8 @@ def _commands(per_seed: list[dict], command: str, git: str | None) -> str:
         return f"Command: `{command}` at commit `{git}`\n"
     lines = [f"- env steps {s['from_env_steps']:,} to {s['to_env_steps']:,} ({s['wall_seconds'] / 60:.1f} min): "
              f"`{s['command']}`" + (f" at commit `{s['git_commit']}`" if s.get("git_commit") else "")
+             + (" (warm restart: the checkpoint held no replay buffers; they were refilled with the policy "
+                "before updates went on)" if s.get("warm_restart") else "")
              for s in segments]
     return "Trained in segments, each resumed from the previous one's last checkpoint:\n\n" + "\n".join(lines) + "\n"
 
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
         start_steps = trainer.env_steps
         # SIGINT / SIGTERM: stop training, evaluate the policy as it is, write the result (marked)
         segment = {"command": command, "git_commit": git, "from_env_steps": start_steps}
+        if trainer.warm_restart:  # PEARL resumed without its replay buffers: refilled with the current policy
+            segment["warm_restart"] = True
 
         def record(**extra) -> None:
             """Append this stretch to segments.jsonl, also when the run ends with an error (it
@@ -133,6 +137,7 @@ def main(argv=None) -> int:
         done = [*earlier, segment]
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
                          "stopped_early": trainer.stopped_early,
+                         "warm_restart": any(e.get("warm_restart", False) for e in done),
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),
                          "return_by_round": curve.return_by_round(), "n_tasks": len(curve.tasks)})
@@ -150,6 +155,8 @@ def main(argv=None) -> int:
         "env_steps": int(np.mean([r["env_steps"] for r in per_seed])),
         "budget_env_steps": cfg.run.env_steps,
         "stopped_early": any(r["stopped_early"] for r in per_seed),
+        # a PEARL seed resumed from a checkpoint without its buffers (benchmarks/park_run.py): not bit-exact
+        "warm_restart": any(r["warm_restart"] for r in per_seed),
         "wall_seconds": sum(r["wall_seconds"] for r in per_seed), "machine": machine(), "device": args.device,
         "torch": torch.__version__, "command": command, "git_commit": git, "config": cfg.to_dict(),
         "meta_test": {"success_by_round": succ, "return_by_round": ret, "n_tasks": per_seed[0]["n_tasks"],

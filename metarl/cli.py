@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from agents import AGENTS
     from metarl import config
-    from metarl.trainer import Trainer, benchmark_for
+    from metarl.trainer import Trainer, benchmark_for, needs_warm_restart
 
     resume_payload = None
     if args.resume:
@@ -142,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "git_commit": _git_commit(), "python": platform.python_version(), "torch": torch.__version__,
                     "machine": f"{platform.machine()} {os.cpu_count()} cores", "resumed": bool(args.resume),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    **({"warm_restart": True} if resume_payload is not None and needs_warm_restart(resume_payload)
+                       else {}),  # PEARL resumed without its buffers: refilled, not bit-exact
                     "config_hash": cfg.hash()}  # checkpoint.check_run: the training configs this run has had
             with runfiles.open_write(run_dir / "runs.jsonl", "a") as f:
                 f.write(json.dumps(meta) + "\n")

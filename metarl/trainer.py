@@ -67,6 +67,15 @@ def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None) 
     return bench, Sampler(vec, bench.max_episode_steps), agent
 
 
+def needs_warm_restart(payload: dict[str, Any]) -> bool:
+    """Whether resuming this checkpoint is a warm restart: PEARL's, saved without its replay buffers
+    (benchmarks/park_run.py) after training began. The agent refills them with its current policy
+    before it updates again (agents/pearl.py): the run goes on, not bit-exactly."""
+    agent = payload.get("agent")
+    return (isinstance(agent, dict) and "buffers" in agent and agent["buffers"] is None
+            and bool(agent.get("collected_initial")))
+
+
 class RunStopped(RuntimeError):
     """Training cannot go on (workers keep dying, updates keep going non-finite); a checkpoint was written."""
 
@@ -104,6 +113,7 @@ class _StopFlag:
 
 class Trainer:
     resumed_from: int | None = None  # env steps of the checkpoint this run was resumed from
+    warm_restart = False  # resumed from a checkpoint without PEARL's buffers (needs_warm_restart)
 
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
                  resume: dict[str, Any] | None = None, console: Console | None = None):
@@ -177,6 +187,7 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         self.best = payload.get("selection")
         self.resumed_from = int(c["env_steps"])
+        self.warm_restart = needs_warm_restart(payload)
 
     def save_checkpoint(self) -> Path:
         try:

@@ -107,3 +107,68 @@ def test_park_and_finish_refuse_what_is_not_a_run(tmp_path):
         assert r.returncode == 2 and "RUN_DIR: no such directory" in r.stderr
         r = _script(script, tmp_path)
         assert r.returncode == 2 and "RUN_DIR:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="park_run finds live runs in /proc")
+def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_restart(tmp_path):
+    """PEARL's checkpoints hold its replay buffers: park_run parks them without (small enough to commit),
+    the resume elsewhere refills them with the current policy (recorded in segments.jsonl and the result's
+    "warm_restart"), and finish_run finishes the run as any other. About 20 s on 2 busy cores."""
+    from metarl import checkpoint
+
+    runs, res, parked, rel = (tmp_path / d for d in ("runs", "res", "inflight", "rel"))
+    proc = subprocess.Popen(
+        [*PY, str(ROOT / "benchmarks" / "run_preset.py"), str(ROOT / "configs" / "toy_pearl.yaml"),
+         "--runs", str(runs), "--results", str(res), "--name", "toy_pearl_s1", "--set", "run.env_steps=4000000",
+         "--set", "eval.every=0", "--set", "eval.final_tasks_per_class=4", "--set", "eval.episodes_per_round=1",
+         "--set", "agent.grad_steps_per_iteration=10", "--set", "run.progress=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob("*/checkpoints/ckpt_*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    run = next(runs.iterdir())
+    newest = max((run / "checkpoints").glob("ckpt_*.pt"))
+    assert checkpoint.load_file(newest)["agent"]["buffers"] is not None
+    # over the limit even without its buffers: refused, nothing written
+    r = _script("park_run.py", run, "--dest", parked, "--results", res, "--max-mib", "0.001")
+    assert r.returncode == 2 and "without its replay buffers is" in r.stderr and not parked.exists()
+    r = _script("park_run.py", run, "--dest", parked, "--results", res)
+    assert r.returncode == 0, r.stderr
+    assert "the resume refills them with the current policy (a warm restart" in r.stdout
+    p = parked / run.name
+    light = checkpoint.load_file(p / "checkpoints" / newest.name)
+    assert light["agent"]["buffers"] is None and light["counters"] == checkpoint.load_file(newest)["counters"]
+    assert (p / "checkpoints" / newest.name).stat().st_size < newest.stat().st_size
+
+    runs2 = tmp_path / "runs2"
+    runs2.mkdir()
+    shutil.copytree(p, runs2 / run.name)
+    shutil.rmtree(runs2 / run.name / "results")
+    steps = json.loads((p / "final_eval.json").read_text())["env_steps"]
+    r = subprocess.run([*PY, str(ROOT / "benchmarks" / "run_preset.py"), "--resume", str(runs2 / run.name),
+                        "--results", str(res), "--set", f"run.env_steps={steps + 800}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "pearl: warm restart" in r.stderr
+    result = json.loads((res / "toy_pearl_s1.json").read_text())
+    assert result["stopped_early"] is False and result["env_steps"] > steps and result["warm_restart"] is True
+    segs = result["per_seed"][0]["segments"]
+    assert [s.get("warm_restart", False) for s in segs] == [False, True] and result["per_seed"][0]["warm_restart"]
+    assert "(warm restart: the checkpoint held no replay buffers" in (res / "toy_pearl_s1.md").read_text()
+    resumed = checkpoint.load_latest(runs2 / run.name, registry=__import__("agents").AGENTS)[1]
+    assert resumed["agent"]["buffers"] is not None      # its own checkpoints hold buffers again
+
+    r = _script("finish_run.py", runs2 / run.name, "--results", res, "--checkpoints", rel, "--inflight", parked,
+                "--goals-per-class", "2")
+    assert r.returncode == 0, r.stderr
+    released = torch.load(rel / "toy_pearl_s1.pt", map_location="cpu", weights_only=True)
+    assert released["agent"]["policy_only"] and "buffers" not in released["agent"]
+    assert not p.exists()

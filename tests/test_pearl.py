@@ -501,3 +501,45 @@ def test_eval_pearl_context_is_a_validated_protocol_option_recorded_in_the_resul
     assert main(["eval", str(tmp_path / "maml"), "--pearl-context", "train_size"]) == 2
     assert "--pearl-context: applies to PEARL's posterior; this checkpoint holds a 'maml_trpo' agent" in \
         capsys.readouterr().err
+
+
+# ---- warm restart: a checkpoint without buffers (benchmarks/park_run.py) resumes by refilling them --------
+def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("park_run", os.path.join(ROOT, "benchmarks", "park_run.py"))
+    park_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(park_run)
+    common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=0",
+              "--set", "eval.final_tasks_per_class=2", "--set", "eval.episodes_per_round=1",
+              "--set", "agent.grad_steps_per_iteration=5", "--set", "agent.train_tasks_per_class=8"]
+    # 8 kept tasks x 2 initial episodes + 8 tasks x 2 episodes of 20 steps: 640 steps, then 320 an iteration
+    assert main(["train", TOY_PEARL, "--set", "run.env_steps=960", "--set", "run.name=warm", *common]) == 0
+    run = tmp_path / "warm"
+    newest = checkpoint.list_checkpoints(run)[-1]
+    full = checkpoint.load_file(newest)
+    light, size = park_run.without_buffers(newest)
+    assert full["agent"]["buffers"] is not None and light["agent"]["buffers"] is None
+    assert size < newest.stat().st_size and light["agent"]["train_subset"] is not None
+    from metarl.trainer import needs_warm_restart
+    assert needs_warm_restart(light) and not needs_warm_restart(full)
+    checkpoint.write(newest, light)                      # as park_run parks it
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "run.env_steps=1600"]) == 0
+    err = capsys.readouterr().err
+    assert "pearl: warm restart: the checkpoint held no replay buffers; refilled them with 2 episode(s) of the " \
+           "current policy (z ~ prior) on each of 8 training tasks (320 env steps)" in err
+    meta = [json.loads(x) for x in (run / "runs.jsonl").read_text().splitlines()]
+    assert "warm_restart" not in meta[0] and meta[1]["warm_restart"] is True and meta[1]["resumed"] is True
+    after = checkpoint.load_latest(run, registry=AGENTS)[1]
+    # the refill (320 steps) counted in the budget with the iteration's own 320; the buffers hold both
+    assert after["counters"]["env_steps"] == 960 + 320 + 320 and after["counters"]["iteration"] == 3
+    assert int(after["agent"]["buffers"]["replay"]["size"].sum()) == 320 + 320
+    assert torch.equal(after["agent"]["train_subset"], light["agent"]["train_subset"])  # the same kept tasks
+    assert all(bool(torch.isfinite(v).all()) for v in after["agent"]["policy"].values())
+    # and a checkpoint that still holds its buffers resumes as before: no warm restart
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "run.env_steps=1920"]) == 0
+    assert "warm restart" not in capsys.readouterr().err
+    assert "warm_restart" not in json.loads((run / "runs.jsonl").read_text().splitlines()[-1])
