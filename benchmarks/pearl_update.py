@@ -2,12 +2,15 @@
 
     python benchmarks/pearl_update.py [--devices cpu cuda] [--steps 200] [--out FILE]
 
-For each preset (configs/ml1_reach_pearl.yaml: 2x256 networks, batch 128; and
-configs/ml10_pearl.yaml: the paper's 3x300, batch 256) it fills the replay and context
-buffers of 50 tasks with random transitions, runs 20 warm-up steps and then times
-`--steps` gradient steps, and writes seconds per step and the ratio to the CPU to
+For each preset (configs/ml1_reach_pearl.yaml and ml10_pearl_cpu.yaml: 2x256 networks; and
+configs/ml10_pearl.yaml: the paper's 3x300; each with its own batch and context sizes) it fills
+the replay and context buffers of 50 tasks with random transitions, runs 20 warm-up steps and
+then times `--steps` gradient steps, and writes seconds per step and the ratio to the CPU to
 benchmarks/results/pearl_update[_cuda].json. No environment is stepped: this measures the
-learner alone (what `time/update_s` in a PEARL run's progress.csv is made of).
+learner alone (what `time/update_s` in a PEARL run's progress.csv is made of; an iteration takes
+its gradient steps, agent.grad_steps_per_iteration or agent.utd_ratio x its env steps, times this).
+Results written before issue 27 timed the earlier ml1_reach_pearl.yaml (now ml1_reach_pearl_h150.yaml:
+batch 128, context 100).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PRESETS = ("ml1_reach_pearl", "ml10_pearl")
+PRESETS = ("ml1_reach_pearl", "ml10_pearl_cpu", "ml10_pearl")
 OBS_DIM, ACT_DIM, N_TASKS, HORIZON, FILL = 39, 4, 50, 150, 5_000
 
 
@@ -32,10 +35,15 @@ def time_steps(preset: str, device: str, steps: int) -> float:
     from agents import AGENTS
     from metarl import config
 
-    cfg = config.load(ROOT / "configs" / f"{preset}.yaml", ["agent.replay_capacity=10000"], device=device, registry=AGENTS)
+    # all 50 filled tasks kept (agent.train_tasks_per_class only changes which tasks a run keeps)
+    cfg = config.load(ROOT / "configs" / f"{preset}.yaml", ["agent.replay_capacity=10000",
+                                                           "agent.train_tasks_per_class=0"],
+                      device=device, registry=AGENTS)
     torch.manual_seed(0)
     agent = PEARL(cfg.agent, OBS_DIM, ACT_DIM, device, n_train_tasks=N_TASKS, horizon=HORIZON)
     rng = np.random.default_rng(0)
+    from metarl.types import Task
+    agent._tasks = [Task(f"class{i % 10}", i, None) for i in range(N_TASKS)]  # for task_sampling: class_balanced
     buffers = agent.buffers
     assert buffers is not None
     for buf, n in ((buffers.replay, FILL), (buffers.context, buffers.context.capacity)):

@@ -264,7 +264,8 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
     spec.loader.exec_module(gd)
     rc = main(["train", "configs/ml1_reach_pearl.yaml", "--set", "run.env_steps=1", "--set", "env.n_workers=0",
                "--set", "env.max_episode_steps=20", "--set", "agent.num_initial_episodes=1",
-               "--set", "agent.grad_steps_per_iteration=2", "--set", "agent.hidden_sizes=[32]",
+               "--set", "agent.grad_steps_per_iteration=2", "--set", "agent.utd_ratio=null",
+               "--set", "agent.hidden_sizes=[32]",
                "--set", "agent.encoder_hidden=[32]", "--set", "agent.batch_size=8",
                "--set", "agent.embedding_batch_size=8", "--set", "agent.replay_capacity=200",
                "--set", "eval.every=0", "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=2",
