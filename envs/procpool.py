@@ -141,6 +141,19 @@ def _exited(proc: mp.process.BaseProcess) -> bool:
         return False
 
 
+def _ended(code: int | None) -> str:
+    """How a worker ended, for the restart warning: its exit code, the signal that killed it, or
+    (still running: its pipe broke) that it stopped answering."""
+    if code is None:
+        return "stopped answering (its pipe closed)"
+    if code < 0:
+        try:
+            return f"died (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return f"died (killed by signal {-code})"
+    return f"died (exit code {code})"
+
+
 def _kill(proc: mp.process.BaseProcess) -> None:
     """SIGKILL a worker that has not exited (Process.kill() does nothing once is_alive() is wrong)."""
     if proc.pid is not None and not _exited(proc):
@@ -235,15 +248,19 @@ class ProcessPool:
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             raise _Dead() from e
 
-    def _restart(self, i: int, job: bytes) -> None:
-        """Replace worker i (dead or hung) and give it the call's job; WorkerError past the cap."""
+    def _restart(self, i: int, job: bytes, why: str | None = None) -> None:
+        """Replace worker i (dead or hung: `why`, else what its exit says) and give it the call's job;
+        WorkerError past the cap."""
         while True:
             old = self._procs[i]
+            if why is None and not _exited(old):
+                _join(old, timeout=0.5)  # its pipe closed: it is most likely on its way out, say how it ended
             code = old.exitcode if _exited(old) else None
             _kill(old)
             _join(old, timeout=5)
             self._conns[i].close()
-            self.budget.spend(i, f"died (exit code {code})")
+            self.budget.spend(i, why or _ended(code))
+            why = None
             self._start(i)
             try:
                 self._send(i, ("job", job))
@@ -283,9 +300,9 @@ class ProcessPool:
                     pending.appendleft(unit)
                     self._restart(i, blob)
 
-        def dead(i: int) -> None:
+        def dead(i: int, why: str | None = None) -> None:
             pending.appendleft(busy.pop(i)[0])
-            self._restart(i, blob)
+            self._restart(i, blob, why)
             feed(i)
 
         for i in range(self.n_workers):
@@ -312,7 +329,7 @@ class ProcessPool:
                     dead(i)
                 elif now - busy[i][1] > self.timeout_s:
                     _kill(proc)
-                    dead(i)
+                    dead(i, f"hung (no answer within {self.timeout_s:g} s; killed)")
         if failure:
             failure[0].reraise()
         return results

@@ -1,5 +1,5 @@
 """`metarl train | eval | plot | report` (eval, plot, report: metarl/cli_eval.py). Bad input: one line on
-stderr naming the field, exit code 2."""
+stderr naming the field, exit code 2. Warnings: one line each."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,10 @@ def resume_config(run_dir: str | Path, overrides: list[str], allow_config_change
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
+
+    from metarl.video import no_gl_here
+
+    no_gl_here()  # training never renders: a bad MUJOCO_GL must not stop `import mujoco`
 
     from agents import AGENTS
     from metarl import config
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     from metarl.trainer import RunStopped
 
     args = make_parser().parse_args(argv)
+    old_format = warnings.formatwarning
+    warnings.formatwarning = _warning_line  # printed warnings: one line each, no source line
     try:
         return args.func(args)
     except ConfigError as e:
@@ -189,6 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"metarl: stopped: {e}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = old_format
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as one line: `metarl: warning: MESSAGE` (other categories than UserWarning are
+    named), instead of Python's two lines with the file, the line number and the source line."""
+    text = " ".join(str(message).split())
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    return f"metarl: warning: {kind}{text}\n"
 
 
 if __name__ == "__main__":

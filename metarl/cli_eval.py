@@ -126,6 +126,9 @@ def _default_out_dir(ckpt_path: Path) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from metarl.video import no_gl_here
+
+    no_gl_here()  # evaluation never renders (--video films in its own process): a bad MUJOCO_GL must not stop it
     if args.protocol == "metaworld":
         return cmd_eval_metaworld(args)
     if args.evaluation_state is not None:

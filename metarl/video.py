@@ -41,6 +41,47 @@ _PROBE = ("import mujoco\n"
           "assert img.shape == (16, 16, 3) and img.any(), 'blank frame'\n")
 
 
+USER_GL = "METARL_USER_MUJOCO_GL"  # MUJOCO_GL as the user set it ("": unset), kept by no_gl_here
+# the values mujoco 3.3 takes on Linux (mujoco/gl_context.py); any other makes `import mujoco` raise
+GL_OFF = ("disable", "disabled", "off", "false", "0")
+GL_VALUES = ("egl", "osmesa", "glfw", "glx", "enable", "enabled", "on", "true", "1") + GL_OFF
+GL_ALLOWED = "egl or osmesa (offscreen), glfw or glx (with a display), or unset (egl, then osmesa are tried)"
+
+
+def no_gl_here() -> None:
+    """This process (training, evaluation) never renders. mujoco reads MUJOCO_GL when it is first
+    imported and raises on a value it does not know (MUJOCO_GL=invalid), or fails to load a GL
+    library that is not installed (osmesa without libOSMesa): so here, and in the workers this
+    process starts, it is imported with GL off (MUJOCO_GL=disable). The user's value is kept in
+    METARL_USER_MUJOCO_GL for `preflight` and `find_backend`; rendering runs in its own process
+    (`render_evaluation`), with MUJOCO_GL set to the backend found."""
+    if "mujoco" in sys.modules:  # already imported (and so with a value that worked): nothing to change
+        return
+    if USER_GL not in os.environ:
+        os.environ[USER_GL] = os.environ.get("MUJOCO_GL", "")
+    os.environ["MUJOCO_GL"] = "disable"
+
+
+def user_gl() -> str | None:
+    """MUJOCO_GL as the user set it (None: unset), whatever no_gl_here made of it."""
+    return os.environ.get(USER_GL, os.environ.get("MUJOCO_GL")) or None
+
+
+def check_user_gl(field: str) -> None:
+    """One line, before anything runs, for a MUJOCO_GL that cannot render: a value mujoco does not
+    know, or one that turns rendering off."""
+    user = user_gl()
+    if user is None:
+        return
+    value = user.lower().strip()
+    if value in GL_OFF:
+        raise ConfigError(f"MUJOCO_GL: {user!r} turns MuJoCo's rendering off, and {field} renders; allowed: "
+                          f"{GL_ALLOWED}")
+    if value not in GL_VALUES:
+        raise ConfigError(f"MUJOCO_GL: {user[:40]!r} is not a MuJoCo GL backend (needed by {field}); allowed: "
+                          f"{GL_ALLOWED}")
+
+
 def check_extra(field: str) -> bool:
     """The `video` extra is installed; returns whether ffmpeg is there too (else GIF files)."""
     try:
@@ -57,7 +98,7 @@ def backends() -> list[str]:
     raw = os.environ.get(BACKENDS_ENV)
     if raw is not None:
         return [b.strip() for b in raw.split(",") if b.strip()]
-    user = os.environ.get("MUJOCO_GL")
+    user = user_gl()
     return ([user] if user and user not in BACKENDS else []) + list(BACKENDS)
 
 
@@ -99,6 +140,7 @@ def preflight(cfg: RunConfig, factory: Any, field: str) -> tuple[str, bool]:
     if cfg.env.benchmark == "toy":
         raise ConfigError(f"{field}: the toy tasks have no MuJoCo scene to film; allowed with env.benchmark toy: "
                           f"no video (eval.video_tasks: 0)")
+    check_user_gl(field)
     ffmpeg = check_extra(field)
     cams = camera_names(factory)
     if cfg.eval.video_camera not in cams:

@@ -603,3 +603,61 @@ def test_yaml_1_1_surprises_in_set_and_config_files(tmp_path, capsys):
     _refused(capsys, ["train", str(path), "--set", f"run.out_dir={tmp_path / 'o'}"],
              f"config: {path}: has the key 'run' twice (line 19); allowed: each key once in a mapping",
              nothing_at=tmp_path / "o")
+
+
+# ---- defect 12: a bad MUJOCO_GL stops neither training nor evaluation (they never render) --------------
+def test_a_bad_mujoco_gl_stops_neither_training_nor_eval_and_rendering_refuses_it(tmp_path, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from metarl.video import USER_GL
+
+    cfg = tmp_path / "ml1.yaml"  # one 10-step Meta-World iteration on a worker process, then one held-out goal
+    cfg.write_text("env: {benchmark: ML1, env_name: reach-v3, max_episode_steps: 10, n_workers: 1}\n"
+                   "agent: {name: maml_trpo, meta_batch: 1, episodes_per_task: 1, hidden_sizes: [8]}\n"
+                   "run: {env_steps: 10, progress: false}\n"
+                   "eval: {every: 0, final_tasks_per_class: 1, rounds: 0, episodes_per_round: 1}\n")
+    env = {k: v for k, v in os.environ.items() if k != USER_GL}
+    env["MUJOCO_GL"] = "invalid"
+    out = tmp_path / "o"
+    for argv in (["train", str(cfg), "--set", f"run.out_dir={out}", "--set", "run.name=r"],
+                 ["eval", str(out / "r"), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1", "--workers", "0"]):
+        r = subprocess.run([sys.executable, "-m", "metarl.cli", *argv], env=env, capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (out / "r" / "final_eval.json").is_file() and (out / "r" / "eval_test" / "eval.csv").is_file()
+    monkeypatch.setenv("MUJOCO_GL", "invalid")
+    monkeypatch.delenv(USER_GL, raising=False)
+    _refused(capsys, ["eval", str(out / "r"), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1",
+                      "--workers", "0", "--video", "--out", str(tmp_path / "v.csv")],
+             "MUJOCO_GL: 'invalid' is not a MuJoCo GL backend (needed by --video); allowed: egl or osmesa (offscreen)",
+             nothing_at=tmp_path / "v.csv")
+
+
+# ---- defect 25: warnings in one line, and how a restarted worker ended -------------------------------
+def test_warnings_print_as_one_line_without_a_source_line(run_copy, tmp_path):
+    import subprocess
+    import sys
+
+    ckpts = checkpoint.list_checkpoints(run_copy)
+    for p in ckpts:
+        p.write_bytes(p.read_bytes()[:100])
+    r = subprocess.run([sys.executable, "-m", "metarl.cli", "eval", str(run_copy), "--out", str(tmp_path / "e.csv")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == len(ckpts) + 1, r.stderr  # a warning line per skipped checkpoint, then the error
+    for line, p in zip(lines, reversed(ckpts)):
+        assert line.startswith(f"metarl: warning: skipping unreadable checkpoint {p.name}: checkpoint: {p} is corrupt "
+                               f"or truncated"), r.stderr
+    assert lines[-1].startswith(f"metarl: error: --resume: no readable checkpoint in {run_copy / 'checkpoints'}")
+    assert "UserWarning" not in r.stderr and "warn(" not in r.stderr, r.stderr
+
+
+def test_restart_warnings_say_how_a_worker_ended():
+    from envs.procpool import _ended
+
+    assert _ended(None) == "stopped answering (its pipe closed)"  # never "exit code None"
+    assert _ended(-9) == "died (killed by SIGKILL)"
+    assert _ended(3) == "died (exit code 3)"
