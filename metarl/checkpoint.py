@@ -52,6 +52,10 @@ class UnsafeCheckpoint(ConfigError):
     """The file holds pickled Python objects that weights-only loading refuses to build."""
 
 
+class UnreadableCheckpoint(ConfigError):
+    """The file cannot be read (no permission, an I/O error): its contents are unknown, not corrupt."""
+
+
 class ForeignCheckpoint(ConfigError):
     """The checkpoint was written by another run (another agent or training config) than the run dir's."""
 
@@ -132,6 +136,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
         with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:  # the file is there but cannot be read (permissions, an I/O error): not its bytes' fault
+        raise UnreadableCheckpoint(f"checkpoint: cannot read {path} ({e.strerror or e.__class__.__name__}); "
+                                   f"allowed: a checkpoint file this user can read (check its permissions)") from None
     except pickle.UnpicklingError as e:
         m = _GLOBAL.search(str(e))
         if m:  # a pickled object: building it would call m.group(1)
@@ -192,8 +199,8 @@ def load_latest(run_dir: str | Path, *, registry: Registry, resume: bool = False
     for path in reversed(candidates):
         try:
             payload = load_file(path)
-        except UnsafeCheckpoint:
-            raise  # someone put it there: never fall back silently past it
+        except (UnsafeCheckpoint, UnreadableCheckpoint):
+            raise  # someone put it there, or it may be fine once readable: never fall back silently past it
         except ConfigError as e:
             errors.append(str(e))
             warnings.warn(f"skipping unreadable checkpoint {path.name}: {e}", stacklevel=2)
@@ -213,10 +220,58 @@ def resolve(path_or_run: str | Path, *, registry: Registry) -> tuple[Path, dict[
     p = Path(path_or_run)
     if p.is_dir():
         return load_latest(p, registry=registry)
+    check_manifest(p)
     payload = load_file(p)
     check_run(p, payload, registry=registry)
     validate(p, payload, registry=registry)
     return p, payload
+
+
+MANIFEST = "MANIFEST"  # beside released checkpoints (benchmarks/release.py): `<sha256>  <file>  ...` per line
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_manifest(path: str | Path) -> None:
+    """A checkpoint in a directory of released ones (a MANIFEST beside it, as benchmarks/checkpoints/
+    has) must have the SHA-256 its MANIFEST lists, checked before it is unpickled: a file changed
+    after its release, or one MANIFEST does not list, is refused in one line. Elsewhere: nothing to
+    check. Both the path as given and the file a link there points to are checked."""
+    path = Path(path)
+    if not path.is_file():
+        return  # load_file says so
+    for p in dict.fromkeys([path, path.resolve()]):
+        manifest = p.parent / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"checkpoint: cannot read {manifest} ({why}), which lists the SHA-256 of the released "
+                              f"checkpoints beside it; allowed: a readable MANIFEST") from None
+        listed = {parts[1]: parts[0].lower() for parts in (ln.split() for ln in lines)
+                  if len(parts) >= 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0])}
+        if p.name not in listed:
+            raise ConfigError(f"checkpoint: {p} is not listed in {manifest}; allowed there: the released checkpoints "
+                              f"it lists (benchmarks/release.py adds them)")
+        try:
+            actual = _sha256(p)
+        except OSError as e:
+            raise UnreadableCheckpoint(f"checkpoint: cannot read {p} ({e.strerror or e.__class__.__name__}); "
+                                       f"allowed: a checkpoint file this user can read (check its permissions)") from None
+        if actual != listed[p.name]:
+            raise ConfigError(f"checkpoint: {p} has SHA-256 {actual[:16]}... but {manifest} lists "
+                              f"{listed[p.name][:16]}...: the file changed after its release; allowed: the released "
+                              f"file (restore it, e.g. from git)")
 
 
 def _config_hash(raw: Any, registry: Registry) -> str | None:

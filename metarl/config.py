@@ -42,6 +42,7 @@ class AgentClass(Protocol):
 # name -> agent class, e.g. agents.AGENTS: handed in by the caller (cli, trainer, tests), so that
 # this module, which the whole core uses, does not depend on the agents package
 Registry = Mapping[str, AgentClass]
+MAX_NAME_BYTES = 255  # run.name: one file name (NAME_MAX of Linux file systems)
 MAX_TORCH_THREADS = 1024  # run.torch_threads: torch's thread pools take an int; 10**12 overflowed in there
 VIDEO_MAX_TASKS = 100  # eval.video_tasks: each task is filmed for every round (~30 s a clip at 240x240)
 # Sizes bounded for any machine (each also goes into the RAM check, metarl/resources.py). The presets
@@ -81,6 +82,10 @@ class RunSection(Section):
                f"not absolute, not empty), got {self.name!r}")
         _check(self.name is None or self.name.isprintable(), "run.name",
                f"must be printable: no control characters (newline, tab, ESC, ...), got {self.name!r}")
+        if self.name is not None:
+            size = len(self.name.encode("utf-8", "surrogatepass"))
+            _check(size <= MAX_NAME_BYTES, "run.name",
+                   f"must be at most {MAX_NAME_BYTES} bytes (one file name), got {size:,} bytes: {self.name[:40]!r}...")
 
 
 @dataclass(frozen=True)
@@ -198,19 +203,38 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as config.yaml holds it: read back by read_yaml (YAML 1.2 scalars) it is this
+        config again; a string such as run.name '1e5' or '0o17' is quoted, not read back as a number."""
+        return yaml.dump(self.to_dict(), Dumper=_PlainYamlDumper, sort_keys=False)
 
-    def hash(self) -> str:
-        """Hash of everything that shapes training: not the budget, device, output, console or
-        evaluation (evaluation draws from its own generator, so it never changes training), nor the
-        env fast path (identical numbers)."""
+    def training_dict(self) -> dict[str, Any]:
+        """What shapes training: not the budget, device, output, console or evaluation (evaluation
+        draws from its own generator, so it never changes training), nor the env fast path and
+        where the envs run (identical numbers)."""
         d = self.to_dict()
         d.pop("eval")
         for k in ("fast_path", "backend", "ray_address"):  # bit-identical results either way
             d["env"].pop(k, None)
         for k in ("env_steps", "device", "out_dir", "name", "progress", "keep_checkpoints", "torch_threads"):
             d["run"].pop(k, None)
-        return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def hash(self) -> str:
+        """Hash of what shapes training (training_dict)."""
+        return hashlib.sha256(yaml.safe_dump(self.training_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_fields(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two config mappings (to_dict's)."""
+    out = []
+    for k in dict.fromkeys([*a, *b]):
+        x, y = a.get(k), b.get(k)
+        name = f"{prefix}{k}"
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += changed_fields(x, y, name + ".")
+        elif x != y:
+            out.append(name)
+    return out
 
 
 # Plain data, bounded: what a config (a YAML file, an override, a checkpoint's `config`) may hold
@@ -356,6 +380,16 @@ class _YamlDuplicate(Exception):
 _PlainYamlLoader.add_constructor("tag:yaml.org,2002:int", _PlainYamlLoader.construct_yaml_int)
 
 
+class _PlainYamlDumper(yaml.SafeDumper):
+    """yaml.SafeDumper that quotes every string which YAML 1.2 scalars (read_yaml) or YAML 1.1
+    (yaml.safe_load) would read as something else: its resolvers are both tables together."""
+
+
+_PlainYamlDumper.yaml_implicit_resolvers = {
+    ch: [*_PlainYamlLoader.yaml_implicit_resolvers.get(ch, []), *yaml.SafeDumper.yaml_implicit_resolvers.get(ch, [])]
+    for ch in {*_PlainYamlLoader.yaml_implicit_resolvers, *yaml.SafeDumper.yaml_implicit_resolvers}}
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """`text` as plain YAML data (no anchors or aliases), checked by check_plain; any problem
     is one ConfigError starting with `where`."""
@@ -385,14 +419,15 @@ def read_yaml(path: str | Path, where: str = "config") -> Any:
         with path.open("rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f"{where}: cannot read {path} ({e.strerror or e.__class__.__name__})") from None
+        raise ConfigError(f"{where}: cannot read {path} ({e.strerror or e.__class__.__name__}); allowed: a YAML "
+                          f"file this user can read") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where}: {path} is over {MAX_CONFIG_BYTES:,} bytes; allowed: at most "
                           f"{MAX_CONFIG_BYTES:,} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+        raise ConfigError(f"{where}: {path} is not UTF-8 text; allowed: a UTF-8 YAML file") from None
     return parse_yaml(text, f"{where}: {path}")
 
 

@@ -39,15 +39,20 @@ def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
 def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
              rng: np.random.Generator, deterministic: bool = False,
              on_progress: Callable[[int], None] | None = None,
-             on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None) -> AdaptationCurve:
+             on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> AdaptationCurve:
     """Round 0 acts with the agent's initial per-task state; after each round the
     agent adapts on that round's episodes. Tasks run in chunks of the sampler's slots; every
     random number (slot seeds, noise, the agent's own draws in initial_task_state / adapt) comes from `rng`.
-    `on_batch(rows, k, batch)` sees each round's episodes (`rows`: their tasks' positions in `tasks`)."""
+    `on_batch(rows, k, batch)` sees each round's episodes (`rows`: their tasks' positions in `tasks`).
+    `should_stop` is asked before each chunk: when it says yes, the curve holds the tasks done so far
+    (the first ones of `tasks`, possibly none)."""
     tasks = list(tasks)
     success = np.zeros((len(tasks), rounds + 1))
     returns = np.zeros((len(tasks), rounds + 1))
     for start in range(0, len(tasks), sampler.n_slots):
+        if should_stop is not None and should_stop():
+            return AdaptationCurve(tasks[:start], success[:start], returns[:start])
         chunk = tasks[start:start + sampler.n_slots]
         state = agent.initial_task_state(len(chunk), rng)
         for k in range(rounds + 1):
@@ -212,12 +217,14 @@ def pooled_success(tasks: Sequence[Task], success: np.ndarray, lengths: np.ndarr
 
 def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rng: np.random.Generator,
                        protocol: MetaworldProtocol = MetaworldProtocol(),
-                       on_progress: Callable[[int], None] | None = None) -> ProtocolResult:
+                       on_progress: Callable[[int], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> ProtocolResult:
     """Run the Meta-World protocol on `tasks` in chunks of the sampler's slots. All randomness
     comes from `rng` (slot seeds and exploration noise, drawn per sample call; the agent's own
     draws in initial_task_state / adapt). Per chunk the sample calls are: one per adaptation
     step, then one for all evaluation episodes ("continue") or one per evaluation episode, each
-    from the post-adaptation state ("restart")."""
+    from the post-adaptation state ("restart"). `should_stop` is asked before each chunk: when it
+    says yes, the result holds the goals done so far (the first ones of `tasks`, possibly none)."""
     tasks = list(tasks)
     p = protocol
     n = len(tasks)
@@ -227,6 +234,9 @@ def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task]
     ret = np.zeros_like(succ)
     lengths = np.zeros((n, p.evaluation_episodes), np.int64)
     for start in range(0, n, sampler.n_slots):
+        if should_stop is not None and should_stop():
+            return ProtocolResult(tasks[:start], a_succ[:start], a_ret[:start], succ[:start], ret[:start],
+                                  lengths[:start], sampler.horizon, p)
         chunk = tasks[start:start + sampler.n_slots]
         rows = slice(start, start + len(chunk))
         state = agent.initial_task_state(len(chunk), rng)

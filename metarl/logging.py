@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TextIO
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def save_curve_png(curve: AdaptationCurve, path: str | Path, title: str = "") ->
     by_class = curve.by_class()
     if len(by_class) > 1:
         curves.update({k: (list(s), list(r)) for k, (s, r) in by_class.items()})
-    with runfiles.open_write(path, "wb") as f:
+    with runfiles.naming(path), runfiles.open_write(path, "wb") as f:
         curve_figure(curves, title).savefig(f, dpi=100, format="png")
 
 
@@ -122,14 +122,33 @@ def read_rows(path: Path, what: str = "RUN_DIR") -> tuple[list[str], list[dict[s
     return header, rows
 
 
+def check_log(path: Path, what: str = "--resume") -> None:
+    """Refuse, in one line, a run's CSV log that metarl could not read back: not UTF-8 text, or not
+    CSV (a NUL byte: a binary or damaged file). A torn last line passes (CsvLog cuts it)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            for _ in csv.reader(f):
+                pass
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else \
+            "not CSV text" if isinstance(e, csv.Error) else (e.strerror or e.__class__.__name__)
+        raise ConfigError(f"{what}: {path} is not a CSV log metarl can read ({why}: a binary or damaged file); "
+                          f"allowed: the log the run wrote. Move it aside (a new one is started) and try "
+                          f"again") from None
+
+
 class CsvLog:
     """Append rows to a CSV; when new columns appear, rewrite it with the wider header. A torn
-    last line (a crash mid-append) is cut off when the log is opened again, with a note."""
+    last line (a crash mid-append) is cut off when the log is opened again, with a note. A log
+    that is not UTF-8 CSV text is refused in one line (check_log), never rewritten."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fields: list[str] = []
         runfiles.refuse_links(path.parent, [path.name])  # never read or written through a planted link
+        check_log(path)
         cut = repair_torn_line(path)
         if cut:
             print(f"metarl: note: {path} ended in a partial line ({cut} bytes, cut off by a crash); removed",
@@ -141,10 +160,6 @@ class CsvLog:
     def truncate_after(self, env_steps: int) -> int:
         """Drop the rows logged after `env_steps` (a resume redoes those iterations); returns how
         many were dropped. Rewritten atomically; rows without a numeric env_steps are kept."""
-        if not self.path.exists() or not self.fields:
-            return 0
-        with self.path.open() as f:
-            rows = list(csv.DictReader(f))
 
         def later(r: dict) -> bool:
             try:
@@ -152,7 +167,15 @@ class CsvLog:
             except ValueError:
                 return False
 
-        keep = [r for r in rows if not later(r)]
+        return self.drop_rows(later)
+
+    def drop_rows(self, drop: Callable[[dict], bool]) -> int:
+        """Drop the rows for which `drop(row)` is true; returns how many. Rewritten atomically."""
+        if not self.path.exists() or not self.fields:
+            return 0
+        with self.path.open() as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if not drop(r)]
         if len(keep) == len(rows):
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -175,7 +198,7 @@ class CsvLog:
                 w = csv.DictWriter(f, self.fields)
                 w.writeheader()
                 w.writerows(old_rows)
-        with runfiles.open_write(self.path, "a", newline="") as f:
+        with runfiles.naming(self.path), runfiles.open_write(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow(row)
 
 
@@ -237,8 +260,9 @@ class RunLogger:
 
         self.run_dir = Path(run_dir)
         self.title = title
-        self.tb = SummaryWriter(str(self.run_dir / "tb"),
-                                purge_step=None if resume_step is None else resume_step + 1)
+        self.tb_dir = self.run_dir / "tb"  # named by a failed write of the TensorBoard thread (runfiles.naming)
+        with runfiles.naming(self.tb_dir):
+            self.tb = SummaryWriter(str(self.tb_dir), purge_step=None if resume_step is None else resume_step + 1)
         self.progress = CsvLog(self.run_dir / "progress.csv")
         self.eval_csv = CsvLog(self.run_dir / "eval.csv")
         if resume_step is not None:
@@ -259,30 +283,40 @@ class RunLogger:
                               "meta-training rollouts": ["Multiline", ["rollout/success_rate_pre",
                                                                         "rollout/success_rate"]]},
         }
-        self.tb.add_custom_scalars(layout)
-        self.tb.flush()
+        with runfiles.naming(self.tb_dir):
+            self.tb.add_custom_scalars(layout)
+            self.tb.flush()
         return layout
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        for k, v in metrics.items():
-            self.tb.add_scalar(k, v, step)
+        with runfiles.naming(self.tb_dir):
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
         self.progress.write({"env_steps": step, **metrics})
-        self.tb.flush()
+        with runfiles.naming(self.tb_dir):
+            self.tb.flush()
 
     def log_eval(self, curve: AdaptationCurve, step: int, tag: str = "eval") -> dict[str, float]:
         scalars = curve.scalars(tag)
-        for k, v in scalars.items():
-            self.tb.add_scalar(k, v, step)
+        with runfiles.naming(self.tb_dir):
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
         for row in curve.rows():
             self.eval_csv.write({"env_steps": step, "eval": tag, **row})
         curves = {f"{tag} @ {step} steps": (curve.success_by_round(), curve.return_by_round())}
-        self.tb.add_figure(f"{tag}/adaptation_curve", curve_figure(curves, self.title), step)
+        with runfiles.naming(self.tb_dir):
+            self.tb.add_figure(f"{tag}/adaptation_curve", curve_figure(curves, self.title), step)
         save_curve_png(curve, self.run_dir / "adaptation_curve.png", f"{self.title} ({tag}, {step:,} env steps)")
-        self.tb.flush()
+        with runfiles.naming(self.tb_dir):
+            self.tb.flush()
         return scalars
 
     def close(self) -> None:
-        self.tb.close()
+        with runfiles.naming(self.tb_dir):
+            try:
+                self.tb.flush()  # raises what the writer thread met (a full disk); close() would not
+            finally:
+                self.tb.close()
 
 
 def write_protocol_result(out_dir: str | Path, summary: dict, rows: list[dict], step: int,
@@ -298,9 +332,9 @@ def write_protocol_result(out_dir: str | Path, summary: dict, rows: list[dict], 
     out_dir.mkdir(parents=True, exist_ok=True)
     js, cs = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
     tmp_js, tmp_cs = out_dir / f".{stem}.json.tmp", out_dir / f".{stem}.csv.tmp"
-    with runfiles.open_temp(tmp_js, "w") as f:
+    with runfiles.naming(tmp_js), runfiles.open_temp(tmp_js, "w") as f:
         f.write(json.dumps({"env_steps": step, **summary}, indent=2))
-    with runfiles.open_temp(tmp_cs, "w", newline="") as f:
+    with runfiles.naming(tmp_cs), runfiles.open_temp(tmp_cs, "w", newline="") as f:
         w = csv.DictWriter(f, ["env_steps", "task", "task_index", "phase", "episode", "success", "return", "length"])
         w.writeheader()
         for r in rows:

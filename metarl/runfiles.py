@@ -11,18 +11,51 @@ checks a run dir's files before a command writes anything.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
-from metarl.types import ConfigError
+from metarl.types import ConfigError, StorageError
 
 # the files `metarl train` (and eval, report) write directly in a run dir
 RUN_FILES = ("config.yaml", "runs.jsonl", "progress.csv", "eval.csv", "best.json", "final_eval.json",
              "adaptation_curve.png", "eval_metaworld.json", "eval_metaworld.csv", "eval_metaworld_train.json",
              "eval_metaworld_train.csv", "report.md", "report_success.png", "report_adaptation_by_class.png")
+
+
+# what the disk (not the input) can make a write fail with: full, over quota, read-only, no permission, I/O
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                         errno.EFBIG})
+
+
+def write_error(e: OSError, label: str, default: str | Path, stopped: str, then: str) -> StorageError:
+    """One line for a write that failed because of the disk: `label: cannot write FILE (why);
+    STOPPED. HOW TO FIX, then THEN` (`default`: the file named when the error names none, as a
+    failed write() or the TensorBoard writer's does not)."""
+    target = Path(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes, os.PathLike)) else Path(default)
+    why = e.strerror or e.__class__.__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = f"Free space on the disk that holds {target.parent}"
+    elif e.errno == errno.EROFS:
+        fix = f"Make the file system that holds {target.parent} writable"
+    else:
+        fix = f"Make {target.parent} writable"
+    return StorageError(f"{label}: cannot write {target} ({why}); {stopped}. {fix}, then {then}")
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside that names no file (a failed write() or flush, the TensorBoard
+    writer thread's) is given `path`, so that its one-line message says what could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
 
 
 class LinkedPath(ConfigError):
@@ -86,7 +119,7 @@ def open_temp(path: str | Path, mode: str = "w", **kw: Any) -> IO:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    with open_write(path, "w") as f:
+    with naming(path), open_write(path, "w") as f:
         f.write(text)
 
 
@@ -95,7 +128,7 @@ def replace_text(path: str | Path, text: str) -> None:
     its target untouched)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open_temp(tmp, "w") as f:
+    with naming(tmp), open_temp(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
 
@@ -150,6 +183,9 @@ class RunLock:
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.EMLINK) and self.path.is_symlink():
                 raise _link_error(self.path) from None
+            if e.errno in DISK_ERRNOS:
+                raise write_error(e, "run dir", self.path, "nothing was started",
+                                  "run the command again") from None
             raise ConfigError(f"run dir: cannot create the lock file {self.path} "
                               f"({e.strerror or e.__class__.__name__})") from None
         try:

@@ -1,9 +1,11 @@
 """The training loop: budget, evaluation cadence, logging, checkpoints, signals."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +21,7 @@ from metarl.config import RunConfig
 from metarl.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, official_pool_size, select_tasks
 from metarl.logging import RunLogger, TextProgress
 from metarl.sampler import Sampler
-from metarl.types import AdaptationCurve, ConfigError
+from metarl.types import AdaptationCurve, ConfigError, StorageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,22 +83,34 @@ class RunStopped(RuntimeError):
 
 
 class _StopFlag:
-    """SIGINT / SIGTERM ask the loop to stop after the current iteration; a second SIGINT at
-    least ABORT_AFTER_S later aborts. Sooner it is the same request delivered twice: `timeout`
-    signals its child and then the child's process group, which holds that child too."""
+    """SIGINT / SIGTERM ask the loop to stop after the current iteration (the final evaluation:
+    after the chunk of tasks in progress); a second SIGINT at least ABORT_AFTER_S later aborts.
+    Sooner it is the same request delivered twice: `timeout` signals its child and then the
+    child's process group, which holds that child too. `metarl train` holds one from before the
+    run dir is made, so a signal during start-up is kept for the loop, not lost in a half-made
+    run dir."""
 
     ABORT_AFTER_S = 1.0
 
     def __init__(self):
         self.requested = False
         self._first = 0.0
+        self._latest = 0.0  # when the latest request came (a repeat of the first within ABORT_AFTER_S: not one)
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum, frame):
+        now = time.monotonic()
         if not self.requested:
-            self.requested, self._first = True, time.monotonic()
-        elif signum == signal.SIGINT and time.monotonic() - self._first >= self.ABORT_AFTER_S:
-            raise KeyboardInterrupt
+            self.requested, self._first, self._latest = True, now, now
+        elif now - self._first >= self.ABORT_AFTER_S:
+            self._latest = now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+
+    def requested_since(self, t: float) -> bool:
+        """Whether a stop was asked for at time.monotonic() `t` or later (the final evaluation
+        of a run stopped early runs to its end unless asked again)."""
+        return self.requested and self._latest >= t
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -111,8 +125,29 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _writer_thread_errors_surface_here():
+    """TensorBoard writes its events from a thread. When a write fails there because of the disk
+    (full, read-only), the thread dies printing a traceback, and the next write or flush in this
+    thread raises the same error, which ends the run in one line (Trainer.run): that traceback is
+    not printed. Any other error in a thread is reported as before."""
+    old = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in runfiles.DISK_ERRNOS:
+            return
+        old(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = old
+
+
 class Trainer:
     resumed_from: int | None = None  # env steps of the checkpoint this run was resumed from
+    final_eval_stopped: tuple[int, int] | None = None  # (tasks done, planned): a signal stopped the final evaluation
     warm_restart = False  # resumed from a checkpoint without PEARL's buffers (needs_warm_restart)
 
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
@@ -195,29 +230,32 @@ class Trainer:
         except OSError as e:
             raise self._write_failed(e) from None
 
-    def _write_failed(self, e: OSError) -> ConfigError:
-        """One line for a checkpoint that cannot be written (read-only or full disk): where the
-        run stopped, the newest checkpoint on disk and how to go on."""
+    def _write_failed(self, e: OSError, label: str = "checkpoints") -> ConfigError | StorageError:
+        """One line for a file of the run that cannot be written (a full or read-only disk, no
+        permission; StorageError): the file, where the run stopped, the newest checkpoint on disk
+        and how to go on. A directory standing at a checkpoint's name is named as such (ConfigError)."""
         d = checkpoint.checkpoint_dir(self.run_dir)
         try:
             newest = checkpoint.list_checkpoints(self.run_dir)
         except OSError:
             newest = []
         on_disk = f"the newest checkpoint on disk is {newest[-1].name}" if newest else "no checkpoint is on disk"
-        if isinstance(e, IsADirectoryError):
+        if isinstance(e, IsADirectoryError) and label == "checkpoints":
             return ConfigError(f"checkpoints: {e.filename} is a directory, not a checkpoint; training stopped at "
                                f"iteration {self.iteration} ({self.env_steps:,} env steps) and {on_disk}. Remove or "
                                f"rename that directory, then resume with: metarl train --resume {self.run_dir}")
-        return ConfigError(f"checkpoints: cannot write {e.filename or d} ({e.strerror or e.__class__.__name__}); "
-                           f"training stopped at iteration {self.iteration} ({self.env_steps:,} env steps) and "
-                           f"{on_disk}. Make {d} writable, then resume with: metarl train --resume {self.run_dir}")
+        return runfiles.write_error(e, label, d if label == "checkpoints" else self.run_dir,
+                                    f"training stopped at iteration {self.iteration} ({self.env_steps:,} env steps) "
+                                    f"and {on_disk}", f"resume with: metarl train --resume {self.run_dir}")
 
     # ---- evaluation -----------------------------------------------------------------
-    def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test", final: bool = False) -> AdaptationCurve:
+    def evaluate(self, per_class: int, progress: Callable[[int], None] | None = None, split: str = "test",
+                 final: bool = False, should_stop: Callable[[], bool] | None = None) -> AdaptationCurve:
         """The meta-test protocol on the held-out tasks (split="test") or, for model selection, on
         training tasks (split="train"); each split draws from its own generator. With
         eval.protocol: metaworld, the Meta-World protocol as a 2-round curve; `final` then also
-        writes eval_metaworld.json / .csv and keeps the summary in `protocol_summary`."""
+        writes eval_metaworld.json / .csv and keeps the summary in `protocol_summary`.
+        `should_stop`: asked before each chunk of tasks; the curve then holds the tasks done."""
         ev = self.cfg.eval
         tasks = select_tasks(self.bench.tasks(split), per_class)
         rng = np.random.default_rng([self.cfg.run.seed, self.iteration, 1 if split == "test" else 2])
@@ -227,31 +265,45 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # evaluation never shifts training's random streams
             if ev.protocol == "curve":
                 return evaluate(self.agent, self.sampler, tasks, ev.rounds, ev.episodes_per_round, rng,
-                                ev.deterministic, on_progress=progress)
+                                ev.deterministic, on_progress=progress, should_stop=should_stop)
             result = metaworld_evaluate(self.agent, self.sampler, tasks, rng,
                                         MetaworldProtocol(evaluation_state=ev.evaluation_state),
-                                        on_progress=progress)
-        if final:
+                                        on_progress=progress, should_stop=should_stop)
+        if final and result.tasks:
             from metarl.logging import write_protocol_result
             summary = {**result.to_dict(official_pool_size(len({t.name for t in tasks}))), "split": split,
                        "benchmark": self.cfg.env.benchmark, "env_name": self.cfg.env.env_name,
                        "agent": self.cfg.agent.name,
                        **({"pearl_context": self.cfg.eval.pearl_context} if self.cfg.agent.name == "pearl" else {})}
+            if len(result.tasks) < len(tasks):  # stopped by a signal: the goals done, and how many were planned
+                summary.update(stopped=True, n_goals_planned=len(tasks))
             write_protocol_result(self.run_dir, summary, result.rows(), self.env_steps, self.run_dir / "tb")
             self.protocol_summary = summary
         return result.as_curve()
 
     # ---- the loop -------------------------------------------------------------------
-    def run(self, final_eval_on_stop: bool = False) -> AdaptationCurve | None:
+    def run(self, final_eval_on_stop: bool = False, stop: _StopFlag | None = None) -> AdaptationCurve | None:
         """Train to the budget, then evaluate on the held-out tasks. A SIGINT/SIGTERM stops after
         the current iteration with a checkpoint and returns None, or, with `final_eval_on_stop`,
-        runs the final evaluation on the policy as it is (`stopped_early` is then True)."""
+        runs the final evaluation on the policy as it is (`stopped_early` is then True). A signal
+        during the final evaluation stops it after the chunk of tasks in progress: the tasks done
+        are kept (`final_eval_stopped`: done, planned). `stop`: a _StopFlag already installed (by
+        `metarl train`, before start-up), else one is installed here. A write that fails because
+        of the disk ends the run with one StorageError line."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_writer_thread_errors_surface_here())
+            flag = stop if stop is not None else stack.enter_context(_StopFlag())
+            try:
+                return self._run(final_eval_on_stop, flag)
+            except OSError as e:
+                if e.errno not in runfiles.DISK_ERRNOS:
+                    raise
+                raise self._write_failed(e, "run dir") from None
+
+    def _run(self, final_eval_on_stop: bool, stop: _StopFlag) -> AdaptationCurve | None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.cfg
-        logger = RunLogger(self.run_dir, run_label(cfg, self.run_dir), resume_step=self.resumed_from)
-        logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
-                      1 if cfg.eval.protocol == "metaworld" else cfg.eval.rounds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(),
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                    TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
@@ -261,9 +313,15 @@ class Trainer:
         from rich import get_console
         text = TextProgress(run_label(cfg, self.run_dir), cfg.run.env_steps, self.env_steps) \
             if cfg.run.progress and not (self.console or get_console()).is_terminal else None
+        logger: RunLogger | None = None
+        ended = False  # the body ran to its end: a failure to close the logs is then the run's error
         try:
-            with _StopFlag() as stop, Progress(*columns, console=self.console, disable=not cfg.run.progress,
-                                               transient=False) as bar:
+            logger = RunLogger(self.run_dir, run_label(cfg, self.run_dir), resume_step=self.resumed_from)
+            logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
+                          1 if cfg.eval.protocol == "metaworld" else cfg.eval.rounds)
+            if stop.requested and not (checkpoint.checkpoint_dir(self.run_dir) / f"ckpt_{self.iteration:07d}.pt").is_file():
+                self.save_checkpoint()  # stopped during start-up: a checkpoint to resume from, not a bare run dir
+            with Progress(*columns, console=self.console, disable=not cfg.run.progress, transient=False) as bar:
                 job = bar.add_task("train", total=cfg.run.env_steps, completed=self.env_steps, sps=0.0,
                                    success="-")
                 while self.env_steps < cfg.run.env_steps and not stop.requested:
@@ -323,45 +381,80 @@ class Trainer:
                         self.save_checkpoint()
                 finished = self.env_steps >= cfg.run.env_steps and not stop.requested
                 if finished or (stop.requested and final_eval_on_stop):
-                    tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
-                    per_task = (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round if cfg.eval.protocol == "curve" \
-                        else MetaworldProtocol().adaptation_episodes + MetaworldProtocol().evaluation_episodes
-                    total = len(tasks) * per_task * self.sampler.horizon
-                    ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
-                    t1 = time.perf_counter()
-
-                    def advance(n: int) -> None:
-                        bar.advance(ev_job, n)
-                        done_steps = bar.tasks[ev_job].completed
-                        bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
-                        if text:
-                            text.eval_steps("final eval", int(done_steps), total)
-
-                    final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True)
-                    self.wall_seconds += time.perf_counter() - t1
-                    logger.log_eval(final_curve, self.env_steps)
-                    if text:
-                        text.evaluation("final eval" + (" (stopped early)" if not finished else ""), self.env_steps,
-                                        final_curve)
-                    best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
-                    if cfg.eval.select_best and self.best is not None and best_path.is_file():
-                        bar.update(ev_job, description="final eval (best.pt)", completed=0)
-                        self.agent.load_state_dict(checkpoint.load_file(best_path)["agent"])
-                        t1 = time.perf_counter()
-                        self.best_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance)
-                        self.wall_seconds += time.perf_counter() - t1
-                        logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
-                        if text:
-                            text.evaluation("final eval of best.pt", self.env_steps, self.best_curve)
-                    self._write_final(final_curve, stopped_early=not finished)
-                    self.stopped_early = not finished
-                    if cfg.eval.video_tasks:  # after final_eval.json, in its own process (metarl/video.py)
-                        from metarl.video import film_final_evaluation
-                        film_final_evaluation(cfg, self.run_dir, self.bench.test_tasks, self.iteration,
-                                              self.env_steps, final_curve, logger.tb)
+                    final_curve = self._final_evaluation(logger, bar, text, stop, finished, final_eval_on_stop)
+            ended = True
         finally:
-            logger.close()
-            self.sampler.vec_env.close()
+            try:
+                if logger is not None:
+                    logger.close()
+            except OSError:
+                if ended:
+                    raise
+            finally:
+                self.sampler.vec_env.close()
+        return final_curve
+
+    def _final_evaluation(self, logger: RunLogger, bar: Any, text: TextProgress | None, stop: _StopFlag,
+                          finished: bool, final_eval_on_stop: bool) -> AdaptationCurve | None:
+        """The final held-out evaluation (and best.pt's, and the videos); a signal stops it after the
+        chunk of tasks in progress, keeping the tasks done (None: none were)."""
+        cfg = self.cfg
+        tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
+        per_task = (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round if cfg.eval.protocol == "curve" \
+            else MetaworldProtocol().adaptation_episodes + MetaworldProtocol().evaluation_episodes
+        total = len(tasks) * per_task * self.sampler.horizon
+        ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
+        t1 = time.perf_counter()
+        started = time.monotonic()
+
+        def advance(n: int) -> None:
+            bar.advance(ev_job, n)
+            done_steps = bar.tasks[ev_job].completed
+            bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
+            if text:
+                text.eval_steps("final eval", int(done_steps), total)
+
+        # a signal now stops it (after the chunk in progress), unless the caller needs the whole evaluation
+        # even of a run it stopped (final_eval_on_stop: benchmarks/run_preset.py records it as the result)
+        asked = None if final_eval_on_stop else (lambda: stop.requested_since(started))
+        final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True, should_stop=asked)
+        self.wall_seconds += time.perf_counter() - t1
+        cut = len(final_curve.tasks) < len(tasks)
+        if cut:
+            self.final_eval_stopped = (len(final_curve.tasks), len(tasks))
+            if not final_curve.tasks:
+                return None
+        # rows an earlier final evaluation of this checkpoint logged (one stopped, or cut short by a crash,
+        # then resumed) or a periodic one of the same policy: this evaluation replaces them, never doubles them
+        logger.eval_csv.drop_rows(lambda r: r.get("env_steps") == str(self.env_steps)
+                                  and r.get("eval") in ("eval", "eval_best"))
+        logger.log_eval(final_curve, self.env_steps)
+        if text:
+            label = "final eval" + (" (stopped early)" if not finished else "")
+            if cut:
+                label += f" (stopped by a signal: {len(final_curve.tasks)} of {len(tasks)} tasks)"
+            text.evaluation(label, self.env_steps, final_curve)
+        best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
+        if not cut and cfg.eval.select_best and self.best is not None and best_path.is_file():
+            bar.update(ev_job, description="final eval (best.pt)", completed=0)
+            self.agent.load_state_dict(checkpoint.load_file(best_path)["agent"])
+            t1 = time.perf_counter()
+            best_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, should_stop=asked)
+            self.wall_seconds += time.perf_counter() - t1
+            if len(best_curve.tasks) < len(tasks):  # stopped: best.pt's half-done evaluation is not its result
+                self.final_eval_stopped = (len(final_curve.tasks), len(tasks))
+                cut = True
+            else:
+                self.best_curve = best_curve
+                logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
+                if text:
+                    text.evaluation("final eval of best.pt", self.env_steps, self.best_curve)
+        self._write_final(final_curve, stopped_early=not finished)
+        self.stopped_early = not finished
+        if cfg.eval.video_tasks and not cut:  # after final_eval.json, in its own process (metarl/video.py)
+            from metarl.video import film_final_evaluation
+            film_final_evaluation(cfg, self.run_dir, self.bench.test_tasks, self.iteration,
+                                  self.env_steps, final_curve, logger.tb)
         return final_curve
 
     def _select(self, logger: RunLogger) -> None:
@@ -396,6 +489,8 @@ class Trainer:
                "return_by_round": curve.return_by_round(),
                "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
                             for k, (s, r) in curve.by_class().items()}}
+        if self.final_eval_stopped is not None:  # a signal stopped it: the tasks done, of how many
+            out.update(final_eval_stopped=True, n_tasks_planned=self.final_eval_stopped[1])
         selected = self.selected()
         if selected is not None:
             out["selected"] = selected

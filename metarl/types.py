@@ -23,6 +23,12 @@ class ConfigError(ValueError):
     """Bad user input. The message names the field and what is allowed."""
 
 
+class StorageError(RuntimeError):
+    """A run's file could not be written because of where it lives (a full or read-only disk, a
+    directory without write permission), not because of the input: one line naming the file, where
+    the run stopped and how to go on (`metarl train` exits with code 1)."""
+
+
 class TaskEnv(Protocol):
     """One task slot (envs.metaworld.MetaWorldEnv, envs.toy.PointEnv): what TaskVectorEnv and
     metarl.rollout step."""

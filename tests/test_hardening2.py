@@ -605,6 +605,307 @@ def test_yaml_1_1_surprises_in_set_and_config_files(tmp_path, capsys):
              nothing_at=tmp_path / "o")
 
 
+# ---- the items left of issue 29 --------------------------------------------------------------------
+SMALL_EVAL = ["--set", "run.progress=false", "--set", "eval.tasks_per_class=1", "--set", "eval.final_tasks_per_class=1",
+              "--set", "eval.rounds=1", "--set", "eval.episodes_per_round=1"]
+
+
+def _last_line(err: str) -> str:
+    """The one error line a run ends with (other lines before it: progress, notes); no traceback."""
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("metarl: error: "), err
+    return line
+
+
+def _env_steps(run: Path, name: str = "progress.csv") -> list[int]:
+    import csv
+
+    return [int(r["env_steps"]) for r in csv.DictReader((run / name).open())]
+
+
+def _unchanged(run: Path, before: dict[str, bytes]) -> None:
+    assert {k: v for k, v in _snapshot(run).items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+
+
+# ---- defect 5: a full or read-only disk mid-run or at start: its own error (exit 1), one line, how to go on
+def test_a_full_disk_at_the_png_writer_ends_the_run_in_one_line_and_it_resumes(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from metarl import runfiles
+
+    real = runfiles.open_write
+    pngs = []
+
+    def full(path, mode="w", **kw):
+        if str(path).endswith(".png"):
+            pngs.append(path)
+            if len(pngs) > 1:  # the second evaluation's figure; a failed write() names no file
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode, **kw)
+
+    monkeypatch.setattr(runfiles, "open_write", full)
+    out = tmp_path / "o"
+    capsys.readouterr()
+    rc = main(["train", TOY, "--set", f"run.out_dir={out}", "--set", "run.name=r", "--set", "run.env_steps=12000",
+               "--set", "eval.every=1", *SMALL_EVAL])
+    run = out / "r"
+    assert rc == 1
+    assert _last_line(capsys.readouterr().err) == (
+        f"metarl: error: run dir: cannot write {run / 'adaptation_curve.png'} (No space left on device); training "
+        f"stopped at iteration 2 (8,000 env steps) and the newest checkpoint on disk is ckpt_0000001.pt. Free space "
+        f"on the disk that holds {run}, then resume with: metarl train --resume {run}")
+    monkeypatch.setattr(runfiles, "open_write", real)  # space freed
+    assert main(["train", "--resume", str(run)]) == 0
+    assert _env_steps(run) == [4000, 8000, 12000]
+
+
+def test_a_read_only_disk_under_the_tensorboard_thread_ends_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tensorboard.summary.writer import record_writer
+
+    out = tmp_path / "o"
+    run = out / "r"
+    real = record_writer.RecordWriter.write
+
+    def read_only(self, data):  # in TensorBoard's writer thread, once the first checkpoint is on disk
+        if checkpoint.list_checkpoints(run):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", read_only)
+    capsys.readouterr()
+    rc = main(["train", TOY, "--set", f"run.out_dir={out}", "--set", "run.name=r", "--set", "run.env_steps=12000",
+               "--set", "eval.every=0", *SMALL_EVAL])
+    assert rc == 1
+    assert _last_line(capsys.readouterr().err) == (
+        f"metarl: error: run dir: cannot write {run / 'tb'} (Read-only file system); training stopped at iteration 2 "
+        f"(8,000 env steps) and the newest checkpoint on disk is ckpt_0000001.pt. Make the file system that holds "
+        f"{run} writable, then resume with: metarl train --resume {run}")
+    monkeypatch.setattr(record_writer.RecordWriter, "write", real)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert _env_steps(run) == [4000, 8000, 12000]
+
+
+def test_a_full_disk_at_start_ends_in_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from metarl import runfiles
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runfiles, "write_text", full)
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(["train", TOY, "--set", f"run.out_dir={out}", "--set", "run.name=r", *SMALL_EVAL]) == 1
+    assert _last_line(capsys.readouterr().err) == (
+        f"metarl: error: run dir: cannot write {out / 'r' / 'config.yaml'} (No space left on device); the run did "
+        f"not start ({out} removed). Free space on the disk that holds {out / 'r'}, then start it again")
+    assert not out.exists()
+
+
+# ---- defect 9: a signal during start-up leaves a run dir that resumes ------------------------------
+def test_a_signal_during_start_up_leaves_a_checkpoint_to_resume_from(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import metarl.trainer as trainer
+    from helpers import assert_same
+
+    real = trainer.build
+
+    def build_then_sigterm(*a, **k):  # `timeout -s TERM` while the agent and its workers are built
+        built = real(*a, **k)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return built
+
+    monkeypatch.setattr(trainer, "build", build_then_sigterm)
+    args = ["--set", "run.env_steps=8000", "--set", "eval.every=0", *SMALL_EVAL]
+    argv = ["train", TOY, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r", *args]
+    capsys.readouterr()
+    assert main(argv) == 0
+    run = tmp_path / "r"
+    assert f"stopped at iteration 0 (0 env steps); checkpoint written. Resume with: metarl train --resume {run}" \
+        in capsys.readouterr().err
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["ckpt_0000000.pt"]
+    monkeypatch.setattr(trainer, "build", real)
+    _refused(capsys, argv, f"run.name: run dir {run} already exists and is not empty; choose another run.name or "
+                           f"resume it with --resume {run}")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert _env_steps(run) == [4000, 8000]
+    assert main(["train", TOY, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=straight", *args]) == 0
+    assert_same(checkpoint.load_latest(run, registry=AGENTS)[1]["agent"],
+                checkpoint.load_latest(tmp_path / "straight", registry=AGENTS)[1]["agent"])
+
+
+def test_a_run_dir_killed_before_its_first_checkpoint_starts_over_on_resume(run_copy, capsys):
+    """SIGKILL (or a power cut) before the first checkpoint: --resume starts it over from its config.yaml,
+    dropping what the killed start logged, instead of 'no checkpoint' (while a fresh start says 'resume it')."""
+    for p in checkpoint.list_checkpoints(run_copy):
+        p.unlink()
+    (run_copy / "final_eval.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_copy)]) == 0
+    assert f"metarl: note: {run_copy} has no checkpoint (it stopped before its first one); starting it over from " \
+           f"its config.yaml" in capsys.readouterr().err
+    assert _env_steps(run_copy) == [4000, 8000]
+    assert sorted(set(_env_steps(run_copy, "eval.csv"))) == [4000, 8000]
+    assert len(_env_steps(run_copy, "eval.csv")) == 4  # one task, rounds 0 and 1, at each: none doubled
+
+
+# ---- defects 10 and 11: a signal during the final evaluation; resuming a finished run -----------------
+def test_a_signal_during_the_final_evaluation_stops_it_keeping_the_tasks_done(tmp_path, capsys, monkeypatch):
+    import csv
+    import json
+    import os
+    import signal
+
+    import metarl.trainer as trainer
+
+    real = trainer.evaluate
+
+    def sigterm_at_first_batch(*a, on_progress=None, **k):
+        def progress(n):
+            os.kill(os.getpid(), signal.SIGTERM)
+            if on_progress is not None:
+                on_progress(n)
+        return real(*a, on_progress=progress, **k)
+
+    monkeypatch.setattr(trainer, "evaluate", sigterm_at_first_batch)
+    # 40 held-out toy goals, evaluated 10 at a time (agent.meta_batch)
+    capsys.readouterr()
+    assert main(["train", TOY, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r", "--set", "run.env_steps=4000",
+                 "--set", "eval.every=0", *SMALL_EVAL, "--set", "eval.final_tasks_per_class=0"]) == 0
+    run = tmp_path / "r"
+    assert f"metarl: final evaluation stopped by a signal after 10 of 40 held-out tasks; the 10 done are in " \
+           f"final_eval.json (\"final_eval_stopped\": true) and eval.csv. Run it in full with: metarl train --resume " \
+           f"{run}" in capsys.readouterr().err
+    final = json.loads((run / "final_eval.json").read_text())
+    assert (final["n_tasks"], final["final_eval_stopped"], final["n_tasks_planned"]) == (10, True, 40)
+    assert len(list(csv.DictReader((run / "eval.csv").open()))) == 10 * 2
+    monkeypatch.setattr(trainer, "evaluate", real)
+    runs_before = (run / "runs.jsonl").read_text()
+    assert main(["train", "--resume", str(run)]) == 0  # the final evaluation again, in full, replacing the 10
+    rows = [(r["env_steps"], r["eval"], r["task_index"], r["round"]) for r in csv.DictReader((run / "eval.csv").open())]
+    assert len(rows) == len(set(rows)) == 40 * 2
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["n_tasks"] == 40 and "final_eval_stopped" not in final
+    # finished: nothing to do, and nothing appended or rewritten (15 -> 30 -> 45 eval rows before)
+    before = _snapshot(run)
+    _refused(capsys, ["train", "--resume", str(run)],
+             f"--resume: {run} has finished: 4,000 env steps trained (run.env_steps=4,000) and evaluated "
+             f"(final_eval.json); allowed: a larger budget to train on, --set run.env_steps=N with N > 4000")
+    _unchanged(run, before)
+    assert (run / "runs.jsonl").read_text().count("\n") == runs_before.count("\n") + 1
+
+
+def test_resume_refuses_an_edited_training_field_of_config_yaml_and_takes_an_allowed_edit(run_copy, capsys):
+    path = run_copy / "config.yaml"
+    text = path.read_text()
+    assert "  inner_lr: 0.1\n" in text and "  episodes_per_round: 1\n" in text
+    path.write_text(text.replace("  inner_lr: 0.1\n", "  inner_lr: 0.5\n"))
+    before = _snapshot(run_copy)
+    _refused(capsys, ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000", "--set", "agent.max_kl=0.02"],
+             "--resume: the config differs from the checkpoint's in fields that shape training (agent.inner_lr: 0.1 "
+             "in the checkpoint, 0.5 in config.yaml; agent.max_kl: 0.01 in the checkpoint, 0.02 in --set); allowed "
+             "changes: run.env_steps,", f"(pass --allow-config-change to override, or restore {path})")
+    _unchanged(run_copy, before)  # the edit is still there; runs.jsonl has no new line
+    path.write_text(text.replace("  episodes_per_round: 1\n", "  episodes_per_round: 2\n"))  # eval.*: allowed
+    assert main(["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"]) == 0
+    assert yaml.safe_load(path.read_text())["eval"]["episodes_per_round"] == 2
+    assert checkpoint.load_latest(run_copy, registry=AGENTS)[1]["config"]["eval"]["episodes_per_round"] == 2
+
+
+# ---- defect 16: unreadable inputs ------------------------------------------------------------------
+def test_resume_refuses_a_binary_progress_csv_and_writes_nothing(run_copy, capsys):
+    (run_copy / "progress.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    before = _snapshot(run_copy)
+    _refused(capsys, ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"],
+             f"--resume: {run_copy / 'progress.csv'} is not a CSV log metarl can read (not UTF-8 text: a binary or "
+             f"damaged file); allowed: the log the run wrote")
+    _unchanged(run_copy, before)
+
+
+def test_a_config_file_that_is_not_utf8_or_cannot_be_read_is_refused(tmp_path, capsys, monkeypatch):
+    import errno
+
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(Path(TOY).read_bytes() + b"# caf\xe9\n")
+    _refused(capsys, ["train", str(latin1), "--set", f"run.out_dir={tmp_path / 'o'}"],
+             f"config: {latin1} is not UTF-8 text; allowed: a UTF-8 YAML file", nothing_at=tmp_path / "o")
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(Path(TOY).read_text())
+    real_open = Path.open
+
+    def denied(self, *a, **k):  # chmod 000 does not stop root, which runs CI here
+        if self == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Path, "open", denied)
+    _refused(capsys, ["train", str(locked), "--set", f"run.out_dir={tmp_path / 'o'}"],
+             f"config: cannot read {locked} (Permission denied); allowed: a YAML file this user can read",
+             nothing_at=tmp_path / "o")
+
+
+# ---- defect 18: blamed on the right field, and nothing left behind ---------------------------------
+def test_a_run_name_too_long_for_a_file_name_is_blamed_on_run_name_and_leaves_nothing(tmp_path, capsys):
+    _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'o' / 'sub'}", "--set", f"run.name={'a' * 300}"],
+             "run.name: must be at most 255 bytes (one file name), got 300 bytes: 'aaaa", nothing_at=tmp_path / "o")
+    # a directory of run.out_dir too long: blamed on run.out_dir, and the parents made before it removed
+    _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'o' / ('b' * 300) / 'runs'}",
+                      "--set", "run.name=r"], "run.out_dir: cannot create run dir", "File name too long",
+             nothing_at=tmp_path / "o")
+
+
+def test_an_unreadable_checkpoint_is_not_called_corrupt_nor_skipped(run_copy, tmp_path, capsys, monkeypatch):
+    import errno
+
+    newest = checkpoint.list_checkpoints(run_copy)[-1]
+    real = torch.load
+
+    def denied(f, *a, **k):
+        if Path(f) == newest:
+            raise PermissionError(errno.EACCES, "Permission denied", str(f))
+        return real(f, *a, **k)
+
+    monkeypatch.setattr(torch, "load", denied)
+    before = _snapshot(run_copy)
+    expected = f"checkpoint: cannot read {newest} (Permission denied); allowed: a checkpoint file this user can read"
+    for argv in (["eval", str(newest), "--out", str(tmp_path / "e.csv")],
+                 ["train", "--resume", str(run_copy), "--set", "run.env_steps=12000"]):  # not resumed from an older one
+        assert "corrupt" not in _refused(capsys, argv, expected)
+    _unchanged(run_copy, before)
+
+
+# ---- defect 15: released checkpoints are checked against their MANIFEST ------------------------------
+def test_a_released_checkpoint_is_checked_against_its_manifest_before_it_is_read(toy_run, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    rel = tmp_path / "checkpoints"  # as benchmarks/checkpoints/: released files and their MANIFEST
+    rel.mkdir()
+    first, last = checkpoint.list_checkpoints(toy_run)[0], checkpoint.list_checkpoints(toy_run)[-1]
+    f = rel / "toy_s0.pt"
+    shutil.copy(last, f)
+    (rel / "MANIFEST").write_text(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  toy_s0.pt  {f.stat().st_size} bytes  "
+                                  f"8000 env steps  maml_trpo toy\n")
+    args = ["--tasks-per-class", "1", "--rounds", "0", "--episodes", "1", "--workers", "0"]
+    assert main(["eval", str(f), *args]) == 0  # as released
+    shutil.rmtree(rel / "toy_s0_eval")
+    f.write_bytes(first.read_bytes())  # tampered: a valid checkpoint, other weights
+    _refused(capsys, ["eval", str(f), *args], f"checkpoint: {f} has SHA-256 {hashlib.sha256(f.read_bytes()).hexdigest()[:16]}"
+             f"... but {rel / 'MANIFEST'} lists", "the file changed after its release; allowed: the released file",
+             nothing_at=rel / "toy_s0_eval")
+    shutil.copy(last, rel / "extra.pt")
+    _refused(capsys, ["eval", str(rel / "extra.pt"), *args],
+             f"checkpoint: {rel / 'extra.pt'} is not listed in {rel / 'MANIFEST'}; allowed there: the released "
+             f"checkpoints it lists", nothing_at=rel / "extra_eval")
+
+
 # ---- defect 12: a bad MUJOCO_GL stops neither training nor evaluation (they never render) --------------
 def test_a_bad_mujoco_gl_stops_neither_training_nor_eval_and_rendering_refuses_it(tmp_path, capsys, monkeypatch):
     import os
