@@ -914,8 +914,9 @@ def test_a_bad_mujoco_gl_stops_neither_training_nor_eval_and_rendering_refuses_i
 
     from metarl.video import USER_GL
 
-    cfg = tmp_path / "ml1.yaml"  # one 10-step Meta-World iteration on a worker process, then one held-out goal
-    cfg.write_text("env: {benchmark: ML1, env_name: reach-v3, max_episode_steps: 10, n_workers: 1}\n"
+    cfg = tmp_path / "ml1.yaml"  # one 10-step Meta-World iteration, then one held-out goal (in-process: the
+    #                              worker processes a run starts inherit its MUJOCO_GL=disable)
+    cfg.write_text("env: {benchmark: ML1, env_name: reach-v3, max_episode_steps: 10, n_workers: 0}\n"
                    "agent: {name: maml_trpo, meta_batch: 1, episodes_per_task: 1, hidden_sizes: [8]}\n"
                    "run: {env_steps: 10, progress: false}\n"
                    "eval: {every: 0, final_tasks_per_class: 1, rounds: 0, episodes_per_round: 1}\n")
