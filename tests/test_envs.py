@@ -64,6 +64,9 @@ def test_multiprocess_backend_matches_in_process():
     _same(_sample(b, 0, 3, n_slots=5), _sample(b, 1, 3, n_slots=5))  # 2 and 3 workers: below
 
 
+# slow (24 s on 2 cores): the default suite checks the same on the toy tasks for every agent
+# (tests/test_conformance.py::test_in_process_and_three_worker_sampling_are_identical)
+@pytest.mark.slow
 def test_ml10_units_are_identical_with_2_and_3_workers():
     """Units land on whichever worker is free, so a worker's env has run other classes' and
     goals' episodes before: the numbers must not depend on that history."""

@@ -105,6 +105,7 @@ def _frames(path: Path) -> np.ndarray:
     return np.asarray(iio.imread(path, index=None))[..., :3]
 
 
+@pytest.mark.slow  # 15 s on 2 cores; video is an option off by default
 def test_numbers_are_identical_with_and_without_video(tmp_path):
     """The final evaluation's numbers (final_eval.json, eval.csv) do not change when videos are
     on, and the rendering pass replays the very episodes the evaluation scored."""
