@@ -133,10 +133,17 @@ def main(argv=None) -> int:
         except BaseException as e:
             record(ended_by=f"{type(e).__name__}: {e}"[:300])
             raise
-        record()
+        record(**({"final_eval_stopped": list(trainer.final_eval_stopped)} if trainer.final_eval_stopped else {}))
+        if curve is None:  # a second signal stopped the final evaluation before any task was done
+            print(f"{run_dir}: the final evaluation was stopped before any task was done; no result written. "
+                  f"Resume it (the evaluation runs again): python benchmarks/run_preset.py --resume "
+                  f"{os.path.relpath(run_dir, ROOT)}", file=sys.stderr)
+            return 1
         done = [*earlier, segment]
         per_seed.append({"seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "env_steps": trainer.env_steps,
-                         "stopped_early": trainer.stopped_early,
+                         "stopped_early": trainer.stopped_early or trainer.final_eval_stopped is not None,
+                         # (tasks done, planned) when a signal cut the final evaluation short: a partial result
+                         "final_eval_stopped": list(trainer.final_eval_stopped) if trainer.final_eval_stopped else None,
                          "warm_restart": any(e.get("warm_restart", False) for e in done),
                          "wall_seconds": sum(e["wall_seconds"] for e in done), "segments": done,
                          "success_by_round": curve.success_by_round(),

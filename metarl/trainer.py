@@ -286,7 +286,7 @@ class Trainer:
         """Train to the budget, then evaluate on the held-out tasks. A SIGINT/SIGTERM stops after
         the current iteration with a checkpoint and returns None, or, with `final_eval_on_stop`,
         runs the final evaluation on the policy as it is (`stopped_early` is then True). A signal
-        during the final evaluation stops it after the chunk of tasks in progress: the tasks done
+        during the final evaluation (with `final_eval_on_stop`, a second one) stops it after the chunk of tasks in progress: the tasks done
         are kept (`final_eval_stopped`: done, planned). `stop`: a _StopFlag already installed (by
         `metarl train`, before start-up), else one is installed here. A write that fails because
         of the disk ends the run with one StorageError line."""
@@ -381,7 +381,7 @@ class Trainer:
                         self.save_checkpoint()
                 finished = self.env_steps >= cfg.run.env_steps and not stop.requested
                 if finished or (stop.requested and final_eval_on_stop):
-                    final_curve = self._final_evaluation(logger, bar, text, stop, finished, final_eval_on_stop)
+                    final_curve = self._final_evaluation(logger, bar, text, stop, finished)
             ended = True
         finally:
             try:
@@ -395,7 +395,7 @@ class Trainer:
         return final_curve
 
     def _final_evaluation(self, logger: RunLogger, bar: Any, text: TextProgress | None, stop: _StopFlag,
-                          finished: bool, final_eval_on_stop: bool) -> AdaptationCurve | None:
+                          finished: bool) -> AdaptationCurve | None:
         """The final held-out evaluation (and best.pt's, and the videos); a signal stops it after the
         chunk of tasks in progress, keeping the tasks done (None: none were)."""
         cfg = self.cfg
@@ -414,9 +414,9 @@ class Trainer:
             if text:
                 text.eval_steps("final eval", int(done_steps), total)
 
-        # a signal now stops it (after the chunk in progress), unless the caller needs the whole evaluation
-        # even of a run it stopped (final_eval_on_stop: benchmarks/run_preset.py records it as the result)
-        asked = None if final_eval_on_stop else (lambda: stop.requested_since(started))
+        # a signal now stops it (after the chunk in progress); with final_eval_on_stop (benchmarks/run_preset.py
+        # evaluates a run a signal stopped) that is a second signal, one after this evaluation began
+        asked = lambda: stop.requested_since(started)  # noqa: E731
         final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True, should_stop=asked)
         self.wall_seconds += time.perf_counter() - t1
         cut = len(final_curve.tasks) < len(tasks)

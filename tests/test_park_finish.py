@@ -172,3 +172,37 @@ def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_re
     released = torch.load(rel / "toy_pearl_s1.pt", map_location="cpu", weights_only=True)
     assert released["agent"]["policy_only"] and "buffers" not in released["agent"]
     assert not p.exists()
+
+
+def test_a_signal_during_run_presets_final_evaluation_stops_it_and_the_result_says_so(tmp_path, monkeypatch):
+    """benchmarks/run_preset.py evaluates even a run a signal stopped; a signal during that final
+    evaluation stops it after the chunk of tasks in progress (on ML10 it takes hours), and the
+    result records the partial evaluation (final_eval_stopped: done, planned) as stopped early."""
+    import importlib.util
+
+    import metarl.trainer as trainer
+
+    spec = importlib.util.spec_from_file_location("run_preset_under_test", ROOT / "benchmarks" / "run_preset.py")
+    run_preset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_preset)
+    real = trainer.evaluate
+
+    def sigterm_at_first_batch(*a, on_progress=None, **k):
+        def progress(n):
+            os.kill(os.getpid(), signal.SIGTERM)
+            if on_progress is not None:
+                on_progress(n)
+        return real(*a, on_progress=progress, **k)
+
+    monkeypatch.setattr(trainer, "evaluate", sigterm_at_first_batch)
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    # 40 held-out toy goals, evaluated 10 at a time (agent.meta_batch 10)
+    assert run_preset.main([str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--runs", str(runs), "--results", str(res),
+                            "--name", "t", "--set", "run.env_steps=4000", "--set", "eval.every=0",
+                            "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=0",
+                            "--set", "run.progress=false"]) == 0
+    result = json.loads((res / "t.json").read_text())
+    seed = result["per_seed"][0]
+    assert result["stopped_early"] and seed["final_eval_stopped"] == [10, 40] and seed["n_tasks"] == 10
+    segment = json.loads((next(runs.iterdir()) / "segments.jsonl").read_text().splitlines()[-1])
+    assert segment["final_eval_stopped"] == [10, 40]
