@@ -26,6 +26,10 @@ probes with `hasattr`:
 - `observe(task_state, action, reward, done)` (from `metarl.types.Actor`): called after every
   env step; default: the state unchanged. RL² feeds its GRU the previous action, reward and
   episode end.
+- `episodes_independent` (from `Actor`): True when acting never changes the task state, so the
+  sampler may run each episode as its own unit; default False (one unit per task's trial).
+- `bind(task_state)` (from `Actor`): one slot's acting function, built once per episode, for
+  actors with `episodes_independent`; default None (the loop calls `act`).
 - `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (benchmarks/release.py);
   default: all of them.
 
@@ -44,18 +48,25 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from torch import Tensor
 
-from metarl.fields import Section, in_range, layer_sizes, one_of, positive
+from metarl.fields import Choice, Section, in_range, layer_sizes, one_of, positive
 from metarl.types import Actor, EpisodeBatch, Task, TaskState, UpdateResult
 
 __all__ = ["Actor", "AgentConfig", "MetaAgent", "SamplerLike", "TaskState", "UpdateResult",
-           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES", "TASK_SAMPLING", "draw_meta_batch"]
+           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES", "TASK_SAMPLING", "TaskSampling", "draw_meta_batch"]
 
 # constraints several agents' fields share
 DISCOUNT = in_range(0, 1, lo_open=True)
 GAE_LAMBDA = in_range(0, 1)
 LAYER_SIZES = layer_sizes()
-# how an agent that samples a meta-batch draws its tasks (`task_sampling` field, see draw_meta_batch)
-TASK_SAMPLING = one_of("uniform", "class_balanced", what="task sampling")
+
+
+class TaskSampling(Choice):
+    """How an agent that samples a meta-batch draws its tasks (`task_sampling` field, draw_meta_batch)."""
+    UNIFORM = "uniform"
+    CLASS_BALANCED = "class_balanced"
+
+
+TASK_SAMPLING = one_of(TaskSampling, what="task sampling")
 
 
 def draw_meta_batch(tasks: Sequence[Task], n: int, rng: np.random.Generator, how: str = "uniform") -> list[Task]:

@@ -8,11 +8,11 @@ update θ with TRPO on the post-adaptation surrogate
 differentiating through the inner step (second order, create_graph=True),
 subject to mean_i KL(π_θ'_i,old || π_θ'_i(θ)) ≤ max_kl.
 
-The per-task state of the MetaAgent protocol is the stack of per-task parameters.
+The per-task state of the MetaAgent protocol is the stack of per-task parameters; that policy
+(acting, the inner loop, `adapt`) is shared with Reptile in agents/per_task_params.py.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -21,17 +21,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, Actor, AgentConfig, MetaAgent, SamplerLike,
+from agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, SamplerLike, TaskSampling,
                          draw_meta_batch)
-from metarl.nn import (BatchedGaussianActor, GaussianMLPPolicy, Params, call, flat, gaussian_kl, gaussian_log_prob,
-                       unflat_like)
+from agents.per_task_params import PerTaskParamsAgent, TaskData
+from metarl.nn import Params, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
 from metarl.optim import backtracking_line_search, conjugate_gradient
-from metarl.fields import in_range, nonnegative, one_of, positive
-from metarl.returns import task_advantages
+from metarl.fields import Choice, in_range, nonnegative, one_of, positive
 from metarl.types import ConfigError, EpisodeBatch, Task, UpdateResult
 
 
-LEARN_INNER_LR = ("none", "scalar", "per_parameter")
+class LearnInnerLR(Choice):
+    """Meta-SGD's learned inner step sizes: none, one scalar, or one per policy weight."""
+    NONE = "none"
+    SCALAR = "scalar"
+    PER_PARAMETER = "per_parameter"
+
+
+LEARN_INNER_LR = LearnInnerLR.values()
 
 
 @dataclass(frozen=True)
@@ -56,21 +62,21 @@ class MAMLTRPOConfig(AgentConfig):
                                     # the identity (no second derivatives through the inner policy gradient)
     # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) | per_parameter (one per policy
     # weight); learned with the outer TRPO step, initialised to inner_lr
-    learn_inner_lr: str = field(default="none", metadata=one_of(*LEARN_INNER_LR))
+    learn_inner_lr: LearnInnerLR = field(default=LearnInnerLR.NONE, metadata=one_of(LearnInnerLR))
     # meta-batch draw: uniform over all training tasks, or class_balanced (agents.base.draw_meta_batch)
-    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)
+    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
 
 
-class MAMLTRPO(MetaAgent):
+class MAMLTRPO(PerTaskParamsAgent):
+    """The per-task parameters, `act`, `actor`, `adapt` and the inner loop are the shared policy's
+    (agents/per_task_params.py); this class adds Meta-SGD's step sizes and the TRPO outer step."""
+
     Config = MAMLTRPOConfig
+    cfg: MAMLTRPOConfig
 
     def __init__(self, cfg: MAMLTRPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
-        self.cfg = cfg
-        self.meta_batch = cfg.meta_batch
-        self.device = torch.device(device)
-        self.policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std).to(self.device)
-        self.names = [n for n, _ in self.policy.named_parameters()]
-        self.act_dim = act_dim
+        super().__init__(cfg, obs_dim, act_dim, device)
+        self.first_order = cfg.first_order
         # Meta-SGD: learned inner step sizes (meta-parameters next to the policy's)
         self.inner_lrs: dict[str, Tensor] = {}
         if cfg.learn_inner_lr == "scalar":
@@ -83,94 +89,14 @@ class MAMLTRPO(MetaAgent):
         """What the outer (TRPO) step updates: the policy's weights, then any learned step sizes."""
         return list(self.policy.parameters()) + list(self.inner_lrs.values())
 
-    def _lr(self, name: str) -> float | Tensor:
+    def step_size(self, name: str) -> float | Tensor:
         if not self.inner_lrs:
             return self.cfg.inner_lr
         return self.inner_lrs["*"] if "*" in self.inner_lrs else self.inner_lrs[name]
 
-    # ---- parameters ------------------------------------------------------------------
-    @property
-    def params(self) -> Params:
-        return dict(self.policy.named_parameters())
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.policy.parameters()).dtype
-
-    def _tensor(self, x: np.ndarray) -> Tensor:
-        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
-
-    # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> Params:
-        """The meta-parameters θ for every task (no randomness: `rng` is not used)."""
-        return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.params.items()}
-
-    def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, Params]:
-        """Slot i acts with parameters task_state[.][i]; `noise` is standard normal [S, A]."""
-        dev = next(iter(task_state.values())).device
-        obs = obs.to(dev, self.dtype)
-        mean, log_std = self.policy.batched(task_state, obs.unsqueeze(1))
-        mean, log_std = mean.squeeze(1), log_std.squeeze(1)
-        if deterministic:
-            return mean, task_state
-        if noise is None:
-            noise = torch.randn_like(mean)
-        return mean + torch.exp(log_std) * noise.to(mean), task_state
-
-    def actor(self) -> Actor:
-        """What the sampler acts with: the policy's MLP in NumPy over the per-slot parameters
-        (metarl.nn.BatchedGaussianActor); an activation it lacks -> this agent with a CPU copy
-        of the policy."""
-        try:
-            return BatchedGaussianActor(self.policy)
-        except TypeError:
-            pass
-        if self.device.type == "cpu":
-            return self
-        clone = MAMLTRPO.__new__(MAMLTRPO)
-        clone.__dict__.update(self.__dict__)
-        clone.policy = copy.deepcopy(self.policy).cpu()
-        clone.device = torch.device("cpu")
-        return clone
-
-    def adapt(self, task_state: Params, episodes: EpisodeBatch, rng: np.random.Generator | None = None) -> Params:
-        """One round of `inner_steps` policy-gradient steps per task, from each task's
-        current parameters, on that task's new episodes (deterministic: `rng` is not used)."""
-        data = self._task_data(episodes)
-        out: list[Params] = []
-        for i, d in enumerate(data):
-            p = {k: v[i].detach().to(self.device).clone().requires_grad_(True) for k, v in task_state.items()}
-            with torch.enable_grad():
-                p = self._inner(p, d, create_graph=False)
-            out.append({k: v.detach() for k, v in p.items()})
-        return {k: torch.stack([o[k] for o in out]) for k in self.names}
-
     # ---- the meta-objective ---------------------------------------------------------
-    def _task_data(self, episodes: EpisodeBatch) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per task: (obs [M*T, D], actions [M*T, A], advantages [M*T])."""
-        out = []
-        for i in range(episodes.n_tasks):
-            adv = task_advantages(episodes.obs[i], episodes.rewards[i], self.cfg.discount,
-                                  self.cfg.gae_lambda, self.cfg.normalize_advantages)
-            out.append((self._tensor(episodes.obs[i].reshape(-1, episodes.obs.shape[-1])),
-                        self._tensor(episodes.actions[i].reshape(-1, episodes.actions.shape[-1])),
-                        self._tensor(adv.reshape(-1))))
-        return out
-
-    def _inner(self, params: Params, data: tuple[Tensor, Tensor, Tensor], create_graph: bool) -> Params:
-        obs, act, adv = data
-        for _ in range(self.cfg.inner_steps):
-            mean, log_std = call(self.policy, params, obs)
-            loss = -(gaussian_log_prob(mean, log_std, act) * adv).mean()
-            # first order: the inner gradient is a constant to the outer one (d theta'/d theta = I)
-            grads = torch.autograd.grad(loss, list(params.values()), retain_graph=create_graph,
-                                        create_graph=create_graph and not self.cfg.first_order)
-            params = {k: v - self._lr(k) * g for (k, v), g in zip(params.items(), grads)}
-        return params
-
-    def adapted_params(self, params: Params, pre: list, create_graph: bool) -> list[Params]:
-        return [self._inner(params, d, create_graph) for d in pre]
+    def adapted_params(self, params: Params, pre: list[TaskData], create_graph: bool) -> list[Params]:
+        return [self.inner_loop(params, d, create_graph) for d in pre]
 
     def surrogate_and_kl(self, adapted: list[Params], post: list, old: list[tuple[Tensor, Tensor]]
                          ) -> tuple[Tensor, Tensor]:
@@ -210,7 +136,7 @@ class MAMLTRPO(MetaAgent):
         """The TRPO step on the post-adaptation surrogate (through the inner step); a non-finite
         loss or gradient is rejected and leaves the parameters as they were."""
         cfg = self.cfg
-        pre, post = self._task_data(pre_batch), self._task_data(post_batch)
+        pre, post = self.task_data(pre_batch), self.task_data(post_batch)
         with torch.no_grad():
             old = [call(self.policy, {k: v[i].to(self.device) for k, v in adapted_state.items()}, d[0])
                    for i, d in enumerate(post)]
@@ -223,7 +149,7 @@ class MAMLTRPO(MetaAgent):
             # Fisher-vector products on an evenly strided subset of the samples, pre- and
             # post-adaptation: the inner step inside the KL's graph uses the subset too
             stride = max(1, round(1.0 / cfg.fvp_subsample))
-            pre_sub = [tuple(x[::stride] for x in d) for d in pre]
+            pre_sub = [(o[::stride], a[::stride], v[::stride]) for o, a, v in pre]
             kl = self.surrogate_and_kl(self.adapted_params(self.params, pre_sub, create_graph=True),
                                        [tuple(x[::stride] for x in d) for d in post],
                                        [tuple(x[::stride] for x in o) for o in old])[1]

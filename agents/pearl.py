@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, draw_meta_batch
+from agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, TaskSampling, draw_meta_batch
 from metarl.buffers import FIELDS, ReplayAndContext
 from metarl.fields import finite, in_range, layer_sizes, nonnegative, positive
 from metarl.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
@@ -102,7 +102,7 @@ class PEARLConfig(AgentConfig):
     replay_capacity: int = field(default=100_000, metadata=positive())  # transitions kept per task (ring)
     use_next_obs_in_context: bool = False     # context transitions (s, a, r, s') instead of (s, a, r)
     train_tasks_per_class: int = field(default=0, metadata=nonnegative())  # training goals kept per class, drawn once (0: all)
-    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)  # iteration tasks and meta-batches: uniform | class_balanced
+    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)  # iteration tasks and meta-batches: uniform | class_balanced
 
     def validate(self) -> None:
         super().validate()

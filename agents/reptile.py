@@ -9,8 +9,9 @@ No second derivatives and no trust region: one sample call and k·meta_batch gra
 iteration.
 
 Adaptation at meta-test is the same k inner steps on the adaptation episodes, so the evaluator
-(`adapt`) and training adapt alike. The per-task state is the stack of per-task parameters, as
-for MAML-TRPO, and the sampler's workers act with the same NumPy MLP.
+(`adapt`) and training adapt alike. The per-task state is the stack of per-task parameters, and
+acting, the inner steps and `adapt` are the policy it shares with MAML-TRPO
+(agents/per_task_params.py).
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from agents.base import DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, draw_meta_batch
-from metarl.nn import BatchedGaussianActor, GaussianMLPPolicy, Params, call, gaussian_log_prob
+from agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, SamplerLike, TaskSampling,
+                         draw_meta_batch)
+from agents.per_task_params import PerTaskParamsAgent
 from metarl.fields import in_range, positive
-from metarl.returns import task_advantages
-from metarl.types import EpisodeBatch, Task, UpdateResult
+from metarl.types import Task, UpdateResult
 
 
 @dataclass(frozen=True)
@@ -42,65 +42,16 @@ class ReptileConfig(AgentConfig):
     gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
     normalize_advantages: bool = True
     # meta-batch draw: uniform over all training tasks, or class_balanced (agents.base.draw_meta_batch)
-    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)
+    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
 
 
-class Reptile(MetaAgent):
+class Reptile(PerTaskParamsAgent):
+    """The per-task parameters, `act`, `actor`, `adapt` (k inner steps) are the shared policy's
+    (agents/per_task_params.py); this class adds the outer step toward the adapted parameters."""
+
     Config = ReptileConfig
+    cfg: ReptileConfig
     RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
-
-    def __init__(self, cfg: ReptileConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
-        self.cfg = cfg
-        self.meta_batch = cfg.meta_batch
-        self.act_dim = act_dim
-        self.device = torch.device(device)
-        self.policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std).to(self.device)
-        self.names = [n for n, _ in self.policy.named_parameters()]
-
-    # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> Params:
-        """θ for every task (no randomness: `rng` is not used)."""
-        return {k: v.detach().unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.policy.named_parameters()}
-
-    def act(self, obs: Tensor, task_state: Params, *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, Params]:
-        dev = next(iter(task_state.values())).device
-        mean, log_std = self.policy.batched(task_state, obs.to(dev).unsqueeze(1))
-        mean, log_std = mean.squeeze(1), log_std.squeeze(1)
-        if deterministic:
-            return mean, task_state
-        eps = torch.randn_like(mean) if noise is None else noise.to(mean)
-        return mean + torch.exp(log_std) * eps, task_state
-
-    def actor(self) -> BatchedGaussianActor:
-        return BatchedGaussianActor(self.policy)
-
-    def adapt(self, task_state: Params, episodes: EpisodeBatch, rng: np.random.Generator | None = None) -> Params:
-        """k inner policy-gradient steps per task, from each task's current parameters
-        (deterministic: `rng` is not used)."""
-        out: list[Params] = []
-        for i in range(episodes.n_tasks):
-            obs, act, adv = self._task_data(episodes, i)
-            p = {k: v[i].detach().to(self.device).clone() for k, v in task_state.items()}
-            for _ in range(self.cfg.inner_steps):
-                p = {k: v.requires_grad_(True) for k, v in p.items()}
-                with torch.enable_grad():
-                    mean, log_std = call(self.policy, p, obs)
-                    loss = -(gaussian_log_prob(mean, log_std, act) * adv).mean()
-                    grads = torch.autograd.grad(loss, list(p.values()))
-                p = {k: (v - self.cfg.inner_lr * g).detach() for (k, v), g in zip(p.items(), grads)}
-            out.append(p)
-        return {k: torch.stack([o[k] for o in out]) for k in self.names}
-
-    def _task_data(self, episodes: EpisodeBatch, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        adv = task_advantages(episodes.obs[i], episodes.rewards[i], self.cfg.discount, self.cfg.gae_lambda,
-                              self.cfg.normalize_advantages)
-        dtype = next(self.policy.parameters()).dtype
-
-        def t(x: np.ndarray) -> Tensor:
-            return torch.as_tensor(x, dtype=dtype, device=self.device)
-        return (t(episodes.obs[i].reshape(-1, episodes.obs.shape[-1])),
-                t(episodes.actions[i].reshape(-1, episodes.actions.shape[-1])), t(adv.reshape(-1)))
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:

@@ -17,6 +17,7 @@ imported from there). Compare two revisions on one machine:
     python benchmarks/bitexact.py --compare HEAD~1 HEAD     # exit 1 on any difference
     python benchmarks/bitexact.py HEAD                       # hashes of one revision
     python benchmarks/bitexact.py WORKTREE                   # the working tree as it is
+    python benchmarks/bitexact.py --compare HEAD WORKTREE --presets toy_maml_trpo --set agent.first_order=true
 
 Each run takes a few seconds; results go to --out (default /tmp/metarl-bitexact/<rev>.json).
 """
@@ -120,7 +121,7 @@ def checkout(rev: str, tmp: Path) -> tuple[Path, str]:
     return tree, sha[:12]
 
 
-def measure(rev: str, presets: list[str] | None, tmp: Path) -> dict[str, Any]:
+def measure(rev: str, presets: list[str] | None, tmp: Path, overrides: list[str] = []) -> dict[str, Any]:
     tree, label = checkout(rev, tmp)
     names = presets or sorted(p.stem for p in (tree / "configs").glob("toy_*.yaml"))
     env = {**os.environ, "PYTHONPATH": str(tree), "MUJOCO_GL": "disable"}
@@ -139,6 +140,7 @@ def measure(rev: str, presets: list[str] | None, tmp: Path) -> dict[str, Any]:
         cmd = [sys.executable, "-c", BOOT, str(tree), "train", str(preset), "--device", "cpu",
                "--set", f"run.env_steps={budget}", "--set", f"run.out_dir={runs}", "--set", f"run.name={name}",
                "--set", "run.progress=false", "--set", "run.torch_threads=1"]
+        cmd += [a for kv in overrides for a in ("--set", kv)]
         print(f"bitexact: {label} {name} ({budget} env steps)", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rev", nargs="?", default=WORKTREE, help=f"a git revision, or {WORKTREE} (default)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="measure two revisions and compare them")
     p.add_argument("--presets", nargs="*", help="preset names (default: every configs/toy_*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every preset, e.g. agent.first_order=true (repeatable)")
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "metarl-bitexact",
                    help="where the hashes (<commit>.json) and the runs go")
     p.add_argument("--keep", action="store_true", help="keep the temporary worktrees")
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for rev in revs:
-            r = measure(rev, args.presets, tmp)
+            r = measure(rev, args.presets, tmp, args.overrides)
             (args.out / f"{r['commit']}.json").write_text(json.dumps(r, indent=1) + "\n")
             results.append(r)
     finally:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from metarl.types import Task, TaskEnv
+from metarl.types import Actor, Task, TaskEnv
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class _SlowStep:
         return self.env.step(action)
 
 
-class NaNActor:
+class NaNActor(Actor):
     """An actor whose every action is NaN (acting must refuse it before MuJoCo sees it)."""
 
     def __init__(self, act_dim: int):

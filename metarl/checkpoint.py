@@ -75,7 +75,7 @@ def check_safe(obj: Any, where: str = "payload") -> None:
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             check_safe(v, f"{where}[{i}]")
-    elif not isinstance(obj, _SAFE_LEAVES):
+    elif not isinstance(obj, _SAFE_LEAVES) or (isinstance(obj, str) and type(obj) is not str):  # a StrEnum pickles as its class
         raise TypeError(f"checkpoint: {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
                         f"torch.load(weights_only=True) cannot read; store tensors, numbers, strings, "
                         f"lists or dicts")

@@ -4,7 +4,6 @@ naming it and how to go on, exit code 1. Warnings: one line each."""
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import platform
@@ -228,7 +227,7 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             shutil.rmtree(created, ignore_errors=True)  # the parents it made before failing
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            if e.errno in runfiles.DISK_ERRNOS:
                 raise runfiles.write_error(e, "run.out_dir", run_dir, "the run did not start",
                                            "start it again") from None
             raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from None

@@ -173,7 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for row in curve.rows():
                 w.writerow({"checkpoint": str(ckpt_path), "split": args.split, **row})
     except OSError as e:
-        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+        raise runfiles.output_error(e, "--out", out, "the evaluation ran but its results were not saved",
+                                    "run the command again") from None
     print(f"wrote {out}", file=sys.stderr)
     if video is not None:
         _film(args, video, ckpt_path, payload, cfg, tasks, curve,
@@ -301,7 +302,11 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     tb = out_dir / "tb" if out_dir == _default_out_dir(ckpt_path) and (out_dir / "tb").is_dir() else None
     _print_protocol(summary, f"{cfg.env.benchmark} {args.split} goals, Meta-World protocol "
                              f"({step:,} env steps of training)")
-    js, cs = write_protocol_result(out_dir, summary, result.rows(), step, tb, stem=stem)
+    try:
+        js, cs = write_protocol_result(out_dir, summary, result.rows(), step, tb, stem=stem)
+    except OSError as e:
+        raise runfiles.output_error(e, "--out", out_dir, "the evaluation ran but its results were not saved",
+                                    "run the command again") from None
     print(f"wrote {js} and {cs}", file=sys.stderr)
     if video is not None:
         _film(args, video, ckpt_path, payload, cfg, result.tasks, result.as_curve(),
@@ -384,7 +389,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         with runfiles.open_write(out, "wb") as f:
             curve_figure(curves, title).savefig(f, dpi=100, format=fmt)
     except OSError as e:
-        raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from e
+        raise runfiles.output_error(e, "--out", out, "the figure was not saved", "run the command again") from None
     print(f"wrote {out}")
     return 0
 
@@ -435,7 +440,11 @@ def _film(args: argparse.Namespace, video: tuple[str, list[Task], list[Task]], c
 def cmd_report(args: argparse.Namespace) -> int:
     from metarl.report import write_report
 
-    out = write_report(Path(args.run_dir))
+    try:
+        out = write_report(Path(args.run_dir))
+    except OSError as e:  # a figure or report.md could not be written
+        raise runfiles.output_error(e, "RUN_DIR", e.filename or args.run_dir, "the report is not complete",
+                                    "run the command again") from None
     print(f"wrote {out}")
     return 0
 

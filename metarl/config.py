@@ -17,18 +17,69 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import yaml
 
-from metarl.fields import Section, int_in, one_of, positive
+from metarl.fields import Choice, Section, int_in, one_of, positive
 from metarl.types import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-DEVICES = ("auto", "cpu", "cuda")
-PROTOCOLS = ("curve", "metaworld")
-# where the Meta-World protocol's evaluation episodes start (metarl.evaluation.MetaworldProtocol)
-EVALUATION_STATES = ("continue", "restart")
-# what PEARL's evaluation posterior is computed from (eval.pearl_context; agents.pearl.EVAL_CONTEXTS)
-PEARL_CONTEXTS = ("all", "train_size")
+
+
+class Device(Choice):
+    """run.device: where the learner runs (auto: cuda when available)."""
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class BenchmarkName(Choice):
+    """env.benchmark: a Meta-World benchmark or the toy 2-D point goals (envs.make_benchmark)."""
+    ML1 = "ML1"
+    ML10 = "ML10"
+    ML45 = "ML45"
+    TOY = "toy"
+
+
+class ToyGoals(Choice):
+    """env.toy_goals: where the toy goals lie (envs/toy.py)."""
+    SQUARE = "square"
+    SEMICIRCLE = "semicircle"
+
+
+class ToyReward(Choice):
+    """env.toy_reward: minus the distance (dense), or 1 near the goal (sparse)."""
+    DENSE = "dense"
+    SPARSE = "sparse"
+
+
+class Backend(Choice):
+    """env.backend: who runs the sampler's env.n_workers."""
+    MULTIPROCESS = "multiprocess"
+    RAY = "ray"
+
+
+class EvalProtocol(Choice):
+    """eval.protocol: our adaptation curve, or the Meta-World+ meta-test protocol."""
+    CURVE = "curve"
+    METAWORLD = "metaworld"
+
+
+class EvaluationState(Choice):
+    """eval.evaluation_state: where the Meta-World protocol's evaluation episodes start."""
+    CONTINUE = "continue"
+    RESTART = "restart"
+
+
+class PearlContext(Choice):
+    """eval.pearl_context: what PEARL's evaluation posterior is computed from (agents.pearl.EVAL_CONTEXTS)."""
+    ALL = "all"
+    TRAIN_SIZE = "train_size"
+
+
+DEVICES = Device.values()
+PROTOCOLS = EvalProtocol.values()
+EVALUATION_STATES = EvaluationState.values()
+PEARL_CONTEXTS = PearlContext.values()
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept any seed in 0..2**32-1 on every platform
 
 
@@ -62,7 +113,7 @@ class RunSection(Section):
     SECTION: ClassVar[str] = "run"
     env_steps: int = field(default=1_000_000, metadata=positive())  # training env-step budget (evaluation steps not counted)
     seed: int = field(default=0, metadata=int_in(0, SEED_MAX))
-    device: str = field(default="auto", metadata=one_of(*DEVICES, what="device"))  # auto | cpu | cuda
+    device: Device = field(default=Device.AUTO, metadata=one_of(Device, what="device"))  # auto | cpu | cuda
     out_dir: str = "runs"           # run dirs are created under here
     name: str | None = None         # run dir name; default <preset>-s<seed>-<timestamp>
     checkpoint_every: int = field(default=1, metadata=positive())  # iterations between checkpoints
@@ -89,25 +140,25 @@ class RunSection(Section):
 
 
 @dataclass(frozen=True)
-class EnvSection:
-    benchmark: str = "ML1"          # ML1 | ML10 | ML45 | toy
+class EnvSection(Section):
+    SECTION: ClassVar[str] = "env"
+    benchmark: BenchmarkName = field(default=BenchmarkName.ML1, metadata=one_of(BenchmarkName, what="benchmark"))
     env_name: str | None = "reach-v3"  # ML1 only
     max_episode_steps: int | None = None  # None: 500 for Meta-World, 20 for toy
     n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
     toy_tasks: int = 40             # tasks per split of the toy distribution
-    toy_goals: str = "square"       # toy goal shape: square | semicircle
-    toy_reward: str = "dense"       # toy reward: dense (minus the distance) | sparse (1 near the goal, envs/toy.py)
+    toy_goals: ToyGoals = field(default=ToyGoals.SQUARE, metadata=one_of(ToyGoals, what="goal shape"))
+    toy_reward: ToyReward = field(default=ToyReward.DENSE, metadata=one_of(ToyReward, what="toy reward"))
     fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (envs/fastpath.py)
     task_seed: int | None = None    # seed of the benchmark's goals (metaworld.ML10(seed=...)); None: run.seed.
                                     # Set it to compare seeds on one fixed task set (the ML10 presets use 0)
-    backend: str = "multiprocess"   # who runs the n_workers: multiprocess (worker processes) | ray (Ray actors)
+    # who runs the n_workers: multiprocess (worker processes) | ray (Ray actors)
+    backend: Backend = field(default=Backend.MULTIPROCESS, metadata=one_of(Backend, what="backend"))
     ray_address: str | None = None  # backend ray: null starts a local Ray, "auto" joins the running cluster,
                                     # or a cluster address (host:port, ray://host:port)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
-        _check(self.backend in ("multiprocess", "ray"), "env.backend",
-               f"allowed: multiprocess, ray; got {self.backend!r}")
         _check(self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""
                                             and not any(c.isspace() for c in self.ray_address)),
                "env.ray_address", f"must be null, 'auto' or a cluster address such as 10.0.0.1:6379, "
@@ -120,14 +171,13 @@ class EnvSection:
         _check(self.max_episode_steps is None or 0 < self.max_episode_steps <= MAX_HORIZON, "env.max_episode_steps",
                f"must be in 1..{MAX_HORIZON} or null, got {self.max_episode_steps}")
         _check(0 < self.toy_tasks <= MAX_TOY_TASKS, "env.toy_tasks", f"must be in 1..{MAX_TOY_TASKS}, got {self.toy_tasks}")
-        _check(self.toy_reward in ("dense", "sparse"), "env.toy_reward",
-               f"unknown toy reward {self.toy_reward!r}; allowed: dense, sparse")
         _check(self.task_seed is None or 0 <= self.task_seed < 2**32, "env.task_seed",
                f"must be null or in 0..{2**32 - 1}, got {self.task_seed}")
 
 
 @dataclass(frozen=True)
-class EvalSection:
+class EvalSection(Section):
+    SECTION: ClassVar[str] = "eval"
     every: int = 10                 # evaluate every N iterations (0: only at the end)
     tasks_per_class: int = 10       # held-out goals per class in periodic evaluations (0: all)
     final_tasks_per_class: int = 0  # ... in the final evaluation (0: all)
@@ -139,18 +189,22 @@ class EvalSection:
                                     # (best mean success over rounds 1..K); the final held-out evaluation
                                     # then runs on the last policy and on best.pt
     select_tasks_per_class: int = 25  # training tasks per class in those selection evaluations (0: all)
-    protocol: str = "curve"         # curve: rounds 0..K as above; metaworld: every evaluation (periodic,
+    protocol: EvalProtocol = field(default=EvalProtocol.CURVE, metadata=one_of(EvalProtocol, what="protocol"))
+                                    # curve: rounds 0..K as above; metaworld: every evaluation (periodic,
                                     # selection, final) runs the Meta-World+ protocol instead (10 adaptation
                                     # episodes, one adaptation step, 3 evaluation episodes that end on
                                     # success; rounds/episodes_per_round unused): its curve has round 0 =
                                     # the adaptation episodes, round 1 = the evaluation episodes, and the
                                     # final one also writes eval_metaworld.json (metarl/evaluation.py)
-    evaluation_state: str = "continue"  # protocol metaworld only: where each evaluation episode starts.
+    evaluation_state: EvaluationState = field(default=EvaluationState.CONTINUE,
+                                              metadata=one_of(EvaluationState, what="value"))
+                                    # protocol metaworld only: where each evaluation episode starts.
                                     # continue: where the previous one left the agent's per-task state
                                     # (RL²: the trial goes on); restart: from the state after adaptation
                                     # (RL² as metaworld-algorithms and garage evaluate it). Recorded in
                                     # eval_metaworld.json; `metarl eval` takes it as its default
-    pearl_context: str = "all"      # PEARL only: the posterior after adaptation from all context transitions, or from
+    pearl_context: PearlContext = field(default=PearlContext.ALL, metadata=one_of(PearlContext, what="value"))
+                                    # PEARL only: the posterior after adaptation from all context transitions, or from
                                     # train_size = agent.embedding_batch_size of them drawn from it (as in training).
                                     # Recorded in eval_metaworld.json; `metarl eval --pearl-context` overrides it
     video_tasks: int = 0            # final evaluation only: film this many held-out tasks (one goal per class
@@ -162,7 +216,7 @@ class EvalSection:
     video_fps: int = 30
     video_stride: int = 2           # env steps per frame (2: a 500-step episode is 250 frames, 8.3 s at 30 fps)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
         for name in ("tasks_per_class", "final_tasks_per_class", "select_tasks_per_class"):
             v = getattr(self, name)
@@ -172,12 +226,6 @@ class EvalSection:
         _check(0 <= self.rounds <= MAX_EVAL_ROUNDS, "eval.rounds", f"must be in 0..{MAX_EVAL_ROUNDS}, got {self.rounds}")
         _check(0 < self.episodes_per_round <= MAX_EVAL_EPISODES, "eval.episodes_per_round",
                f"must be in 1..{MAX_EVAL_EPISODES}, got {self.episodes_per_round}")
-        _check(self.protocol in PROTOCOLS, "eval.protocol",
-               f"unknown protocol {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
-        _check(self.evaluation_state in EVALUATION_STATES, "eval.evaluation_state",
-               f"unknown value {self.evaluation_state!r}; allowed: {', '.join(EVALUATION_STATES)}")
-        _check(self.pearl_context in PEARL_CONTEXTS, "eval.pearl_context",
-               f"unknown value {self.pearl_context!r}; allowed: {', '.join(PEARL_CONTEXTS)}")
         _check(self.evaluation_state == "continue" or self.protocol == "metaworld", "eval.evaluation_state",
                f"{self.evaluation_state!r} applies to the Meta-World protocol's evaluation episodes; it needs "
                f"eval.protocol: metaworld (got {self.protocol!r})")
@@ -443,6 +491,8 @@ def _check(ok: bool, name: str, msg: str) -> None:
 
 
 def _plain(x):
+    if isinstance(x, Choice):  # a str subclass: YAML dumpers and torch's weights-only loader want a str
+        return x.value
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -489,7 +539,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if not math.isfinite(value):  # NaN fails every bound check silently; inf disables them
             raise ConfigError(f"{name}: must be a finite number (no .nan, .inf or -.inf), got {value!r}")
         return value
-    if tp is str:
+    if tp is str or (isinstance(tp, type) and issubclass(tp, Choice)):  # a Choice: the section checks the value
         if not isinstance(value, str):
             raise ConfigError(f"{name}: must be a string, got {value!r}")
         return value

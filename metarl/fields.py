@@ -8,23 +8,53 @@ constraint in its metadata, and `Section.__post_init__` checks them all, in fiel
         SECTION: ClassVar[str] = "agent"
         lr: float = field(default=3e-4, metadata=positive())
         discount: float = field(default=0.99, metadata=in_range(0.0, 1.0, lo_open=True))
-        mode: str = field(default="a", metadata=one_of("a", "b", what="mode"))
+        mode: Mode = field(default=Mode.A, metadata=one_of(Mode, what="mode"))  # class Mode(Choice)
 
 A violation raises one line, `ConfigError("<section>.<field>: must be ..., got <value>")`.
 Checks that involve several fields go in `validate()`, which runs after the per-field ones.
 The loader (metarl/config.py) has already refused unknown keys, wrong types and non-finite
 floats before a section is built; these checks are what is left: ranges and choices.
+
+A field that takes one of several strings is typed with a `Choice` (a StrEnum): the loader
+hands it the string, the check turns it into the member. A member *is* its string (equal,
+same hash, same YAML/JSON once `to_dict` has made it plain), so presets, `--set` values and
+the configs stored in checkpoints load and compare as before.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from metarl.types import ConfigError
 
 KEY = "constraint"
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10: what enum.StrEnum does, for string values
+    class StrEnum(str, enum.Enum):
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return format(str(self.value), spec)
+
+
+class Choice(StrEnum):
+    """The allowed strings of a config field. A member is a `str` equal to its value; its repr
+    is the string's too, so messages that show a value (`{x!r}`) read as they did for plain
+    strings."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,7 @@ class Constraint:
     nullable: bool = False
     counts: bool = False       # an integer range, written lo..hi
     note: str = ""             # appended to the rule, e.g. "(0: one episode)"
+    enum: type[Choice] | None = None  # one_of(SomeChoice): an allowed string becomes its member
 
     def allows(self, v: Any) -> bool:
         if v is None:
@@ -120,7 +151,10 @@ def finite(*, nullable: bool = False, note: str = "") -> Mapping[str, Constraint
 
 
 def one_of(*choices: Any, what: str = "") -> Mapping[str, Constraint]:
-    """One of `choices`: "unknown <what> 'x'; allowed: a, b"."""
+    """One of `choices`, or of the values of one `Choice` class (the field then holds the
+    member): "unknown <what> 'x'; allowed: a, b"."""
+    if len(choices) == 1 and isinstance(choices[0], type) and issubclass(choices[0], Choice):
+        return _spec(choices=choices[0].values(), what=what, enum=choices[0])
     return _spec(choices=tuple(choices), what=what)
 
 
@@ -146,6 +180,8 @@ class Section:
             value = getattr(self, f.name)
             if c is not None and not c.allows(value):
                 raise ConfigError(f"{self.SECTION}.{f.name}: {c.error(value)}")
+            if c is not None and c.enum is not None and value is not None:
+                object.__setattr__(self, f.name, c.enum(value))  # frozen: set once, here
         self.validate()
 
     def validate(self) -> None:

@@ -13,7 +13,7 @@ an episode unit past the first) and its exploration noise is its slice of the sl
 which worker, process or machine ran it, nor on what that worker ran before: the batch is bit
 identical whatever the backend, the number of workers or the order in which they finish.
 
-After every step, an actor that defines `observe(task_state, action, reward, done)` folds
+After every step, an actor that overrides `observe(task_state, action, reward, done)` folds
 what happened into its per-task state (RL2 feeds the previous action, reward and episode-end
 flag back into its recurrent policy).
 """
@@ -129,9 +129,8 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
     that never changes its state (`episodes_independent`, no `observe`) and offers `bind` lays
     out this slot's weights once and acts on NumPy rows; any other actor goes through
     `act` (and `observe`) on one-row tensors."""
-    observe = getattr(actor, "observe", None)
-    if getattr(type(actor), "observe", None) is Actor.observe:
-        observe = None  # the protocol's default keeps the state: no call per step
+    # the protocol's default `observe` keeps the state: no call per step
+    observe = None if type(actor).observe is Actor.observe else actor.observe
     obs = env.reset()
     w0 = env.sim_warnings()
     obs_buf = np.zeros((horizon, obs.shape[-1]), np.float32)
@@ -140,9 +139,9 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
     rew = np.zeros(horizon, np.float32)
     suc = np.zeros(horizon, bool)
     state = task_state
-    bind = getattr(actor, "bind", None)
-    if bind is not None and observe is None and getattr(actor, "episodes_independent", False):
-        policy = bind(task_state)
+    bound = actor.bind(task_state) if observe is None and actor.episodes_independent else None
+    if bound is not None:
+        policy = bound
 
         def action_at(k: int) -> np.ndarray:
             return policy(obs_buf[k], None if noise is None else noise[k])
@@ -200,7 +199,7 @@ def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> U
             data, warn, state = _episode(env, job.actor, start, job.horizon, shifted, job.end_on_success)
         episodes.append(data)
     fields = tuple(np.stack(f) for f in zip(*episodes))
-    if getattr(job.actor, "episodes_independent", False):
+    if job.actor.episodes_independent:
         state = None
     return UnitResult(unit.index, fields, discarded, state, time.perf_counter() - t0,
                       worker or f"{socket.gethostname()}:{os.getpid()}")

@@ -46,6 +46,15 @@ def write_error(e: OSError, label: str, default: str | Path, stopped: str, then:
     return StorageError(f"{label}: cannot write {target} ({why}); {stopped}. {fix}, then {then}")
 
 
+def output_error(e: OSError, label: str, path: str | Path, stopped: str, then: str) -> ConfigError | StorageError:
+    """A command's output that could not be written: a StorageError (write_error) when the disk
+    is the cause (DISK_ERRNOS), else a ConfigError naming the path, which the user chose (a file
+    standing where a directory must be, a name too long)."""
+    if e.errno in DISK_ERRNOS:
+        return write_error(e, label, path, stopped, then)
+    return ConfigError(f"{label}: cannot write {path}: {e.strerror or e.__class__.__name__}")
+
+
 @contextlib.contextmanager
 def naming(path: str | Path) -> Iterator[None]:
     """An OSError raised inside that names no file (a failed write() or flush, the TensorBoard

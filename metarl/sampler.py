@@ -57,7 +57,7 @@ class Sampler:
         actor = agent.actor()
         # acting happens on the CPU (the actor is a CPU copy when the learner is on CUDA)
         task_state = pytree.tree_map(lambda x: x.cpu() if torch.is_tensor(x) else x, task_state)
-        units = plan_units(tasks, seeds.tolist(), n_episodes, bool(getattr(actor, "episodes_independent", False)))
+        units = plan_units(tasks, seeds.tolist(), n_episodes, actor.episodes_independent)
         job = Job(actor, task_state, self.horizon, int(agent.act_dim), deterministic, end_on_success)
         ro, task_state = assemble(units, self.vec_env.run_units(job, units), task_state)
         self.env_steps += int(episode_lengths(ro.successes, end_on_success).sum())

@@ -7,7 +7,7 @@ early, they are truncated at the horizon), D = observation size, A = action size
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -50,7 +50,13 @@ class TaskEnv(Protocol):
 
 class Actor(Protocol):
     """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers.
-    Subclass it (`class MyActor(Actor)`) to inherit the default `observe`."""
+    Subclass it (`class MyActor(Actor)`) to inherit the defaults of the optional members:
+    `observe`, `episodes_independent` and `bind` (metarl.rollout uses them without probing)."""
+
+    # True when acting never changes the task state (MAML, Reptile: the per-task parameters):
+    # the sampler may then run each episode of a task as its own unit, on any worker, and no
+    # state travels back. Default False: a task's episodes run in order, as one trial (RL², PEARL).
+    episodes_independent: ClassVar[bool] = False
 
     def act(self, obs: "Tensor", task_state: TaskState, *, deterministic: bool,
             noise: "Tensor | None" = None) -> "tuple[Tensor, TaskState]":
@@ -63,6 +69,13 @@ class Actor(Protocol):
         `done` is one flag for all slots, or one per slot when evaluation episodes end on
         success. Default: the state unchanged (only RL² folds these into its state)."""
         return task_state
+
+    def bind(self, task_state: TaskState) -> "Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None":
+        """An optional fast path for actors with `episodes_independent` and no `observe`: one
+        slot's acting function (`task_state` with leading dimension 1), obs [D] and standard-normal
+        noise [A] (None: the mean) -> action [A], built once per episode. Default None: the
+        episode loop calls `act` at every step."""
+        return None
 
 
 @dataclass

@@ -154,7 +154,7 @@ def test_backend_fields_are_checked_and_ray_without_the_extra_is_one_line(monkey
 
     from metarl.config import EnvSection
 
-    with pytest.raises(ConfigError, match=r"env.backend: allowed: multiprocess, ray; got 'mpi'"):
+    with pytest.raises(ConfigError, match=r"env.backend: unknown backend 'mpi'; allowed: multiprocess, ray"):
         EnvSection(backend="mpi")
     with pytest.raises(ConfigError, match="env.ray_address: must be null, 'auto' or a cluster address"):
         EnvSection(ray_address="a b")

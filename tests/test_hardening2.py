@@ -375,6 +375,28 @@ def test_plot_prints_the_path_it_wrote(toy_run, tmp_path, capsys, out):
     assert sorted(p.name for p in tmp_path.iterdir()) == [out]
 
 
+@pytest.mark.parametrize("cmd", ["plot", "report"])
+def test_a_full_disk_under_plot_and_report_is_a_storage_error_not_bad_input(toy_run, tmp_path, capsys, monkeypatch,
+                                                                           cmd):
+    """ConfigError (exit 2) is for input; a write that fails because of the disk is one StorageError
+    line (exit 1) naming the file."""
+    import errno
+
+    from metarl import runfiles
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runfiles, "open_write", full)
+    monkeypatch.setattr(runfiles, "replace_text", full)
+    monkeypatch.setattr(runfiles, "open_temp", full)
+    argv = ["plot", str(toy_run), "--out", str(tmp_path / "c.png")] if cmd == "plot" else ["report", str(toy_run)]
+    capsys.readouterr()
+    assert main(argv) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "cannot write" in line and "No space left on device" in line and "Free space on the disk" in line
+
+
 # ---- defects 1, 4, 13, 14, 18: every size goes into the resource check, blamed on its own field ----
 @pytest.mark.parametrize("argv,message", [
     (["--rounds", "1000000000"], "--rounds: must be in 0..1000, got 1000000000"),

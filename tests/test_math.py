@@ -77,7 +77,7 @@ def _maml_batches():
 def test_maml_meta_gradient_matches_finite_differences():
     agent, pre_b, post_b = _maml_batches()
     agent.policy.double()
-    pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+    pre, post = agent.task_data(pre_b), agent.task_data(post_b)
     params = list(agent.policy.parameters())
     # old distributions: the adapted policies at the current parameters (fixed)
     with torch.enable_grad():
@@ -177,7 +177,7 @@ def test_first_order_maml_gradient_treats_the_inner_jacobian_as_identity(inner_s
         pre_b, _ = sampler.sample(agent, bench.train_tasks[:4], state, 3, rng)
         adapted = agent.adapt(state, pre_b)
         post_b, _ = sampler.sample(agent, bench.train_tasks[:4], adapted, 3, rng)
-        pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+        pre, post = agent.task_data(pre_b), agent.task_data(post_b)
         with torch.no_grad():
             old = [call(agent.policy, {k: v[i] for k, v in adapted.items()}, d[0]) for i, d in enumerate(post)]
         params = list(agent.params.values())
@@ -219,7 +219,7 @@ def test_meta_sgd_learns_the_inner_step_size_with_the_right_gradient(mode, tmp_p
     for k, v in plain.adapt(state, pre_b).items():
         torch.testing.assert_close(adapted[k], v)
     post_b, _ = sampler.sample(agent, bench.train_tasks[:4], adapted, 3, rng)
-    pre, post = agent._task_data(pre_b), agent._task_data(post_b)
+    pre, post = agent.task_data(pre_b), agent.task_data(post_b)
     with torch.no_grad():
         old = [call(agent.policy, {k: v[i] for k, v in adapted.items()}, d[0]) for i, d in enumerate(post)]
     lrs = list(agent.inner_lrs.values())
