@@ -30,6 +30,8 @@ probes with `hasattr`:
   sampler may run each episode as its own unit; default False (one unit per task's trial).
 - `bind(task_state)` (from `Actor`): one slot's acting function, built once per episode, for
   actors with `episodes_independent`; default None (the loop calls `act`).
+- `notes()`: one-line messages since the last call, which the trainer shows with its progress
+  output (agents never print); default: none.
 - `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (benchmarks/release.py);
   default: all of them.
 
@@ -161,3 +163,9 @@ class MetaAgent(Actor, Protocol):
         """What the sampler's workers act with: picklable, on the CPU, with `act` (and
         `observe`). Default: the agent itself."""
         return self
+
+    def notes(self) -> list[str]:
+        """One-line messages for the person running it, gathered since the last call (PEARL: its
+        buffers' memory, a warm restart). The trainer shows them with its progress output; an
+        agent never prints. Default: none."""
+        return []

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -198,6 +197,7 @@ class PEARL(MetaAgent):
         if cfg.auto_entropy:
             self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
 
+        self._notes: list[str] = []  # for the person running it, drained by notes() (the trainer shows them)
         self.buffers: ReplayAndContext | None = None  # sized by n_train_tasks and horizon (RAM-checked)
         self.collected_initial = False
         self.iterations = 0
@@ -214,8 +214,8 @@ class PEARL(MetaAgent):
         else:  # one task is a lower bound: refuse the absurd at once
             per_task = ReplayAndContext.check_fits(1, cfg.replay_capacity, self.context_capacity(horizon or 1),
                                                    obs_dim, act_dim)
-            print(f"pearl: buffers need {per_task / 2**20:,.1f} MiB per training task (replay "
-                  f"{cfg.replay_capacity:,} transitions); allocated on the first iteration", file=sys.stderr)
+            self._notes.append(f"pearl: buffers need {per_task / 2**20:,.1f} MiB per training task (replay "
+                               f"{cfg.replay_capacity:,} transitions); allocated on the first iteration")
 
     # ---- buffers ----------------------------------------------------------------------
     def _buffers(self) -> ReplayAndContext:
@@ -231,6 +231,12 @@ class PEARL(MetaAgent):
     def _allocate(self, n_tasks: int, horizon: int) -> None:
         self.buffers = ReplayAndContext.allocate(n_tasks, horizon, self.cfg.replay_capacity,
                                                  self.context_capacity(horizon), self.obs_dim, self.act_dim)
+        self._notes.append(f"pearl: {self.buffers.summary}")
+
+    def notes(self) -> list[str]:
+        """The buffer sizes and warm restarts since the last call, one line each."""
+        out, self._notes = self._notes, []
+        return out
 
     # ---- context and posterior --------------------------------------------------------
     def _ctx_features(self, data: dict[str, np.ndarray]) -> Tensor:
@@ -362,9 +368,9 @@ class PEARL(MetaAgent):
             steps = self._initial_collection(sampler, rng)
             self.collected_initial = True
             if warm_restart:
-                print(f"pearl: warm restart: the checkpoint held no replay buffers; refilled them with "
-                      f"{cfg.num_initial_episodes} episode(s) of the current policy (z ~ prior) on each of {n_tasks} "
-                      f"training tasks ({steps:,} env steps) before updating", file=sys.stderr)
+                self._notes.append(f"pearl: warm restart: the checkpoint held no replay buffers; refilled them "
+                                   f"with {cfg.num_initial_episodes} episode(s) of the current policy (z ~ prior) on "
+                                   f"each of {n_tasks} training tasks ({steps:,} env steps) before updating")
         k = min(cfg.tasks_per_iteration, n_tasks)
         if cfg.task_sampling == "uniform":
             positions = np.sort(rng.choice(n_tasks, size=k, replace=False))

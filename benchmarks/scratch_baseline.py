@@ -9,6 +9,8 @@ then over classes. 5,000 steps = the 10 adaptation episodes the meta-learners ge
 
     python benchmarks/scratch_baseline.py [--goals-per-class 2] [--steps 5000 100000] [--seed 0]
 
+Needs the `baselines` extra: pip install -c constraints.txt -e '.[baselines]'.
+
 Writes benchmarks/results/scratch_baseline.{json,md}; benchmarks/report.py adds the table to
 results/README.md.
 """
@@ -63,8 +65,13 @@ def main(argv=None) -> int:
     if args.goals_per_class < 1 or any(s < 1 for s in args.steps):
         print("scratch_baseline: error: --goals-per-class and --steps must be >= 1", file=sys.stderr)
         return 2
+    try:
+        from stable_baselines3 import SAC
+    except ImportError:
+        print("scratch_baseline: error: needs stable-baselines3: pip install -c constraints.txt -e '.[baselines]'",
+              file=sys.stderr)
+        return 2
     import torch
-    from stable_baselines3 import SAC
 
     import metaworld
     from envs import make_benchmark

@@ -20,7 +20,7 @@ Measures, in one process and one run, env steps per second of:
   metarl_upstream_env  the same as metarl with `env.fast_path: false` (upstream Meta-World code)
   metaworld_async    gym.make_vec("Meta-World/ML10-train", vector_strategy="async")
   metaworld_sync     the same with vector_strategy="sync"
-  sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks
+  sb3_subproc        stable-baselines3 SubprocVecEnv over the same 20 tasks (the `baselines` extra)
 Every vectorized variant acts with the same policy network (batched over the 20 envs) and
 runs whole episodes of `steps-per-env` steps. Reports the median of the repeats and writes
 benchmarks/results/throughput.{json,md}.
@@ -153,11 +153,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput"))
     p.add_argument("--skip", nargs="*", default=[], help="variants to skip (metaworld_async, sb3_subproc, ...)")
     args = p.parse_args(argv)
+    if "sb3_subproc" not in args.skip:
+        try:
+            from stable_baselines3.common.vec_env import SubprocVecEnv
+        except ImportError:
+            print("throughput: error: the sb3_subproc variant needs stable-baselines3: "
+                  "pip install -c constraints.txt -e '.[baselines]' (or --skip sb3_subproc)", file=sys.stderr)
+            return 2
     torch.set_num_threads(1)
 
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* vector envs)
-    from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
     from envs import TaskVectorEnv, fastpath, make_benchmark

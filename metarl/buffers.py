@@ -7,7 +7,6 @@ the memory a run needs is known before anything is allocated: `bytes_needed` siz
 """
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -96,6 +95,7 @@ class ReplayAndContext:
         self.n_tasks, self.horizon = n_tasks, horizon
         self.replay = TaskRingBuffers(n_tasks, replay_capacity, obs_dim, act_dim)
         self.context = TaskRingBuffers(n_tasks, context_capacity, obs_dim, act_dim)
+        self.summary = ""  # `allocate`: what was taken, in one line for the agent's notes
 
     @staticmethod
     def bytes_needed(n_tasks: int, replay_capacity: int, context_capacity: int, obs_dim: int, act_dim: int) -> int:
@@ -106,11 +106,12 @@ class ReplayAndContext:
     def allocate(cls, n_tasks: int, horizon: int, replay_capacity: int, context_capacity: int, obs_dim: int,
                  act_dim: int, field: str = "agent.replay_capacity") -> "ReplayAndContext":
         """Check the RAM (refusal names `field`, the replay capacity's config field), allocate, and
-        say on stderr how much was taken."""
+        say in `summary` how much was taken."""
         need = cls.check_fits(n_tasks, replay_capacity, context_capacity, obs_dim, act_dim, field)
-        print(f"buffers: replay + context for {n_tasks} training tasks: {need / GIB:,.3f} GiB ({replay_capacity:,} "
-              f"+ {context_capacity:,} transitions per task{ram_note()})", file=sys.stderr)
-        return cls(n_tasks, horizon, replay_capacity, context_capacity, obs_dim, act_dim)
+        out = cls(n_tasks, horizon, replay_capacity, context_capacity, obs_dim, act_dim)
+        out.summary = (f"buffers: replay + context for {n_tasks} training tasks: {need / GIB:,.3f} GiB "
+                       f"({replay_capacity:,} + {context_capacity:,} transitions per task{ram_note()})")
+        return out
 
     @classmethod
     def check_fits(cls, n_tasks: int, replay_capacity: int, context_capacity: int, obs_dim: int, act_dim: int,

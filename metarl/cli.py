@@ -300,7 +300,8 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metarl", description="Meta-RL on Meta-World: MAML-TRPO (more agents to come)")
+    p = argparse.ArgumentParser(prog="metarl", description="Meta-RL on Meta-World: train and evaluate MAML-TRPO "
+                                "(also first-order and Meta-SGD), RL²-PPO, PEARL and Reptile")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a preset; writes a run dir with TensorBoard events and checkpoints")
     t.add_argument("config", nargs="?", help="preset YAML, e.g. configs/ml1_reach_maml_trpo.yaml")

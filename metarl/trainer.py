@@ -5,6 +5,7 @@ import contextlib
 import copy
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -315,6 +316,7 @@ class Trainer:
             if cfg.run.progress and not (self.console or get_console()).is_terminal else None
         logger: RunLogger | None = None
         ended = False  # the body ran to its end: a failure to close the logs is then the run's error
+        self._show_notes(text)  # what the agent said while it was built and loaded
         try:
             logger = RunLogger(self.run_dir, run_label(cfg, self.run_dir), resume_step=self.resumed_from)
             logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
@@ -337,6 +339,7 @@ class Trainer:
                         self.save_checkpoint()
                         raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
                                          f"metarl train --resume {self.run_dir}") from e
+                    self._show_notes(text)
                     if result.rejected > 0:
                         self.rejected_streak += 1
                         if self.rejected_streak >= cfg.run.max_rejected_streak:
@@ -393,6 +396,15 @@ class Trainer:
             finally:
                 self.sampler.vec_env.close()
         return final_curve
+
+    def _show_notes(self, text: TextProgress | None) -> None:
+        """The agent's notes (MetaAgent.notes): progress lines when the output is not a terminal,
+        else one line each on stderr (above the progress bar)."""
+        for line in self.agent.notes():
+            if text is not None:
+                text.note(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def _final_evaluation(self, logger: RunLogger, bar: Any, text: TextProgress | None, stop: _StopFlag,
                           finished: bool) -> AdaptationCurve | None:
