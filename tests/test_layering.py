@@ -1,4 +1,4 @@
-"""The dependency direction of ../shared/DESIGN.md, checked on every import statement.
+"""The dependency direction of docs/design.md ("Layers"), checked on every import statement.
 
     agents -> metarl.{types, nn, returns, optim, buffers, machine}
     envs   -> metarl.types
