@@ -42,10 +42,35 @@ from torch import Tensor, nn
 
 from agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, Actor, AgentConfig, MetaAgent, SamplerLike,
                          draw_meta_batch)
-from metarl.fields import in_range, nonnegative, one_of, positive
+from metarl.fields import Choice, in_range, nonnegative, one_of, positive
 from metarl.nn import gaussian_log_prob, mlp
 from metarl.returns import LinearFeatureBaseline, discount_cumsum, gae
 from metarl.types import EpisodeBatch, Task, UpdateResult
+
+
+class BPTT(Choice):
+    """Back-propagation through time: per-episode chunks, or time-ordered windows over the trial."""
+    EPISODE = "episode"
+    TRIAL = "trial"
+
+
+class Baseline(Choice):
+    """What GAE subtracts: the learned value head, or a per-task linear fit (per episode or over the trial)."""
+    VALUE_HEAD = "value_head"
+    LINEAR = "linear"
+    LINEAR_TRIAL = "linear_trial"
+
+
+class Std(Choice):
+    """The linear head's standard deviation: one parameter per action dimension, or per step."""
+    PARAM = "param"
+    STATE = "state"
+
+
+class Head(Choice):
+    """The policy head: unbounded linear mean, or tanh mean with a tanh-banded per-step log-std."""
+    LINEAR = "linear"
+    BOUNDED = "bounded"
 
 
 @dataclass(frozen=True)
@@ -66,7 +91,7 @@ class RL2PPOConfig(AgentConfig):
     # back-propagation through time: "episode" (chunks from stored start states, shuffled; one-episode
     # chunks by default, so no gradient crosses an episode end) or "trial" (time-ordered windows over
     # the trial, start state carried with the current weights; see the module docstring)
-    bptt: str = field(default="episode", metadata=one_of("episode", "trial"))
+    bptt: BPTT = field(default=BPTT.EPISODE, metadata=one_of(BPTT))
     bptt_chunk: int = field(default=0, metadata=nonnegative(note="(0: one episode, or the whole trial with bptt=trial)"))
     bptt_overlap: int = field(default=0, metadata=nonnegative())  # bptt=trial: steps each window repeats
     discount: float = field(default=0.99, metadata=DISCOUNT)
@@ -79,7 +104,7 @@ class RL2PPOConfig(AgentConfig):
     # on the policy loss alone (the value head is kept but not trained)
     # "linear_trial": as metaworld-algorithms' RL², one linear fit per task over the whole trial as one
     # sequence, features the GRU's input, its square and powers of the time in the trial
-    baseline: str = field(default="value_head", metadata=one_of("value_head", "linear", "linear_trial"))
+    baseline: Baseline = field(default=Baseline.VALUE_HEAD, metadata=one_of(Baseline))
     normalize_advantages: bool = True  # centre and scale the batch's advantages (False: raw GAE, as the references)
     max_grad_norm: float = field(default=1.0, metadata=positive())
     reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
@@ -88,11 +113,11 @@ class RL2PPOConfig(AgentConfig):
     # policy can explore in a trial's first episodes and act precisely once it knows the task; it starts
     # at init_log_std everywhere and is clamped to STATE_LOG_STD_RANGE
     # (`std` applies to head=linear; the bounded head's std is always per step)
-    std: str = field(default="param", metadata=one_of("param", "state"))
+    std: Std = field(default=Std.PARAM, metadata=one_of(Std))
     # "linear": unbounded mean; "bounded": tanh mean (the mode the evaluation acts with) and a per-step
     # log-std tanh-squashed into [log_std_min, log_std_max] (metaworld-algorithms: [-1, 1]), starting
     # at init_log_std, which must lie inside that band
-    head: str = field(default="linear", metadata=one_of("linear", "bounded"))
+    head: Head = field(default=Head.LINEAR, metadata=one_of(Head))
     log_std_min: float = field(default=-1.0, metadata=in_range(-10, 10))
     log_std_max: float = field(default=1.0, metadata=in_range(-10, 10))
     encoder_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)  # tanh MLP before the GRU
