@@ -11,7 +11,6 @@ checkpoint: `metarl eval benchmarks/checkpoints/NAME.pt --protocol metaworld`. M
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -19,14 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT / "benchmarks" / "checkpoints"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def release(source: str, name: str, dest: Path = DEST) -> Path:
@@ -58,7 +49,9 @@ def release(source: str, name: str, dest: Path = DEST) -> Path:
 
 
 def _update_manifest(dest: Path, target: Path, payload: dict, cfg) -> None:
-    manifest = dest / "MANIFEST"
+    from metarl.checkpoint import MANIFEST, sha256
+
+    manifest = dest / MANIFEST
     lines = [ln for ln in (manifest.read_text().splitlines() if manifest.exists() else [])
              if ln.strip() and ln.split()[1] != target.name]
     steps = int(payload.get("counters", {}).get("env_steps", 0))

@@ -230,7 +230,8 @@ def resolve(path_or_run: str | Path, *, registry: Registry) -> tuple[Path, dict[
 MANIFEST = "MANIFEST"  # beside released checkpoints (benchmarks/release.py): `<sha256>  <file>  ...` per line
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The file's SHA-256, hex (what MANIFEST lists; benchmarks/release.py writes it)."""
     import hashlib
 
     h = hashlib.sha256()
@@ -264,7 +265,7 @@ def check_manifest(path: str | Path) -> None:
             raise ConfigError(f"checkpoint: {p} is not listed in {manifest}; allowed there: the released checkpoints "
                               f"it lists (benchmarks/release.py adds them)")
         try:
-            actual = _sha256(p)
+            actual = sha256(p)
         except OSError as e:
             raise UnreadableCheckpoint(f"checkpoint: cannot read {p} ({e.strerror or e.__class__.__name__}); "
                                        f"allowed: a checkpoint file this user can read (check its permissions)") from None
