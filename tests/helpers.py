@@ -1,6 +1,7 @@
 """Shared test helpers."""
 import multiprocessing
 import os
+import signal
 
 import numpy as np
 import torch
@@ -133,3 +134,15 @@ def train_toy_point_goals(seed, make_agent, iterations, *, toy_goals="square", e
         rejected += agent.train_iteration(sampler, bench.train_tasks, rng).rejected
     pre, post = held_out()
     return {"pre": pre, "post": post, "adapt": post - pre, "meta": post - post0, "rejected": rejected}
+
+
+def sigterm_on_progress(evaluate):
+    """`evaluate` (metarl.evaluation.evaluate) wrapped so that each progress report first sends this
+    process SIGTERM: a signal that arrives while an evaluation runs."""
+    def wrapped(*a, on_progress=None, **k):
+        def progress(n):
+            os.kill(os.getpid(), signal.SIGTERM)
+            if on_progress is not None:
+                on_progress(n)
+        return evaluate(*a, on_progress=progress, **k)
+    return wrapped

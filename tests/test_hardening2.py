@@ -782,21 +782,12 @@ def test_a_run_dir_killed_before_its_first_checkpoint_starts_over_on_resume(run_
 def test_a_signal_during_the_final_evaluation_stops_it_keeping_the_tasks_done(tmp_path, capsys, monkeypatch):
     import csv
     import json
-    import os
-    import signal
 
     import metarl.trainer as trainer
+    from helpers import sigterm_on_progress
 
     real = trainer.evaluate
-
-    def sigterm_at_first_batch(*a, on_progress=None, **k):
-        def progress(n):
-            os.kill(os.getpid(), signal.SIGTERM)
-            if on_progress is not None:
-                on_progress(n)
-        return real(*a, on_progress=progress, **k)
-
-    monkeypatch.setattr(trainer, "evaluate", sigterm_at_first_batch)
+    monkeypatch.setattr(trainer, "evaluate", sigterm_on_progress(real))
     # 40 held-out toy goals, evaluated 10 at a time (agent.meta_batch)
     capsys.readouterr()
     assert main(["train", TOY, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r", "--set", "run.env_steps=4000",

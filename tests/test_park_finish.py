@@ -24,6 +24,21 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=300)
 
 
+def _resume_elsewhere(parked_run: Path, res: Path, tmp_path: Path, more_steps: int):
+    """The next session: copy a parked run back (as from a fresh clone, without the result files parked
+    with it) and resume it with run_preset to `more_steps` env steps beyond where it stopped; gives
+    (the resumed run dir, the env steps it had stopped at, the finished run_preset process)."""
+    run = tmp_path / "runs2" / parked_run.name
+    run.parent.mkdir()
+    shutil.copytree(parked_run, run)
+    shutil.rmtree(run / "results")
+    steps = json.loads((parked_run / "final_eval.json").read_text())["env_steps"]
+    r = subprocess.run([*PY, str(ROOT / "benchmarks" / "run_preset.py"), "--resume", str(run),
+                        "--results", str(res), "--set", f"run.env_steps={steps + more_steps}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return run, steps, r
+
+
 def _tree(d: Path) -> dict[str, int]:
     return {str(f.relative_to(d)): f.stat().st_mtime_ns for f in sorted(d.rglob("*"))} if d.exists() else {}
 
@@ -74,26 +89,19 @@ def test_park_a_stopped_run_resume_it_elsewhere_and_finish_it(tmp_path):
     assert r.returncode == 2 and "no result" in r.stderr and not rel.exists()
 
     # the next session: copy it back (as from a fresh clone) and resume to its (shortened) budget
-    runs2 = tmp_path / "runs2"
-    runs2.mkdir()
-    shutil.copytree(p, runs2 / run.name)
-    shutil.rmtree(runs2 / run.name / "results")
-    steps = json.loads((p / "final_eval.json").read_text())["env_steps"]
-    r = subprocess.run([*PY, str(ROOT / "benchmarks" / "run_preset.py"), "--resume", str(runs2 / run.name),
-                        "--results", str(res), "--set", f"run.env_steps={steps + 4000}"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    resumed_run, steps, r = _resume_elsewhere(p, res, tmp_path, 4000)
     assert r.returncode == 0, r.stderr
     result = json.loads((res / "toy_s1.json").read_text())
     assert result["stopped_early"] is False and result["env_steps"] > steps
     assert "next: python benchmarks/finish_run.py" in r.stderr
-    r = _script("park_run.py", runs2 / run.name, "--dest", parked, "--results", res)
+    r = _script("park_run.py", resumed_run, "--dest", parked, "--results", res)
     assert r.returncode == 2 and "did not stop early" in r.stderr
 
-    r = _script("finish_run.py", runs2 / run.name, "--results", res, "--checkpoints", rel, "--inflight", parked,
+    r = _script("finish_run.py", resumed_run, "--results", res, "--checkpoints", rel, "--inflight", parked,
                 "--goals-per-class", "2")
     assert r.returncode == 0, r.stderr
     train = json.loads((res / "toy_s1.eval_metaworld_train.json").read_text())
-    assert train["split"] == "train" and (runs2 / run.name / "eval_metaworld_train.json").is_file()
+    assert train["split"] == "train" and (resumed_run / "eval_metaworld_train.json").is_file()
     released = torch.load(rel / "toy_s1.pt", map_location="cpu", weights_only=True)
     assert released["agent"]["policy_only"] and released["counters"]["env_steps"] == result["env_steps"]
     assert "toy_s1.pt" in (rel / "MANIFEST").read_text()
@@ -148,14 +156,7 @@ def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_re
     assert light["agent"]["buffers"] is None and light["counters"] == checkpoint.load_file(newest)["counters"]
     assert (p / "checkpoints" / newest.name).stat().st_size < newest.stat().st_size
 
-    runs2 = tmp_path / "runs2"
-    runs2.mkdir()
-    shutil.copytree(p, runs2 / run.name)
-    shutil.rmtree(runs2 / run.name / "results")
-    steps = json.loads((p / "final_eval.json").read_text())["env_steps"]
-    r = subprocess.run([*PY, str(ROOT / "benchmarks" / "run_preset.py"), "--resume", str(runs2 / run.name),
-                        "--results", str(res), "--set", f"run.env_steps={steps + 800}"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    resumed_run, steps, r = _resume_elsewhere(p, res, tmp_path, 800)
     assert r.returncode == 0, r.stderr
     assert "pearl: warm restart" in r.stderr
     result = json.loads((res / "toy_pearl_s1.json").read_text())
@@ -163,10 +164,10 @@ def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_re
     segs = result["per_seed"][0]["segments"]
     assert [s.get("warm_restart", False) for s in segs] == [False, True] and result["per_seed"][0]["warm_restart"]
     assert "(warm restart: the checkpoint held no replay buffers" in (res / "toy_pearl_s1.md").read_text()
-    resumed = checkpoint.load_latest(runs2 / run.name, registry=__import__("agents").AGENTS)[1]
+    resumed = checkpoint.load_latest(resumed_run, registry=__import__("agents").AGENTS)[1]
     assert resumed["agent"]["buffers"] is not None      # its own checkpoints hold buffers again
 
-    r = _script("finish_run.py", runs2 / run.name, "--results", res, "--checkpoints", rel, "--inflight", parked,
+    r = _script("finish_run.py", resumed_run, "--results", res, "--checkpoints", rel, "--inflight", parked,
                 "--goals-per-class", "2")
     assert r.returncode == 0, r.stderr
     released = torch.load(rel / "toy_pearl_s1.pt", map_location="cpu", weights_only=True)
@@ -181,20 +182,12 @@ def test_a_signal_during_run_presets_final_evaluation_stops_it_and_the_result_sa
     import importlib.util
 
     import metarl.trainer as trainer
+    from helpers import sigterm_on_progress
 
     spec = importlib.util.spec_from_file_location("run_preset_under_test", ROOT / "benchmarks" / "run_preset.py")
     run_preset = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_preset)
-    real = trainer.evaluate
-
-    def sigterm_at_first_batch(*a, on_progress=None, **k):
-        def progress(n):
-            os.kill(os.getpid(), signal.SIGTERM)
-            if on_progress is not None:
-                on_progress(n)
-        return real(*a, on_progress=progress, **k)
-
-    monkeypatch.setattr(trainer, "evaluate", sigterm_at_first_batch)
+    monkeypatch.setattr(trainer, "evaluate", sigterm_on_progress(trainer.evaluate))
     runs, res = tmp_path / "runs", tmp_path / "res"
     # 40 held-out toy goals, evaluated 10 at a time (agent.meta_batch 10)
     assert run_preset.main([str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--runs", str(runs), "--results", str(res),
