@@ -41,11 +41,11 @@ WORKTREE = "WORKTREE"  # the working tree as it is, uncommitted changes included
 # env steps per preset: a few iterations each (a preset not listed trains 1/5 of its budget)
 BUDGETS = {"toy_maml_trpo": 12_000, "toy_reptile": 6_000, "toy_rl2_ppo": 1_200, "toy_pearl": 2_800}
 # what the training process runs: refuse to go on if `metarl` is not the checkout's own
-BOOT = ("import sys, os, metarl, metarl.cli\n"
+BOOT = ("import sys, os, metarl, metarl.app.cli\n"
         "root = os.path.realpath(sys.argv[1])\n"
         "if not os.path.realpath(metarl.__file__).startswith(root + os.sep):\n"
         "    sys.exit(f'bitexact: metarl imported from {metarl.__file__}, not from {root}')\n"
-        "sys.exit(metarl.cli.main(sys.argv[2:]))\n")
+        "sys.exit(metarl.app.cli.main(sys.argv[2:]))\n")
 
 
 def git(*args: str, cwd: Path = REPO) -> str:

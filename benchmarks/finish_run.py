@@ -41,7 +41,7 @@ def finished_result(run: Path, results: Path) -> tuple[str, dict]:
 def finish(run: Path, results: Path = RESULTS, goals_per_class: int = 10, inflight: Path = INFLIGHT,
            checkpoints: Path | None = None) -> list[str]:
     """Run the steps; returns what was done, one line each."""
-    from metarl.cli import main as metarl_main
+    from metarl.app.cli import main as metarl_main
 
     import release
     import report
@@ -71,7 +71,7 @@ def finish(run: Path, results: Path = RESULTS, goals_per_class: int = 10, inflig
 
 
 def main(argv=None) -> int:
-    from metarl.types import ConfigError
+    from metarl.core.types import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run dir under runs/bench/ whose run_preset.py run reached its budget")

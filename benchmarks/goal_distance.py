@@ -33,10 +33,10 @@ def goal_of(task) -> np.ndarray:
 
 def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`metarl.evaluation.evaluate` with one episode per round, plus where each episode ends:
+    """`metarl.training.evaluation.evaluate` with one episode per round, plus where each episode ends:
     success [N, rounds + 1] (any step within the success radius), the hand's distance to the
     goal at the episode's last step [N, rounds + 1] and the episode return [N, rounds + 1]."""
-    from metarl.evaluation import evaluate
+    from metarl.training.evaluation import evaluate
 
     goals = np.stack([goal_of(t) for t in tasks])
     final = np.zeros((len(tasks), rounds + 1))
@@ -51,10 +51,10 @@ def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
 def main(argv=None) -> int:
     import torch
 
-    from agents import AGENTS
-    from metarl import checkpoint, config
-    from metarl.types import ConfigError
-    from metarl.trainer import build
+    from metarl.agents import AGENTS
+    from metarl.training import checkpoint, config
+    from metarl.core.types import ConfigError
+    from metarl.training.build import build
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")

@@ -31,10 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON path (default benchmarks/results/iteration[_cuda].json)")
     args = p.parse_args(argv)
 
-    from agents import AGENTS
-    from metarl import config
-    from metarl.evaluation import evaluate, select_tasks
-    from metarl.trainer import build
+    from metarl.agents import AGENTS
+    from metarl.training import config
+    from metarl.training.evaluation import evaluate, select_tasks
+    from metarl.training.build import build
 
     cfg = config.load(ROOT / "configs" / "ml10_maml_trpo.yaml", args.set, device=args.device, registry=AGENTS)
     device = config.resolve_device(cfg.run.device)

@@ -35,10 +35,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, make_benchmark
-    from metarl.cli import _git_commit
-    from metarl.sampler import Sampler
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import TaskVectorEnv, make_benchmark
+    from metarl.app.cli import _git_commit
+    from metarl.training.sampler import Sampler
 
     torch.set_num_threads(args.threads)
     bench = make_benchmark("ML10", seed=0, max_episode_steps=500)

@@ -11,7 +11,7 @@ folder's results/, so the report never mixes a partial seed into a finished row.
 
 PEARL checkpoints are parked without their replay buffers (gigabytes, not committable): the
 resume on the next machine is then a warm restart, which refills the buffers with the current
-policy before updates go on (agents/pearl.py; recorded in segments.jsonl by run_preset.py, in
+policy before updates go on (metarl/agents/pearl.py; recorded in segments.jsonl by run_preset.py, in
 runs.jsonl by `metarl train --resume`, and as "warm_restart" in the result). It continues the
 run, not bit-exactly; a run whose own checkpoints (with buffers) are still on disk resumes
 bit-exactly from them instead.
@@ -47,7 +47,7 @@ class ParkError(Exception):
 
 
 def newest_checkpoint(run: Path) -> tuple[Path, int]:
-    from metarl.checkpoint import iteration_of, list_checkpoints
+    from metarl.training.checkpoint import iteration_of, list_checkpoints
 
     found = list_checkpoints(run)
     if not found:
@@ -72,7 +72,7 @@ def _running(run: Path) -> bool:
         except OSError:
             continue
         trains = any(a.endswith("run_preset.py") for a in argv) or ("train" in argv and any(
-            a.endswith("metarl") or a == "metarl.cli" for a in argv))
+            a.endswith("metarl") or a == "metarl.app.cli" for a in argv))
         if trains and any(run.name in a for a in argv):
             return True
     return False
@@ -127,7 +127,7 @@ def without_buffers(path: Path) -> tuple[dict | None, int]:
     none: it is copied as it is), and the size in bytes of what will be parked."""
     import torch
 
-    from metarl.checkpoint import load_file
+    from metarl.training.checkpoint import load_file
 
     payload = load_file(path)
     agent = payload.get("agent")
@@ -140,7 +140,7 @@ def without_buffers(path: Path) -> tuple[dict | None, int]:
 
 
 def park(run: Path, dest_root: Path = INFLIGHT, results: Path = RESULTS, max_mib: float = 64.0) -> Path:
-    from metarl.checkpoint import BEST, checkpoint_dir, write
+    from metarl.training.checkpoint import BEST, checkpoint_dir, write
 
     run = run.resolve()
     ckpt, name, final = stopped_run(run)
@@ -203,8 +203,8 @@ def main(argv=None) -> int:
     final = json.loads((dest / "final_eval.json").read_text())
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
-    from metarl.checkpoint import load_file
-    from metarl.trainer import needs_warm_restart
+    from metarl.training.checkpoint import load_file
+    from metarl.training.build import needs_warm_restart
     warm = any(needs_warm_restart(load_file(c)) for c in sorted((dest / "checkpoints").glob("ckpt_*.pt")))
     print(f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
           f"stopped_early meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"

@@ -31,9 +31,9 @@ OBS_DIM, ACT_DIM, N_TASKS, HORIZON, FILL = 39, 4, 50, 150, 5_000
 
 
 def time_steps(preset: str, device: str, steps: int) -> float:
-    from agents.pearl import PEARL
-    from agents import AGENTS
-    from metarl import config
+    from metarl.agents.pearl import PEARL
+    from metarl.agents import AGENTS
+    from metarl.training import config
 
     # all 50 filled tasks kept (agent.train_tasks_per_class only changes which tasks a run keeps)
     cfg = config.load(ROOT / "configs" / f"{preset}.yaml", ["agent.replay_capacity=10000",
@@ -42,7 +42,7 @@ def time_steps(preset: str, device: str, steps: int) -> float:
     torch.manual_seed(0)
     agent = PEARL(cfg.agent, OBS_DIM, ACT_DIM, device, n_train_tasks=N_TASKS, horizon=HORIZON)
     rng = np.random.default_rng(0)
-    from metarl.types import Task
+    from metarl.core.types import Task
     agent._tasks = [Task(f"class{i % 10}", i, None) for i in range(N_TASKS)]  # for task_sampling: class_balanced
     buffers = agent.buffers
     assert buffers is not None

@@ -23,11 +23,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 def release(source: str, name: str, dest: Path = DEST) -> Path:
     import torch
 
-    import agents
-    from agents import AGENTS
-    from metarl import checkpoint, config
-    from metarl.cli import _git_commit
-    from metarl.types import ConfigError
+    from metarl import agents
+    from metarl.agents import AGENTS
+    from metarl.training import checkpoint, config
+    from metarl.app.cli import _git_commit
+    from metarl.core.types import ConfigError
 
     if not _NAME.match(name) or name.endswith(".pt"):
         raise ConfigError(f"NAME: {name!r} must be letters, digits, '_', '-', '.' (no path, no .pt)")
@@ -49,7 +49,7 @@ def release(source: str, name: str, dest: Path = DEST) -> Path:
 
 
 def _update_manifest(dest: Path, target: Path, payload: dict, cfg) -> None:
-    from metarl.checkpoint import MANIFEST, sha256
+    from metarl.training.checkpoint import MANIFEST, sha256
 
     manifest = dest / MANIFEST
     lines = [ln for ln in (manifest.read_text().splitlines() if manifest.exists() else [])
@@ -64,7 +64,7 @@ def _update_manifest(dest: Path, target: Path, payload: dict, cfg) -> None:
 
 
 def main(argv=None) -> int:
-    from metarl.types import ConfigError
+    from metarl.core.types import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="run dir (its newest checkpoint) or checkpoint file")

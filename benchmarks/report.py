@@ -108,7 +108,7 @@ def periodic(eval_csv: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def evaluation_state(mw: dict) -> str:
-    """Where the evaluation episodes of an eval_metaworld*.json started (metarl.evaluation.MetaworldProtocol);
+    """Where the evaluation episodes of an eval_metaworld*.json started (metarl.training.evaluation.MetaworldProtocol);
     files written before the setting existed ran "continue"."""
     return str(mw.get("evaluation_state", "continue"))
 

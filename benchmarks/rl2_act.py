@@ -37,8 +37,8 @@ def _us(fn, n: int = 2000) -> float:
 def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    from agents.rl2_ppo import RL2PPO, RL2PPOConfig
-    from metarl.cli import _git_commit
+    from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig
+    from metarl.app.cli import _git_commit
 
     cfg = RL2PPOConfig()  # hidden 256, as configs/ml10_rl2_ppo.yaml
     agent = RL2PPO(cfg, 39, 4)
@@ -46,7 +46,7 @@ def main() -> int:
     state = agent.initial_task_state(1)
     obs, noise, reward = torch.zeros(1, 39), torch.zeros(1, 4), torch.zeros(1)
 
-    def previous_act():  # agents/rl2_ppo.py _Actor.act at f5df9e0
+    def previous_act():  # metarl/agents/rl2_ppo.py _Actor.act at f5df9e0
         h = state["h"]
         x = torch.cat([obs.to(h), state["prev_a"], state["prev_r"], state["prev_d"]], dim=-1)
         mean, _, out = actor.net(x.unsqueeze(1), h)

@@ -30,7 +30,7 @@ OBS_DIM, ACT_DIM = 39, 4
 
 
 def synthetic_batch(s: int, m: int, t: int, rng: np.random.Generator):
-    from metarl.types import EpisodeBatch, Task
+    from metarl.core.types import EpisodeBatch, Task
 
     obs = rng.standard_normal((s, m, t, OBS_DIM)).astype(np.float32)
     return EpisodeBatch(obs=obs, actions=rng.standard_normal((s, m, t, ACT_DIM)).astype(np.float32),
@@ -40,9 +40,9 @@ def synthetic_batch(s: int, m: int, t: int, rng: np.random.Generator):
 
 
 def main(argv=None) -> int:
-    from agents import AGENTS, make
-    from metarl import config
-    from metarl.cli import _git_commit
+    from metarl.agents import AGENTS, make
+    from metarl.training import config
+    from metarl.app.cli import _git_commit
     from run_preset import machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -60,12 +60,12 @@ def _table(success: list[float], returns: list[float]) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from agents import AGENTS
-    from metarl import config
-    from metarl.cli import _git_commit, resume_config
-    from metarl.logging import curve_figure
-    from metarl.trainer import Trainer
-    from metarl.types import ConfigError
+    from metarl.agents import AGENTS
+    from metarl.training import config
+    from metarl.app.cli import _git_commit, resume_config
+    from metarl.training.runlog import curve_figure
+    from metarl.training.trainer import Trainer
+    from metarl.core.types import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?")

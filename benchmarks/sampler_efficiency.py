@@ -1,4 +1,4 @@
-"""Where the sampler's time goes on ML10, and what replayed resets (envs/resetcache.py) change.
+"""Where the sampler's time goes on ML10, and what replayed resets (metarl/envs/resetcache.py) change.
 
     python benchmarks/sampler_efficiency.py [--rounds 5]
 
@@ -58,7 +58,7 @@ def reset_costs(bench, tasks) -> dict[str, dict[str, float]]:
 
 
 def worker_efficiency(bench, tasks, agent) -> dict[str, float]:
-    from metarl.rollout import Job, plan_units, run_units_here
+    from metarl.core.rollout import Job, plan_units, run_units_here
     from throughput import measure_limit
 
     actor = agent.actor()
@@ -89,7 +89,7 @@ def profile_shares(bench, tasks, agent) -> dict[str, float]:
     import cProfile
     import pstats
 
-    from metarl.rollout import Job, plan_units, run_units_here
+    from metarl.core.rollout import Job, plan_units, run_units_here
 
     job = Job(agent.actor(), agent.initial_task_state(len(tasks)), 500, bench.act_dim, False)
     units = plan_units(tasks, list(range(len(tasks))), 1, True)
@@ -104,17 +104,17 @@ def profile_shares(bench, tasks, agent) -> dict[str, float]:
     def cum(file_end: str, func: str, own: bool = False) -> float:
         return sum(v[2] if own else v[3] for (f, _, fn), v in stats.items() if f.endswith(file_end) and fn == func)
 
-    total = cum("metarl/rollout.py", "run_units_here")
+    total = cum("metarl/core/rollout.py", "run_units_here")
     return {"profiled_s": total,
-            "env_step_share": cum("envs/metaworld.py", "step") / total,
-            "env_reset_share": cum("envs/metaworld.py", "reset") / total,
-            "policy_share": cum("metarl/nn.py", "step") / total,
-            "episode_loop_own_share": cum("metarl/rollout.py", "_episode", own=True) / total}
+            "env_step_share": cum("metarl/envs/metaworld.py", "step") / total,
+            "env_reset_share": cum("metarl/envs/metaworld.py", "reset") / total,
+            "policy_share": cum("metarl/core/nn.py", "step") / total,
+            "episode_loop_own_share": cum("metarl/core/rollout.py", "_episode", own=True) / total}
 
 
 def sampler_ab(bench, tasks, agent, rounds: int) -> dict:
-    from envs import TaskVectorEnv
-    from metarl.sampler import Sampler
+    from metarl.envs import TaskVectorEnv
+    from metarl.training.sampler import Sampler
 
     vecs = {c: TaskVectorEnv(dataclasses.replace(bench.env_factory, reset_cache=c), len(tasks), 2)
             for c in (False, True)}
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampler_efficiency"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import make_benchmark
-    from metarl.cli import _git_commit
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import make_benchmark
+    from metarl.app.cli import _git_commit
     from throughput import _tasks
 
     bench = make_benchmark("ML10", seed=0)

@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from metarl.cli import _git_commit
+    from metarl.app.cli import _git_commit
 
     from throughput import _tasks, measure_limit
 
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, fastpath, make_benchmark
-    from metarl.sampler import Sampler
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import TaskVectorEnv, fastpath, make_benchmark
+    from metarl.training.sampler import Sampler
 
     cores = os.cpu_count() or 1
     bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps)

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     import torch
 
     import metaworld
-    from envs import make_benchmark
-    from metarl.evaluation import select_tasks
+    from metarl.envs import make_benchmark
+    from metarl.training.evaluation import select_tasks
 
     torch.set_num_threads(1)
     bench = make_benchmark("ML10", seed=0, max_episode_steps=HORIZON)
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         per_budget[str(b)] = {"success": float(np.mean([np.mean(v) for v in by_class.values()])),
                               "per_class": {k: float(np.mean(v)) for k, v in by_class.items()}}
     from run_preset import machine  # the machine string every result file carries
-    from metarl.cli import _git_commit
+    from metarl.app.cli import _git_commit
     result = {"benchmark": "ML10", "split": "test", "algorithm": "SAC (stable-baselines3 defaults), one per goal",
               "goals_per_class": args.goals_per_class, "horizon": HORIZON, "evaluation_episodes": 3,
               "deterministic": True, "seed": args.seed, "budgets": budgets, "per_budget": per_budget, "rows": rows,

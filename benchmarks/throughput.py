@@ -5,14 +5,14 @@
 Measures, in one process and one run, env steps per second of:
   limit              one upstream Meta-World env stepped in a tight loop (random actions), times
                      the number of cores
-  limit_fast_path    the same with the fast path (envs/fastpath.py: bit-identical replacements
+  limit_fast_path    the same with the fast path (metarl/envs/fastpath.py: bit-identical replacements
                      of Meta-World hot spots, on by default)
   limit_concurrent_fast_path  one such tight loop in each of `cores` processes at the same time,
                      summed: what the cores give when all of them step at once (shared caches
                      and memory bandwidth), the ceiling for any multi-process sampler
   metarl             TaskVectorEnv (one worker per core) driven by the Sampler with the real
                      MAML-TRPO policy network, default settings (fast path on, replayed resets:
-                     envs/resetcache.py), measured after 3 warm-up calls, as in training where
+                     metarl/envs/resetcache.py), measured after 3 warm-up calls, as in training where
                      every task has been reset before
   metarl_iteration   the same sampler on the call an ML10 MAML-TRPO iteration makes: 10 episodes
                      per task (200 one-episode units, 100k steps) instead of 1 (20 units); the
@@ -44,7 +44,7 @@ META_BATCH = 20
 
 
 def _policy(obs_dim=39, act_dim=4):
-    from metarl.nn import GaussianMLPPolicy
+    from metarl.core.nn import GaussianMLPPolicy
     torch.manual_seed(0)
     return GaussianMLPPolicy(obs_dim, act_dim, (100, 100))
 
@@ -84,7 +84,7 @@ def measure_limit(env, tasks, steps: int) -> float:
 
 def _concurrent_worker(barrier, queue, steps: int) -> None:
     torch.set_num_threads(1)
-    from envs import make_benchmark
+    from metarl.envs import make_benchmark
     bench = make_benchmark("ML10", seed=0, max_episode_steps=steps)
     tasks = _tasks(bench)
     env = dataclasses.replace(bench.env_factory, fast_path=True)()
@@ -165,10 +165,10 @@ def main(argv=None) -> int:
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* vector envs)
 
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, fastpath, make_benchmark
-    from metarl.cli import _git_commit
-    from metarl.sampler import Sampler
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import TaskVectorEnv, fastpath, make_benchmark
+    from metarl.app.cli import _git_commit
+    from metarl.training.sampler import Sampler
 
     bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps_per_env)
     tasks = _tasks(bench)

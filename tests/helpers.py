@@ -113,9 +113,9 @@ def train_toy_point_goals(seed, make_agent, iterations, *, toy_goals="square", e
     (`post`) one adaptation round of `episodes_per_round` episodes after meta-training, `adapt` =
     post - pre, `meta` = post minus the adapted return before meta-training, and `rejected`, the
     updates the agent rejected."""
-    from envs import TaskVectorEnv, make_benchmark
-    from metarl.evaluation import evaluate
-    from metarl.sampler import Sampler
+    from metarl.envs import TaskVectorEnv, make_benchmark
+    from metarl.training.evaluation import evaluate
+    from metarl.training.sampler import Sampler
 
     torch.manual_seed(seed)
     bench = make_benchmark("toy", seed=seed, max_episode_steps=20, toy_goals=toy_goals)
@@ -137,7 +137,7 @@ def train_toy_point_goals(seed, make_agent, iterations, *, toy_goals="square", e
 
 
 def sigterm_on_progress(evaluate):
-    """`evaluate` (metarl.evaluation.evaluate) wrapped so that each progress report first sends this
+    """`evaluate` (metarl.training.evaluation.evaluate) wrapped so that each progress report first sends this
     process SIGTERM: a signal that arrives while an evaluation runs."""
     def wrapped(*a, on_progress=None, **k):
         def progress(n):

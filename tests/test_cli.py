@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import checkpoint
-from metarl.cli import main
+from metarl.training import checkpoint
+from metarl.app.cli import main
 from helpers import assert_same
-from agents import AGENTS
+from metarl.agents import AGENTS
 
 
 def train(tmp_path, toy_config, *extra, name="r"):
@@ -111,7 +111,7 @@ BAD_INPUTS = [
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "metarl.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "metarl.app.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=120)
 
 
@@ -130,9 +130,9 @@ def test_checkpoint_of_another_agent_is_refused(tmp_path, toy_config):
     r = _cli("train", "--resume", str(tmp_path / "r"), "--allow-config-change", "--set", "agent.name=rl2_ppo")
     assert r.returncode == 2 and "agent.hidden_sizes: unknown config key" in r.stderr, r.stderr
     # ... and a trainer handed another agent's checkpoint refuses it by name
-    from metarl import config
-    from metarl.trainer import Trainer
-    from metarl.types import ConfigError
+    from metarl.training import config
+    from metarl.training.trainer import Trainer
+    from metarl.core.types import ConfigError
 
     rl2 = config.load(Path(toy_config).parent / "toy_rl2_ppo.yaml", ["run.progress=false"], registry=AGENTS)
     with pytest.raises(ConfigError, match="the checkpoint holds a 'maml_trpo' agent but the config asks for 'rl2_ppo'"):
@@ -172,8 +172,8 @@ def test_missing_or_corrupt_checkpoint_is_refused(tmp_path, toy_config):
 
 
 def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path, toy_config):
-    from metarl.cli import resume_config
-    from metarl.types import ConfigError
+    from metarl.app.cli import resume_config
+    from metarl.core.types import ConfigError
 
     assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
     path, payload = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)
@@ -233,7 +233,7 @@ def test_select_best_changes_neither_training_nor_the_held_out_evaluation(tmp_pa
 
 
 def test_plot_by_class_draws_one_curve_per_held_out_class_from_the_last_evaluation(tmp_path):
-    from metarl.cli import read_eval_curve
+    from metarl.app.cli import read_eval_curve
     run = tmp_path / "r"
     run.mkdir()
     rows = ["env_steps,eval,task,task_index,round,success,return"]
@@ -255,9 +255,9 @@ def test_plot_by_class_draws_one_curve_per_held_out_class_from_the_last_evaluati
 def test_progress_label_names_what_runs_not_the_preset_file(tmp_path):
     """Defect 26 of the hardening round: a preset with --set env.env_name=push-v3 trains push-v3, and
     the progress lines say so (and name the run dir), where they named the preset file."""
-    from agents import AGENTS
-    from metarl import config
-    from metarl.trainer import run_label
+    from metarl.agents import AGENTS
+    from metarl.training import config
+    from metarl.training.trainer import run_label
 
     root = Path(__file__).resolve().parent.parent
     cfg = config.load(str(root / "configs" / "ml1_reach_maml_trpo.yaml"), ["env.env_name=push-v3"], registry=AGENTS)

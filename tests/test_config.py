@@ -1,4 +1,4 @@
-"""Config sections state their constraints declaratively (metarl.fields) and are checked in one
+"""Config sections state their constraints declaratively (metarl.core.fields) and are checked in one
 place; the config module gets the agent registry from its caller."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agents import AGENTS
-from agents.base import AgentConfig
-from metarl import config
-from metarl.fields import Constraint, constraint_of, in_range, positive
-from metarl.types import ConfigError, UpdateResult
+from metarl.agents import AGENTS
+from metarl.agents.base import AgentConfig
+from metarl.training import config
+from metarl.core.fields import Constraint, constraint_of, in_range, positive
+from metarl.core.types import ConfigError, UpdateResult
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = [cls.Config for cls in AGENTS.values()] + [config.RunSection]

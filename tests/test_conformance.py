@@ -17,19 +17,19 @@ import pytest
 import torch
 from torch.utils import _pytree as pytree
 
-import agents
-from agents.base import MetaAgent
-from envs import TaskVectorEnv
+from metarl import agents
+from metarl.agents.base import MetaAgent
+from metarl.envs import TaskVectorEnv
 from helpers import assert_same
-from metarl import checkpoint, config
-from metarl.cli import main
-from metarl.sampler import Sampler
-from metarl.trainer import benchmark_for
-from agents import AGENTS
+from metarl.training import checkpoint, config
+from metarl.app.cli import main
+from metarl.training.sampler import Sampler
+from metarl.training.build import benchmark_for
+from metarl.agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = sorted(agents.AGENTS)
-CLI = [sys.executable, "-m", "metarl.cli"]
+CLI = [sys.executable, "-m", "metarl.app.cli"]
 # every registered agent with its toy preset, and the MAML-TRPO variants through their configs
 CASES = [(n, ()) for n in NAMES] + [("maml_trpo", ("agent.first_order=true",)),
                                     ("maml_trpo", ("agent.learn_inner_lr=per_parameter",))]
@@ -62,7 +62,7 @@ def test_protocol_verbs_and_task_state_shape(name, overrides):
         for verb in ("initial_task_state", "act", "adapt", "train_iteration", "state_dict", "load_state_dict"):
             assert callable(getattr(agent, verb, None)), verb
         assert isinstance(agent.meta_batch, int) and isinstance(agent.act_dim, int)
-        assert MetaAgent in type(agent).__mro__  # the optional verbs' defaults come from agents.base
+        assert MetaAgent in type(agent).__mro__  # the optional verbs' defaults come from metarl.agents.base
         state = agent.initial_task_state(3, np.random.default_rng(0))
         leaves = [x for x in pytree.tree_leaves(state) if torch.is_tensor(x)]
         assert leaves and all(x.shape[0] == 3 for x in leaves)

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import checkpoint
-from metarl.cli import main
-from agents import AGENTS
+from metarl.training import checkpoint
+from metarl.app.cli import main
+from metarl.agents import AGENTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -27,8 +27,8 @@ def _tensors(tree):
 
 @pytest.mark.parametrize("preset", ["toy_maml_trpo", "toy_rl2_ppo", "toy_pearl"])
 def test_agent_trains_and_resumes_on_cuda(tmp_path, preset):
-    from metarl import config
-    from metarl.trainer import build
+    from metarl.training import config
+    from metarl.training.build import build
 
     cfg = config.load(CONFIGS / f"{preset}.yaml", [], device="cuda", registry=AGENTS)
     _, sampler, agent = build(cfg, config.resolve_device("cuda"))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from metarl.sampler import Sampler
-from metarl.types import ConfigError
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.training.sampler import Sampler
+from metarl.core.types import ConfigError
 
 
 def test_ml1_train_goals_differ_from_test_goals():
@@ -87,7 +87,7 @@ def test_ml10_units_are_identical_with_2_and_3_workers():
 
 
 def test_a_slow_worker_gets_fewer_units_and_the_batch_is_unchanged(tmp_path):
-    from envs.faults import SlowWorkerFactory
+    from metarl.envs.faults import SlowWorkerFactory
 
     b = make_benchmark("toy", seed=0, max_episode_steps=10)
     torch.manual_seed(0)
@@ -124,8 +124,8 @@ def test_more_workers_than_tasks_and_close_leaves_no_children():
 
 
 def test_non_finite_actions_raise_from_a_worker():
-    from envs.faults import NaNActor
-    from metarl.rollout import Job, plan_units
+    from metarl.envs.faults import NaNActor
+    from metarl.core.rollout import Job, plan_units
 
     b = make_benchmark("toy", seed=0, max_episode_steps=5)
     with TaskVectorEnv(b.env_factory, 3, 2) as vec:
@@ -152,7 +152,7 @@ def test_toy_task_interface():
 def test_backend_fields_are_checked_and_ray_without_the_extra_is_one_line(monkeypatch):
     import importlib.util
 
-    from metarl.config import EnvSection
+    from metarl.training.config import EnvSection
 
     with pytest.raises(ConfigError, match=r"env.backend: unknown backend 'mpi'; allowed: multiprocess, ray"):
         EnvSection(backend="mpi")
@@ -169,7 +169,7 @@ def test_backend_fields_are_checked_and_ray_without_the_extra_is_one_line(monkey
 def test_task_states_after_a_call_match_in_process(agent_name):
     """MAML's workers send no task state back (it cannot change while acting: the call's input
     is the answer); RL2's send the recurrent state after the trial."""
-    from agents.rl2_ppo import RL2PPO, RL2PPOConfig
+    from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig
 
     b = make_benchmark("ML1", "reach-v3", seed=0, max_episode_steps=15)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The Meta-World protocol's `evaluation_state` (metarl.evaluation.MetaworldProtocol): "continue"
+"""The Meta-World protocol's `evaluation_state` (metarl.training.evaluation.MetaworldProtocol): "continue"
 (the evaluation episodes go on from where the previous one left the agent's task state: RL²'s
 trial continues) and "restart" (each evaluation episode starts from the state `adapt` returned,
 as metaworld-algorithms and garage evaluate RL²), on toy tasks; its validation, the CLI flag, the
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from agents.rl2_ppo import RL2PPO, RL2PPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, sample_calls
-from metarl.sampler import Sampler, episode_lengths
-from metarl.types import ConfigError
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.training.evaluation import MetaworldProtocol, metaworld_evaluate, sample_calls
+from metarl.training.sampler import Sampler, episode_lengths
+from metarl.core.types import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,8 +134,8 @@ def test_bad_evaluation_state_is_refused_naming_the_field():
         MetaworldProtocol(evaluation_state="reset")
     assert str(e.value).startswith("--evaluation-state:") and "continue, restart" in str(e.value)
 
-    from agents import AGENTS
-    from metarl import config
+    from metarl.agents import AGENTS
+    from metarl.training import config
 
     toy = str(ROOT / "configs" / "toy_rl2_ppo.yaml")
     with pytest.raises(ConfigError) as e:
@@ -157,7 +157,7 @@ def test_training_and_metarl_eval_record_the_evaluation_state(tmp_path, capsys):
     """eval.evaluation_state: restart reaches the run's final Meta-World-protocol evaluation and its
     eval_metaworld.json; `metarl eval` takes the run's setting by default (and reproduces that
     evaluation), --evaluation-state overrides it, and with --protocol curve it is refused."""
-    from metarl.cli import main
+    from metarl.app.cli import main
 
     assert main(["train", str(ROOT / "configs" / "toy_rl2_ppo.yaml"), "--set", f"run.out_dir={tmp_path}",
                  "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=400",
@@ -186,10 +186,10 @@ def test_training_and_metarl_eval_record_the_evaluation_state(tmp_path, capsys):
 
 @pytest.mark.slow  # a Meta-World training run plus EGL rendering: ~25 s on 2 cores
 def test_final_evaluation_videos_replay_the_restart_episodes(tmp_path):
-    """With eval.evaluation_state: restart the filming pass (metarl/video.py) replays the final
+    """With eval.evaluation_state: restart the filming pass (metarl/training/video.py) replays the final
     evaluation under the same setting, so the filmed rounds score what the evaluation scored."""
-    from metarl.cli import main
-    from metarl.video import find_backend
+    from metarl.app.cli import main
+    from metarl.training.video import find_backend
 
     try:
         find_backend("test")

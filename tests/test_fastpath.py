@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from envs import fastpath, make_benchmark
+from metarl.envs import fastpath, make_benchmark
 
 
 def _rollout(env, task, seed, actions):

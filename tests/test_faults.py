@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from envs.faults import DieAtStepFactory, SlowSetTaskFactory
-from envs.vector import WorkerError
-from metarl import checkpoint
-from metarl.sampler import Sampler
-from agents import AGENTS
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.envs.faults import DieAtStepFactory, SlowSetTaskFactory
+from metarl.envs.vector import WorkerError
+from metarl.training import checkpoint
+from metarl.training.sampler import Sampler
+from metarl.agents import AGENTS
 
 
 def _collect(factory, n_workers, bench, **kw):
@@ -92,7 +92,7 @@ def test_workers_are_not_taken_for_dead_when_the_forkserver_is_signalled():
 
 def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy_config):
     run = tmp_path / "r"
-    cmd = [sys.executable, "-m", "metarl.cli", "train", toy_config, "--set", f"run.out_dir={tmp_path}",
+    cmd = [sys.executable, "-m", "metarl.app.cli", "train", toy_config, "--set", f"run.out_dir={tmp_path}",
            "--set", "run.name=r", "--set", "run.progress=false", "--set", "env.n_workers=2",
            "--set", "run.env_steps=4000000", "--set", "eval.every=0", "--set", "run.checkpoint_every=1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,7 +112,7 @@ def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy
              "zombie" not in open(f"/proc/{c}/status").read().lower()]
     assert not alive, f"orphan processes: {alive}"
     # it resumes from there (and finishes once the budget is lowered)
-    r = subprocess.run([sys.executable, "-m", "metarl.cli", "train", "--resume", str(run),
+    r = subprocess.run([sys.executable, "-m", "metarl.app.cli", "train", "--resume", str(run),
                         "--set", f"run.env_steps={payload['counters']['env_steps'] + 4000}",
                         "--set", "eval.final_tasks_per_class=1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -120,12 +120,12 @@ def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy
 
 
 def test_resume_with_changed_training_config_is_refused(tmp_path, toy_config):
-    from metarl.cli import main
+    from metarl.app.cli import main
 
     assert main(["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r",
                  "--set", "run.progress=false", "--set", "run.env_steps=4000",
                  "--set", "eval.final_tasks_per_class=1"]) == 0
-    r = subprocess.run([sys.executable, "-m", "metarl.cli", "train", "--resume", str(tmp_path / "r"),
+    r = subprocess.run([sys.executable, "-m", "metarl.app.cli", "train", "--resume", str(tmp_path / "r"),
                         "--set", "agent.inner_lr=0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--allow-config-change" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -148,8 +148,8 @@ def test_non_finite_update_is_rejected_and_parameters_kept():
 
 
 def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config, monkeypatch):
-    from metarl import config
-    from metarl.trainer import RunStopped, Trainer
+    from metarl.training import config
+    from metarl.training.trainer import RunStopped, Trainer
 
     cfg = config.load(toy_config, ["run.progress=false", "run.max_rejected_streak=2"], registry=AGENTS)
     trainer = Trainer(cfg, tmp_path, torch.device("cpu"))
@@ -167,7 +167,7 @@ def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config
 
 
 def test_unstable_episode_is_discarded_and_recollected():
-    from envs.faults import UnstableEpisodeFactory
+    from metarl.envs.faults import UnstableEpisodeFactory
 
     bench = make_benchmark("toy", seed=0, max_episode_steps=10)
     ref, _, _ = _collect(bench.env_factory, 0, bench)
@@ -183,13 +183,13 @@ def test_unstable_episode_is_discarded_and_recollected():
 
 
 def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
-    from metarl import config
+    from metarl.training import config
 
     cfg = config.load(Path(__file__).resolve().parent.parent / "configs" / "toy_maml_trpo.yaml", registry=AGENTS)
     checkpoint.save(tmp_path, 1, {"config": cfg.to_dict(), "agent": MAMLTRPO(cfg.agent, 2, 2).state_dict(),
                                   "counters": {"iteration": 1, "env_steps": 0, "eval_env_steps": 0,
                                                "wall_seconds": 0.0}})
-    code = ("import sys, torch; from metarl import checkpoint; "
+    code = ("import sys, torch; from metarl.training import checkpoint; "
             "checkpoint.save(sys.argv[1], 2, {'agent': {'w': torch.ones(60_000_000)}, 'counters': {'iteration': 2}})")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     tmp = tmp_path / "checkpoints" / ".ckpt_0000002.pt.tmp"
@@ -233,14 +233,14 @@ def test_signal_to_the_process_group_stops_cleanly_and_still_evaluates(tmp_path,
 # `metarl train` whose sampler prints its worker-restart counter (TaskVectorEnv.restarts) on close
 _TRAIN_REPORTING_RESTARTS = """
 import sys
-from envs.vector import TaskVectorEnv
+from metarl.envs.vector import TaskVectorEnv
 close = TaskVectorEnv.close
 def close_and_report(self):
     if not self._closed and self.n_workers:
         print(f"worker restarts: {self.restarts}", flush=True)
     close(self)
 TaskVectorEnv.close = close_and_report
-from metarl.cli import main
+from metarl.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

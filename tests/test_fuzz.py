@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents import AGENTS
-from metarl import checkpoint, config
-from metarl.cli import main
-from metarl.types import ConfigError
+from metarl.agents import AGENTS
+from metarl.training import checkpoint, config
+from metarl.app.cli import main
+from metarl.core.types import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "configs" / "toy_maml_trpo.yaml"

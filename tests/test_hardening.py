@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 
-from metarl import checkpoint
-from metarl.cli import main
-from agents import AGENTS
+from metarl.training import checkpoint
+from metarl.app.cli import main
+from metarl.agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RL2 = str(ROOT / "configs" / "toy_rl2_ppo.yaml")
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "metarl.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "metarl.app.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=180)
 
 
@@ -221,7 +221,7 @@ def test_run_name_must_stay_inside_out_dir(tmp_path, toy_config, capsys, name):
 
 # ---- 4. sizes against cores and memory ----------------------------------------------------
 def test_huge_meta_batch_is_refused_before_allocating(tmp_path, toy_config, capsys, monkeypatch):
-    from metarl import resources
+    from metarl.training import resources
 
     monkeypatch.setattr(resources, "available_ram_bytes", lambda: 16 * resources.GIB)
     out = tmp_path / "out"
@@ -231,7 +231,7 @@ def test_huge_meta_batch_is_refused_before_allocating(tmp_path, toy_config, caps
 
 
 def test_worker_count_is_checked_against_cores_and_memory(tmp_path, toy_config, capsys, monkeypatch):
-    from metarl import resources
+    from metarl.training import resources
 
     out = tmp_path / "out"
     monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
@@ -246,8 +246,8 @@ def test_worker_count_is_checked_against_cores_and_memory(tmp_path, toy_config, 
 
 
 def test_more_workers_than_cores_warns_once(toy_config, capsys, monkeypatch):
-    from metarl import config, resources
-    from metarl.trainer import benchmark_for
+    from metarl.training import config, resources
+    from metarl.training.build import benchmark_for
 
     monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
     monkeypatch.setattr(resources, "_warned", set())
@@ -298,7 +298,7 @@ def test_checkpoints_made_unwritable_mid_run_end_in_one_line_with_a_resume_hint(
     capsys.readouterr()
     rc = _train(tmp_path, toy_config, "--set", "run.env_steps=16000")
     err = capsys.readouterr().err
-    assert rc == 1, err  # the disk, not the input (exit 2): metarl.types.StorageError
+    assert rc == 1, err  # the disk, not the input (exit 2): metarl.core.types.StorageError
     assert "Traceback" not in err and "PermissionError" not in err
     last = err.strip().splitlines()[-1]
     run = tmp_path / "r"

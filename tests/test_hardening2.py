@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from metarl import checkpoint, config
-from metarl.cli import main
-from agents import AGENTS
+from metarl.training import checkpoint, config
+from metarl.app.cli import main
+from metarl.agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "configs" / "toy_maml_trpo.yaml")
@@ -178,7 +178,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
 # ---- S2: evaluation never takes where work runs from the checkpoint -----------------------------
 def test_eval_takes_backend_and_ray_address_from_the_command_line_not_the_checkpoint(toy_run, tmp_path, capsys,
                                                                                  monkeypatch):
-    import metarl.trainer as trainer
+    import metarl.training.trainer as trainer
 
     payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
     payload["config"]["env"].update(backend="ray", ray_address="203.0.113.7:6379", n_workers=1)
@@ -254,7 +254,7 @@ def test_a_fifo_or_link_at_an_eval_output_is_refused(toy_run, tmp_path, capsys):
 def test_a_second_train_on_a_locked_run_dir_is_refused_naming_the_holder(run_copy, tmp_path, capsys):
     import os
 
-    from metarl import runfiles
+    from metarl.training import runfiles
 
     before = _snapshot(run_copy)
     with runfiles.RunLock(run_copy):  # this process holds it, on another open file: flock conflicts
@@ -329,7 +329,7 @@ def test_readers_refuse_a_glued_row(run_copy, capsys, cmd):
              "without oversubscribing)"),
 ])
 def test_torch_threads_is_bounded(tmp_path, capsys, monkeypatch, threads, message):
-    from metarl import resources
+    from metarl.training import resources
 
     monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
     _refused(capsys, ["train", TOY, "--set", f"run.out_dir={tmp_path / 'o'}", "--set", f"run.torch_threads={threads}",
@@ -382,7 +382,7 @@ def test_a_full_disk_under_plot_and_report_is_a_storage_error_not_bad_input(toy_
     line (exit 1) naming the file."""
     import errno
 
-    from metarl import runfiles
+    from metarl.training import runfiles
 
     def full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -420,8 +420,8 @@ def test_eval_size_flags_are_bounded(toy_run, tmp_path, capsys, argv, message):
      "--adaptation-episodes: "),
 ], ids=["episodes", "horizon", "rounds x episodes", "metaworld"])
 def test_eval_sizes_go_into_the_ram_check_before_anything_runs(toy_run, tmp_path, capsys, monkeypatch, argv, field):
-    from metarl import resources
-    import metarl.trainer as trainer
+    from metarl.training import resources
+    import metarl.training.trainer as trainer
 
     monkeypatch.setattr(resources, "available_ram_bytes", lambda: 64 * resources.MIB)
     monkeypatch.setattr(trainer, "TaskVectorEnv", None)  # never built
@@ -452,8 +452,8 @@ def test_eval_and_env_size_fields_are_bounded(tmp_path, capsys, sets, message):
     (["agent.meta_batch=40", "agent.episodes_per_task=100000"], "agent.episodes_per_task: "),
 ], ids=["toy_tasks", "hidden_sizes", "horizon", "episodes"])
 def test_train_sizes_are_blamed_on_their_own_field(tmp_path, capsys, monkeypatch, sets, field):
-    from metarl import resources
-    from envs import toy
+    from metarl.training import resources
+    from metarl.envs import toy
 
     monkeypatch.setattr(resources, "available_ram_bytes", lambda: 256 * resources.MIB)
     if "toy_tasks" in field:
@@ -480,7 +480,7 @@ def test_pearl_network_sizes_are_in_the_ram_check(tmp_path, capsys, sets, field)
 
 def test_eval_of_a_checkpoint_whose_config_asks_for_too_many_toy_tasks_is_refused(toy_run, tmp_path, capsys,
                                                                                 monkeypatch):
-    from metarl import resources
+    from metarl.training import resources
 
     payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
     payload["config"]["env"]["toy_tasks"] = 1_000_000
@@ -551,7 +551,7 @@ def _set_weight(value=None, dtype=None, shape=None):
 ], ids=["nan", "inf", "int64", "complex", "float64", "shape", "extra tensor", "extra agent key", "extra top key",
         "no agent", "no config", "config list", "init_log_std", "counters type", "counters negative", "agent_name"])
 def test_a_malformed_checkpoint_is_refused_in_one_line_before_eval(toy_run, tmp_path, capsys, edit, message):
-    import metarl.trainer as trainer
+    import metarl.training.trainer as trainer
 
     path = _crafted(toy_run, tmp_path, edit)
     real = trainer.TaskVectorEnv
@@ -591,8 +591,8 @@ def test_resume_with_new_network_sizes_is_refused_before_anything_is_written(run
 
 
 def test_checkpoint_env_dims_match_the_envs():
-    from envs import toy
-    from envs.metaworld import MetaWorldEnv
+    from metarl.envs import toy
+    from metarl.envs.metaworld import MetaWorldEnv
 
     assert checkpoint.ENV_DIMS["toy"] == (toy.OBS_DIM, toy.ACT_DIM)
     assert checkpoint.METAWORLD_DIMS == (MetaWorldEnv.obs_dim, MetaWorldEnv.act_dim)
@@ -655,7 +655,7 @@ def _unchanged(run: Path, before: dict[str, bytes]) -> None:
 def test_a_full_disk_at_the_png_writer_ends_the_run_in_one_line_and_it_resumes(tmp_path, capsys, monkeypatch):
     import errno
 
-    from metarl import runfiles
+    from metarl.training import runfiles
 
     real = runfiles.open_write
     pngs = []
@@ -714,7 +714,7 @@ def test_a_read_only_disk_under_the_tensorboard_thread_ends_the_run_in_one_line(
 def test_a_full_disk_at_start_ends_in_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     import errno
 
-    from metarl import runfiles
+    from metarl.training import runfiles
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -734,7 +734,7 @@ def test_a_signal_during_start_up_leaves_a_checkpoint_to_resume_from(tmp_path, c
     import os
     import signal
 
-    import metarl.trainer as trainer
+    import metarl.training.trainer as trainer
     from helpers import assert_same
 
     real = trainer.build
@@ -783,7 +783,7 @@ def test_a_signal_during_the_final_evaluation_stops_it_keeping_the_tasks_done(tm
     import csv
     import json
 
-    import metarl.trainer as trainer
+    import metarl.training.trainer as trainer
     from helpers import sigterm_on_progress
 
     real = trainer.evaluate
@@ -925,7 +925,7 @@ def test_a_bad_mujoco_gl_stops_neither_training_nor_eval_and_rendering_refuses_i
     import subprocess
     import sys
 
-    from metarl.video import USER_GL
+    from metarl.training.video import USER_GL
 
     cfg = tmp_path / "ml1.yaml"  # one 10-step Meta-World iteration, then one held-out goal (in-process: the
     #                              worker processes a run starts inherit its MUJOCO_GL=disable)
@@ -938,7 +938,7 @@ def test_a_bad_mujoco_gl_stops_neither_training_nor_eval_and_rendering_refuses_i
     out = tmp_path / "o"
     for argv in (["train", str(cfg), "--set", f"run.out_dir={out}", "--set", "run.name=r"],
                  ["eval", str(out / "r"), "--tasks-per-class", "1", "--rounds", "0", "--episodes", "1", "--workers", "0"]):
-        r = subprocess.run([sys.executable, "-m", "metarl.cli", *argv], env=env, capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "metarl.app.cli", *argv], env=env, capture_output=True, text=True,
                            cwd=ROOT, timeout=300)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert (out / "r" / "final_eval.json").is_file() and (out / "r" / "eval_test" / "eval.csv").is_file()
@@ -958,7 +958,7 @@ def test_warnings_print_as_one_line_without_a_source_line(run_copy, tmp_path):
     ckpts = checkpoint.list_checkpoints(run_copy)
     for p in ckpts:
         p.write_bytes(p.read_bytes()[:100])
-    r = subprocess.run([sys.executable, "-m", "metarl.cli", "eval", str(run_copy), "--out", str(tmp_path / "e.csv")],
+    r = subprocess.run([sys.executable, "-m", "metarl.app.cli", "eval", str(run_copy), "--out", str(tmp_path / "e.csv")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -971,7 +971,7 @@ def test_warnings_print_as_one_line_without_a_source_line(run_copy, tmp_path):
 
 
 def test_restart_warnings_say_how_a_worker_ended():
-    from envs.procpool import _ended
+    from metarl.envs.procpool import _ended
 
     assert _ended(None) == "stopped answering (its pipe closed)"  # never "exit code None"
     assert _ended(-9) == "died (killed by SIGKILL)"

@@ -1,14 +1,14 @@
-"""The dependency direction of docs/design.md ("Layers"), checked on every import statement.
+"""The layers of docs/design.md ("Layers"), checked on every import statement.
 
-    agents -> metarl.{types, nn, returns, optim, buffers, machine}
-    envs   -> metarl.types
-    only metarl.{trainer, cli, cli_eval, evaluation, sampler, metaworld_adapter, video} import envs or agents
-    (metarl.config receives the agent registry from its caller: it imports no agent code)
+    metarl.core                   imports nothing else of ours
+    metarl.agents, metarl.envs    import metarl.core and their own package (not each other)
+    metarl.training               imports the layers below; of it only TOUCHES_AGENTS_ENVS import agents or envs
+    metarl.app                    imports anything
+    (metarl.training.config receives the agent registry from its caller: it imports no agent code)
 
-plus what keeps that free of circles: the part of metarl that agents and envs import stays
-below them (it imports nothing else from metarl, nor envs or agents). Every import counts:
-module level, inside functions and under `if TYPE_CHECKING:` (a type-only import is still a
-dependency of the code that uses the type). Exceptions are listed in EXCEPTIONS with a reason.
+and no import circles between our modules. Every import counts: module level, inside functions
+and under `if TYPE_CHECKING:` (a type-only import is still a dependency of the code that uses
+the type).
 """
 from __future__ import annotations
 
@@ -19,31 +19,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("metarl", "envs", "agents")
+PACKAGES = ("metarl",)
+# the layer of each subpackage: a module imports only its own subpackage and lower layers
+LAYERS = {"metarl.core": 0, "metarl.agents": 1, "metarl.envs": 1, "metarl.training": 2, "metarl.app": 3}
+# the modules of metarl.training that build or drive agents and envs
+TOUCHES_AGENTS_ENVS = {"metarl.training.build", "metarl.training.trainer", "metarl.training.evaluation", "metarl.training.sampler",
+                       "metarl.training.video", "metarl.training.protocol"}
 
-# what agents may import: shared math and data (buffers: PEARL's per-task replay and context arrays)
-# (fields: the declarative config-field constraints every config section, agents' included, uses)
-CORE = {"metarl.types", "metarl.nn", "metarl.returns", "metarl.optim", "metarl.machine", "metarl.buffers",
-        "metarl.fields"}
-ENVS_MAY_IMPORT = {"metarl.types"}
-MAY_IMPORT_ENVS_AGENTS = {"metarl.trainer", "metarl.cli", "metarl.cli_eval", "metarl.evaluation", "metarl.sampler",
-                          "metarl.video",
-                          "metarl.metaworld_adapter"}
 
-# (importer, imported) -> why it is allowed. Keep each one justified; the test below fails on
-# an exception that no import needs any more.
-EXCEPTIONS = {
-    ("envs.vector", "metarl.rollout"):
-        "the episode loop runs where the envs are: every backend runs a sample call's units (whole "
-        "episodes or trials) with metarl.rollout.run_unit next to its env, one message per unit instead "
-        "of one per step (docs/design.md, 'Work units'). metarl.rollout imports only metarl.types, "
-        "so it sits in the layer below envs (checked with CORE below).",
-    ("envs.procpool", "metarl.rollout"):
-        "worker processes run metarl.rollout.run_unit on their env (see envs.vector).",
-    ("envs.raypool", "metarl.rollout"):
-        "Ray actors run metarl.rollout.run_unit on their env, the same loop as the worker processes.",
-}
-LOWER = CORE | {imported for (_, imported) in EXCEPTIONS if imported.startswith("metarl.")}
+def subpackage(name: str) -> str | None:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and ".".join(parts[:2]) in LAYERS else None
 
 
 def module_name(path: Path) -> str:
@@ -78,22 +64,22 @@ def imports_of(path: Path) -> list[tuple[str, int]]:
 
 def violation(importer: str, imported: str) -> str | None:
     """Why `importer` may not import `imported`, or None."""
-    if (importer, imported) in EXCEPTIONS or imported == importer:
+    if imported == importer or imported == "metarl":
         return None
-    top, imported_top = importer.split(".")[0], imported.split(".")[0]
-    if importer in LOWER and imported not in LOWER:
-        return f"{importer} is imported by agents/envs, so it may import only {sorted(LOWER)}"
-    if top == "agents" and imported_top != "agents" and imported not in CORE:
-        return f"agents may import only agents.* and {sorted(CORE)}"
-    if top == "envs" and imported_top != "envs" and imported not in ENVS_MAY_IMPORT:
-        return f"envs may import only envs.* and {sorted(ENVS_MAY_IMPORT)}"
-    if top == "metarl" and imported_top in ("envs", "agents") and importer not in MAY_IMPORT_ENVS_AGENTS:
-        return f"only {sorted(MAY_IMPORT_ENVS_AGENTS)} may import envs or agents"
+    mine, theirs = subpackage(importer), subpackage(imported)
+    if mine is None or theirs is None:
+        return f"{importer if mine is None else imported} is in no layer: put it in one of {sorted(LAYERS)}"
+    if mine == theirs:
+        return None
+    if LAYERS[theirs] >= LAYERS[mine]:
+        return f"{mine} (layer {LAYERS[mine]}) may import only lower layers, not {theirs} (layer {LAYERS[theirs]})"
+    if mine == "metarl.training" and theirs in ("metarl.agents", "metarl.envs") and importer not in TOUCHES_AGENTS_ENVS:
+        return f"of metarl.training only {sorted(TOUCHES_AGENTS_ENVS)} may import agents or envs"
     return None
 
 
 def all_imports() -> list[tuple[str, str, str]]:
-    """(importer, imported, file:line) over metarl/, envs/ and agents/."""
+    """(importer, imported, file:line) over metarl/."""
     return [(module_name(path), imported, f"{path.relative_to(ROOT)}:{line}")
             for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
             for imported, line in imports_of(path)]
@@ -107,27 +93,75 @@ def test_imports_follow_the_dependency_direction():
     assert not bad, "\n".join(bad)
 
 
-def test_every_exception_is_still_needed():
-    pairs = {(importer, imported) for importer, imported, _ in all_imports()}
-    stale = [pair for pair in EXCEPTIONS if pair not in pairs]
-    assert not stale, f"remove these from EXCEPTIONS, nothing imports that way any more: {stale}"
+def cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): each is an import circle."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        if a != b:
+            graph.setdefault(a, set()).add(b)
+            graph.setdefault(b, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    """Not even through imports inside functions: a circle hidden in a function is still one."""
+    edges = {(importer, imported) for importer, imported, _ in all_imports() if imported != "metarl"}
+    assert not cycles(edges), cycles(edges)
+
+
+def test_the_circle_check_finds_circles():
+    assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c"]]
+    assert cycles({("a", "b"), ("b", "c")}) == []
 
 
 @pytest.mark.parametrize("importer, imported", [
-    ("agents.maml_trpo", "metarl.sampler"),      # an agent reaching into the sampler
-    ("agents.pearl", "metarl.checkpoint"),       # ... or the checkpoint module
-    ("agents.rl2_ppo", "metarl.logging"),        # ... or the logger
-    ("agents.base", "envs.vector"),
-    ("envs.vector", "metarl.sampler"),
-    ("envs.toy", "agents.base"),
-    ("metarl.logging", "envs"),
-    ("metarl.checkpoint", "agents.pearl"),
-    ("metarl.rollout", "metarl.sampler"),        # the layer under agents/envs importing upwards
-    ("metarl.config", "agents"),                 # config receives the agent registry (config.load(registry=))
-    ("metarl.config", "agents.base"),
-    ("metarl.checkpoint", "agents"),
-    ("metarl.fields", "metarl.config"),
-    ("metarl.types", "envs.benchmarks"),
+    ("metarl.agents.maml_trpo", "metarl.training.sampler"),      # an agent reaching into the sampler
+    ("metarl.agents.pearl", "metarl.training.checkpoint"),       # ... or the checkpoint module
+    ("metarl.agents.rl2_ppo", "metarl.training.runlog"),        # ... or the logger
+    ("metarl.agents.base", "metarl.envs.vector"),
+    ("metarl.envs.vector", "metarl.training.sampler"),
+    ("metarl.envs.toy", "metarl.agents.base"),
+    ("metarl.training.runlog", "metarl.envs"),
+    ("metarl.agents.pearl", "metarl.envs.toy"),              # agents and envs do not import each other
+    ("metarl.core.types", "metarl.agents.base"),
+    ("metarl.training.sampler", "metarl.app.cli"),
+    ("metarl.training.checkpoint", "metarl.agents.pearl"),
+    ("metarl.core.rollout", "metarl.training.sampler"),        # the layer under agents/envs importing upwards
+    ("metarl.training.config", "metarl.agents"),                 # config receives the agent registry (config.load(registry=))
+    ("metarl.training.config", "metarl.agents.base"),
+    ("metarl.training.checkpoint", "metarl.agents"),
+    ("metarl.core.fields", "metarl.training.config"),
+    ("metarl.core.types", "metarl.envs.suites"),
 ])
 def test_the_rules_refuse_imports_against_the_direction(importer, imported):
     assert violation(importer, imported) is not None
@@ -135,26 +169,25 @@ def test_the_rules_refuse_imports_against_the_direction(importer, imported):
 
 def test_imports_are_found_wherever_they_are_written(tmp_path, monkeypatch):
     """Function-level, TYPE_CHECKING, relative and `from package import module` forms."""
-    pkg = tmp_path / "agents"
-    pkg.mkdir()
+    pkg = tmp_path / "metarl" / "agents"
+    pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "x.py").write_text("")
-    (tmp_path / "metarl").mkdir()
-    (tmp_path / "metarl" / "sampler.py").write_text("")
+    (tmp_path / "metarl" / "training").mkdir()
+    (tmp_path / "metarl" / "training" / "sampler.py").write_text("")
     (pkg / "mod.py").write_text(
         "from typing import TYPE_CHECKING\n"
         "import numpy\n"
-        "if TYPE_CHECKING:\n    from metarl.sampler import Sampler\n"
-        "def f():\n    from metarl import sampler\n"
+        "if TYPE_CHECKING:\n    from metarl.training.sampler import Sampler\n"
+        "def f():\n    from metarl.training import sampler\n"
         "from . import x\n"
         "from .x import y\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert sorted(imports_of(pkg / "mod.py"), key=lambda x: x[1]) == [("metarl.sampler", 4), ("metarl.sampler", 6), ("agents.x", 7),
-                                          ("agents.x", 8)]
+    assert sorted(imports_of(pkg / "mod.py"), key=lambda x: x[1]) == [("metarl.training.sampler", 4), ("metarl.training.sampler", 6), ("metarl.agents.x", 7), ("metarl.agents.x", 8)]
 
 
 def test_config_does_not_import_agents():
     """The config module is handed the agent registry (config.load(..., registry=agents.AGENTS));
     no import of agents in it, at any level."""
-    imported = [name for name, _ in imports_of(ROOT / "metarl" / "config.py")]
-    assert imported and not [n for n in imported if n.split(".")[0] == "agents"], imported
+    imported = [name for name, _ in imports_of(ROOT / "metarl" / "training" / "config.py")]
+    assert imported and not [n for n in imported if n.startswith("metarl.agents")], imported

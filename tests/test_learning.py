@@ -2,7 +2,7 @@
 median margin against a threshold set from a sweep (tests/helpers.py: train_seeds)."""
 import pytest
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from helpers import train_seeds, train_toy_point_goals
 
 

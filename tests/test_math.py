@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from metarl.nn import call, flat, gaussian_kl, unflat_like
-from metarl.optim import backtracking_line_search, conjugate_gradient
-from metarl.returns import LinearFeatureBaseline, discount_cumsum, gae
-from metarl.sampler import Sampler
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.core.nn import call, flat, gaussian_kl, unflat_like
+from metarl.core.optim import backtracking_line_search, conjugate_gradient
+from metarl.core.returns import LinearFeatureBaseline, discount_cumsum, gae
+from metarl.training.sampler import Sampler
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -118,7 +118,7 @@ def test_gaussian_kl_zero_for_same_and_positive_otherwise():
 
 
 def test_batched_mlp_matches_vmap_functional_call():
-    from metarl.nn import GaussianMLPPolicy, batched_call
+    from metarl.core.nn import GaussianMLPPolicy, batched_call
 
     torch.manual_seed(0)
     pol = GaussianMLPPolicy(5, 3, (16, 16))
@@ -133,8 +133,8 @@ def test_batched_mlp_matches_vmap_functional_call():
 
 
 def test_numpy_actor_matches_the_torch_policy():
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from metarl.nn import BatchedGaussianActor
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.core.nn import BatchedGaussianActor
 
     torch.manual_seed(0)
     agent = MAMLTRPO(MAMLTRPOConfig(meta_batch=5, hidden_sizes=(16, 16)), 6, 3)
@@ -160,9 +160,9 @@ def test_numpy_actor_matches_the_torch_policy():
 def test_first_order_maml_gradient_treats_the_inner_jacobian_as_identity(inner_steps):
     """agent.first_order: d(meta-objective)/d(theta) equals d(surrogate)/d(theta') at the adapted
     parameters theta' (each task's gradient, averaged), and differs from the second-order one."""
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, make_benchmark
-    from metarl.sampler import Sampler
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import TaskVectorEnv, make_benchmark
+    from metarl.training.sampler import Sampler
 
     bench = make_benchmark("toy", seed=0, max_episode_steps=10)
     grads = {}
@@ -200,9 +200,9 @@ def test_meta_sgd_learns_the_inner_step_size_with_the_right_gradient(mode, tmp_p
     of (d objective / d theta') * g (summed over every weight for a scalar alpha). At alpha =
     inner_lr the adapted parameters are plain MAML's; the step sizes round-trip through a
     checkpoint, and a TRPO update changes them."""
-    from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-    from envs import TaskVectorEnv, make_benchmark
-    from metarl.sampler import Sampler
+    from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+    from metarl.envs import TaskVectorEnv, make_benchmark
+    from metarl.training.sampler import Sampler
 
     bench = make_benchmark("toy", seed=0, max_episode_steps=10)
     torch.manual_seed(0)
@@ -232,7 +232,7 @@ def test_meta_sgd_learns_the_inner_step_size_with_the_right_gradient(mode, tmp_p
     expected = {k: torch.zeros_like(v) for k, v in agent.params.items()}
     for i, d in enumerate(pre):
         p = {k: v.detach().clone().requires_grad_(True) for k, v in agent.params.items()}
-        from metarl.nn import gaussian_log_prob
+        from metarl.core.nn import gaussian_log_prob
         mean, log_std = call(agent.policy, p, d[0])
         inner_loss = -(gaussian_log_prob(mean, log_std, d[1]) * d[2]).mean()
         g = torch.autograd.grad(inner_loss, list(p.values()))

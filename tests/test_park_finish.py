@@ -123,7 +123,7 @@ def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_re
     """PEARL's checkpoints hold its replay buffers: park_run parks them without (small enough to commit),
     the resume elsewhere refills them with the current policy (recorded in segments.jsonl and the result's
     "warm_restart"), and finish_run finishes the run as any other. About 20 s on 2 busy cores."""
-    from metarl import checkpoint
+    from metarl.training import checkpoint
 
     runs, res, parked, rel = (tmp_path / d for d in ("runs", "res", "inflight", "rel"))
     proc = subprocess.Popen(
@@ -164,7 +164,7 @@ def test_a_parked_pearl_run_leaves_its_buffers_behind_and_resumes_with_a_warm_re
     segs = result["per_seed"][0]["segments"]
     assert [s.get("warm_restart", False) for s in segs] == [False, True] and result["per_seed"][0]["warm_restart"]
     assert "(warm restart: the checkpoint held no replay buffers" in (res / "toy_pearl_s1.md").read_text()
-    resumed = checkpoint.load_latest(resumed_run, registry=__import__("agents").AGENTS)[1]
+    resumed = checkpoint.load_latest(resumed_run, registry=__import__("metarl.agents", fromlist=["AGENTS"]).AGENTS)[1]
     assert resumed["agent"]["buffers"] is not None      # its own checkpoints hold buffers again
 
     r = _script("finish_run.py", resumed_run, "--results", res, "--checkpoints", rel, "--inflight", parked,
@@ -181,7 +181,7 @@ def test_a_signal_during_run_presets_final_evaluation_stops_it_and_the_result_sa
     result records the partial evaluation (final_eval_stopped: done, planned) as stopped early."""
     import importlib.util
 
-    import metarl.trainer as trainer
+    import metarl.training.trainer as trainer
     from helpers import sigterm_on_progress
 
     spec = importlib.util.spec_from_file_location("run_preset_under_test", ROOT / "benchmarks" / "run_preset.py")

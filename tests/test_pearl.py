@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import metarl.buffers as buffers_mod
-from metarl.buffers import ReplayAndContext
-from agents.pearl import PEARL, PEARLConfig, kl_to_prior, product_of_gaussians
-from envs import TaskVectorEnv, make_benchmark
-from metarl import checkpoint, config
-from metarl.cli import main
-from metarl.evaluation import evaluate
-from metarl.sampler import Sampler
-from metarl.types import ConfigError, EpisodeBatch
+import metarl.core.buffers as buffers_mod
+from metarl.core.buffers import ReplayAndContext
+from metarl.agents.pearl import PEARL, PEARLConfig, kl_to_prior, product_of_gaussians
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.training import checkpoint, config
+from metarl.app.cli import main
+from metarl.training.evaluation import evaluate
+from metarl.training.sampler import Sampler
+from metarl.core.types import ConfigError, EpisodeBatch
 from helpers import assert_same, train_seeds, train_toy_point_goals
-from agents import AGENTS
+from metarl.agents import AGENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_PEARL = os.path.join(ROOT, "configs", "toy_pearl.yaml")
@@ -255,8 +255,8 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
     outside the 5 cm success radius around it."""
     import importlib.util
 
-    from metarl.evaluation import evaluate
-    from metarl.trainer import build
+    from metarl.training.evaluation import evaluate
+    from metarl.training.build import build
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("goal_distance", os.path.join(root, "benchmarks", "goal_distance.py"))
@@ -301,7 +301,7 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
 # ---- issue 27: task subset, class-stratified draws, UTD ratio, α floor, context fields, eval context --------
 def _classed(tasks, n_classes):
     """The toy tasks relabelled into `n_classes` env classes (the toy env reads only the goal)."""
-    from metarl.types import Task
+    from metarl.core.types import Task
     return [Task(f"c{i % n_classes}", t.index, t.payload) for i, t in enumerate(tasks)]
 
 
@@ -330,8 +330,8 @@ def test_new_fields_are_validated():
 
 
 def test_train_subset_is_class_balanced_drawn_once_and_the_only_data():
-    from agents.pearl import buffer_task_count, draw_train_subset
-    from metarl.types import Task
+    from metarl.agents.pearl import buffer_task_count, draw_train_subset
+    from metarl.core.types import Task
     # unequal classes: 3 of a, 1 of b, 2 of c; 2 a class -> 2 + 1 + 2
     tasks = [Task(n, i, None) for i, n in enumerate("aabacc")]
     cfg = PEARLConfig(**{**SMALL, "train_tasks_per_class": 2})
@@ -429,7 +429,7 @@ def test_context_fields_with_and_without_next_obs(next_obs):
 
 
 def test_eval_context_train_size_draws_the_posterior_from_a_training_size_context():
-    from agents.pearl import EVAL_CONTEXTS
+    from metarl.agents.pearl import EVAL_CONTEXTS
     torch.manual_seed(0)
     cfg = PEARLConfig(**SMALL)                         # embedding_batch_size 8
     full = PEARL(cfg, obs_dim=3, act_dim=2)
@@ -462,7 +462,7 @@ def test_eval_context_train_size_draws_the_posterior_from_a_training_size_contex
 
 def test_eval_pearl_context_is_a_validated_protocol_option_recorded_in_the_results(tmp_path, capsys):
     import json
-    from metarl.trainer import build
+    from metarl.training.build import build
     with pytest.raises(ConfigError, match=r"eval.pearl_context: unknown value 'half'; allowed: all, train_size"):
         config.load(TOY_PEARL, ["eval.pearl_context=half"], registry=AGENTS)
     with pytest.raises(ConfigError, match=r"eval.pearl_context: 'train_size' applies to PEARL's posterior; agent "
@@ -523,7 +523,7 @@ def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, ca
     light, size = park_run.without_buffers(newest)
     assert full["agent"]["buffers"] is not None and light["agent"]["buffers"] is None
     assert size < newest.stat().st_size and light["agent"]["train_subset"] is not None
-    from metarl.trainer import needs_warm_restart
+    from metarl.training.build import needs_warm_restart
     assert needs_warm_restart(light) and not needs_warm_restart(full)
     checkpoint.write(newest, light)                      # as park_run parks it
     capsys.readouterr()

@@ -1,5 +1,5 @@
-"""The Meta-World protocol (metarl.evaluation.metaworld_evaluate) against metaworld 3.1.1's own
-`metalearning_evaluation`, through the adapter (metarl.metaworld_adapter):
+"""The Meta-World protocol (metarl.training.evaluation.metaworld_evaluate) against metaworld 3.1.1's own
+`metalearning_evaluation`, through the adapter (metarl.training.protocol):
 
 (a) same goals, same noise: our per-episode successes, returns and lengths equal what the
     official envs produce episode by episode;
@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 import torch
 
-from envs import TaskVectorEnv, make_benchmark
-from agents.base import MetaAgent
-from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, pooled_success
-from metarl.metaworld_adapter import MetaworldAgentAdapter
-from metarl.sampler import Sampler
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.agents.base import MetaAgent
+from metarl.training.evaluation import MetaworldProtocol, metaworld_evaluate, pooled_success
+from metarl.training.protocol import MetaworldAgentAdapter
+from metarl.training.sampler import Sampler
 
 
 class ScriptedReacher(MetaAgent):
     """A MetaAgent for reach-v3 whose task state is a guessed goal [S, 3] (the protocol's defaults,
-    actor() and observe(), come from agents.base.MetaAgent)."""
+    actor() and observe(), come from metarl.agents.base.MetaAgent)."""
 
     act_dim = 4
 
@@ -193,7 +193,7 @@ def test_official_pooling_rule_on_our_episodes_reproduces_the_official_number(bo
 def test_pooled_success_counts_the_first_episodes_to_finish():
     """Two goals of one class: goal 0 succeeds fast every time, goal 1 never. Pooled counting
     sees only goal 0's three quick episodes (100%); per goal it is 50%."""
-    from metarl.types import Task
+    from metarl.core.types import Task
     tasks = [Task("c", 0, None), Task("c", 1, None)]
     success = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     lengths = np.array([[10, 10, 10], [500, 500, 500]])
@@ -214,7 +214,7 @@ def test_final_protocol_evaluation_is_reproduced_by_metarl_eval_on_the_checkpoin
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "metarl.cli"]
+    cmd = [sys.executable, "-m", "metarl.app.cli"]
     r = subprocess.run([*cmd, "train", str(root / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
                         "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
                         "--set", "eval.every=0", "--set", "eval.protocol=metaworld", "--set", "eval.final_tasks_per_class=0"],

@@ -8,11 +8,11 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig  # noqa: E402
-from agents.rl2_ppo import RL2PPO, RL2PPOConfig  # noqa: E402
-from envs import TaskVectorEnv, make_benchmark  # noqa: E402
-from envs.faults import DieAtStepFactory  # noqa: E402
-from metarl.sampler import Sampler  # noqa: E402
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig  # noqa: E402
+from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig  # noqa: E402
+from metarl.envs import TaskVectorEnv, make_benchmark  # noqa: E402
+from metarl.envs.faults import DieAtStepFactory  # noqa: E402
+from metarl.training.sampler import Sampler  # noqa: E402
 
 pytestmark = pytest.mark.ray
 FIELDS = ("obs", "actions", "rewards", "next_obs", "successes")
@@ -69,7 +69,7 @@ def test_killed_actor_is_restarted_and_its_units_rerun(local_ray, tmp_path):
 
 
 def test_train_through_the_cli_on_ray(local_ray, tmp_path, toy_config):
-    from metarl.cli import main
+    from metarl.app.cli import main
 
     args = ["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", "run.progress=false",
             "--set", "run.env_steps=1", "--set", "eval.every=0", "--set", "eval.final_tasks_per_class=1"]

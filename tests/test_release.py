@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from agents import AGENTS
+from metarl.agents import AGENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASED = ROOT / "benchmarks" / "checkpoints"
-METARL = [sys.executable, "-m", "metarl.cli"]
+METARL = [sys.executable, "-m", "metarl.app.cli"]
 
 
 def _manifest() -> dict[str, str]:
@@ -53,9 +53,9 @@ def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(
 def released_vs_untrained(name: str, goals_per_class: int, seed: int) -> dict[str, float]:
     """Meta-World-protocol success (per goal, class, mean; 4 adaptation episodes) of a released
     policy and of an untrained one of the same architecture, on the same goals and noise."""
-    from metarl import checkpoint, config
-    from metarl.evaluation import MetaworldProtocol, metaworld_evaluate, select_tasks
-    from metarl.trainer import build
+    from metarl.training import checkpoint, config
+    from metarl.training.evaluation import MetaworldProtocol, metaworld_evaluate, select_tasks
+    from metarl.training.build import build
 
     f = RELEASED / f"{name}.pt"
     cfg = config.from_dict(torch.load(f, map_location="cpu", weights_only=True)["config"], registry=AGENTS)

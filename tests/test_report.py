@@ -65,11 +65,11 @@ def test_report_refuses_a_missing_results_dir(tmp_path):
     assert out.returncode == 2 and "no such directory" in out.stderr and "Traceback" not in out.stderr
 
 
-# ---- `metarl report RUN_DIR` (metarl/report.py) --------------------------------------------------
+# ---- `metarl report RUN_DIR` (metarl/app/run_report.py) --------------------------------------------------
 def test_metarl_report_writes_a_readable_report_md(tmp_path):
     from PIL import Image
 
-    from metarl.cli import main
+    from metarl.app.cli import main
 
     assert main(["train", str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
                  "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
@@ -100,7 +100,7 @@ def test_metarl_report_writes_a_readable_report_md(tmp_path):
 
 
 def test_metarl_report_refuses_a_dir_that_is_not_a_run(tmp_path, capsys):
-    from metarl.cli import main
+    from metarl.app.cli import main
 
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

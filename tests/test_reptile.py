@@ -1,4 +1,4 @@
-"""Reptile (agents/reptile.py): meta-learns on the toy point goals (several seeds, median
+"""Reptile (metarl/agents/reptile.py): meta-learns on the toy point goals (several seeds, median
 margin), its outer step is θ + ε·mean(θ'_i − θ), and it runs through the trainer, checkpoints
 and the Meta-World protocol like the other agents."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.reptile import Reptile, ReptileConfig
-from envs import TaskVectorEnv, make_benchmark
+from metarl.agents.reptile import Reptile, ReptileConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
 from helpers import train_seeds, train_toy_point_goals
-from metarl.sampler import Sampler
+from metarl.training.sampler import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def test_outer_step_moves_theta_toward_the_mean_adapted_parameters():
 
 
 def test_reptile_trains_resumes_and_evaluates_through_the_cli(tmp_path):
-    cmd = [sys.executable, "-m", "metarl.cli"]
+    cmd = [sys.executable, "-m", "metarl.app.cli"]
     r = subprocess.run([*cmd, "train", str(ROOT / "configs" / "toy_reptile.yaml"), "--set", f"run.out_dir={tmp_path}",
                         "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=4000",
                         "--set", "eval.every=0", "--set", "eval.protocol=metaworld"],

@@ -1,4 +1,4 @@
-"""Replayed resets (envs/resetcache.py) change nothing: an env whose later resets restore a
+"""Replayed resets (metarl/envs/resetcache.py) change nothing: an env whose later resets restore a
 snapshot gives the same observations, rewards, success flags and MuJoCo warnings as an env that
 resets in full, step for step, and its state after every reset -- MuJoCo integration state, every
 plain attribute of the env object and, after the first step, every MjData array -- is identical.
@@ -10,9 +10,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from envs import fastpath, make_benchmark
-from envs.metaworld import MetaWorldEnv
-from envs.resetcache import _mujoco_view, _plain
+from metarl.envs import fastpath, make_benchmark
+from metarl.envs.metaworld import MetaWorldEnv
+from metarl.envs.resetcache import _mujoco_view, _plain
 
 FEW = ("pick-place-v3", "door-open-v3", "sweep-v3", "hand-insert-v3", "basketball-v3")
 STEPS = 120

@@ -2,10 +2,10 @@ import pytest
 import numpy as np
 import torch
 
-from agents.rl2_ppo import RL2PPO, RL2PPOConfig, trial_inputs
-from envs import TaskVectorEnv, make_benchmark
-from metarl.rollout import slot_noise
-from metarl.sampler import Sampler
+from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig, trial_inputs
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.core.rollout import slot_noise
+from metarl.training.sampler import Sampler
 from helpers import train_seeds
 
 
@@ -91,7 +91,7 @@ def train_rl2(seed, iterations=150, **over):
 
 def _train_toy_rl2(seed, iterations, horizon, toy_reward, init_log_std, over):
     """train_rl2 and train_rl2_sparse: the toy semicircle goals with `horizon`-step episodes and `toy_reward`."""
-    from metarl.evaluation import evaluate
+    from metarl.training.evaluation import evaluate
 
     torch.manual_seed(seed)
     bench = make_benchmark("toy", seed=seed, max_episode_steps=horizon, toy_goals="semicircle", toy_reward=toy_reward)
@@ -142,7 +142,7 @@ def test_target_kl_stops_the_epochs_early_and_none_runs_them_all():
 
     import pytest
 
-    from metarl.types import ConfigError
+    from metarl.core.types import ConfigError
 
     bench, agent, sampler = _setup()
     batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
@@ -175,8 +175,8 @@ def test_linear_baseline_trains_the_policy_only_and_fits_each_tasks_trial():
 
     import pytest
 
-    from metarl.returns import LinearFeatureBaseline
-    from metarl.types import ConfigError
+    from metarl.core.returns import LinearFeatureBaseline
+    from metarl.core.types import ConfigError
 
     bench, agent, sampler = _setup()
     batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
@@ -217,7 +217,7 @@ def test_state_dependent_std_is_what_the_actor_samples_with_and_trains():
 
     import pytest
 
-    from metarl.types import ConfigError
+    from metarl.core.types import ConfigError
 
     bench, _, sampler = _setup()
     torch.manual_seed(0)
@@ -287,7 +287,7 @@ def test_trial_bptt_carries_the_loss_gradient_into_the_previous_episode_and_per_
 def test_trial_windows_score_every_step_once_and_reproduce_the_full_trial_pass():
     """The windows' loss ranges partition the trial; with the carried start states (no optimizer step
     in between) the windows' means at their scored steps equal one pass over the whole trial."""
-    from agents.rl2_ppo import trial_windows
+    from metarl.agents.rl2_ppo import trial_windows
 
     for length, chunk, overlap in ((5000, 250, 50), (18, 8, 4), (18, 0, 0), (18, 18, 3), (7, 3, 2)):
         wins = trial_windows(length, chunk, overlap)
@@ -322,8 +322,8 @@ def test_bounded_head_samples_inside_its_band_and_scores_the_action_the_env_rece
 
     import pytest
 
-    from agents.rl2_ppo import clipped_gaussian_log_prob
-    from metarl.types import ConfigError
+    from metarl.agents.rl2_ppo import clipped_gaussian_log_prob
+    from metarl.core.types import ConfigError
 
     bench, _, sampler = _setup()
     torch.manual_seed(0)
@@ -368,7 +368,7 @@ def test_bounded_head_samples_inside_its_band_and_scores_the_action_the_env_rece
 def test_rl2_config_refuses_overlaps_that_do_not_fit():
     import pytest
 
-    from metarl.types import ConfigError
+    from metarl.core.types import ConfigError
 
     with pytest.raises(ConfigError, match="agent.bptt_overlap: must be < agent.bptt_chunk"):
         RL2PPOConfig(bptt="trial", bptt_chunk=10, bptt_overlap=10)
@@ -383,7 +383,7 @@ def test_rl2_config_refuses_overlaps_that_do_not_fit():
 def test_linear_trial_baseline_fits_each_task_over_its_whole_trial():
     """baseline=linear_trial: per task, one fit over the trial as one sequence with the GRU's inputs
     and trial-time features: returns exactly linear in those are recovered, task by task."""
-    from metarl.returns import LinearFeatureBaseline
+    from metarl.core.returns import LinearFeatureBaseline
 
     bench, agent, sampler = _setup()
     batch, _ = sampler.sample(agent, bench.train_tasks[:3], agent.initial_task_state(3), 3, np.random.default_rng(0))
@@ -399,8 +399,8 @@ def test_linear_trial_baseline_fits_each_task_over_its_whole_trial():
 def test_class_balanced_meta_batches():
     """task_sampling=class_balanced: n // C tasks of every class and the remainder from distinct classes,
     without repeats inside a class; uniform keeps the draw every agent made before the field."""
-    from agents.base import draw_meta_batch
-    from metarl.types import Task
+    from metarl.agents.base import draw_meta_batch
+    from metarl.core.types import Task
 
     tasks = [Task(c, i, None) for c in ("a", "b", "c") for i in range(10)]
     for n in (6, 7, 20):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from metarl.cli import main
+from metarl.app.cli import main
 
 
 @pytest.mark.slow

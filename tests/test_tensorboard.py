@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metarl.cli import main
+from metarl.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""mypy over metarl/ envs/ agents/ with the settings in pyproject.toml ([tool.mypy]), as part of
+"""mypy over metarl/ with the settings in pyproject.toml ([tool.mypy]), as part of
 the test suite, so that `make test` and CI fail on a type error.
 
 Time on the 2-core machine: ~17 s of CPU on a fresh clone (most of it reading torch's types),
@@ -31,10 +31,10 @@ def test_mypy_passes():
 # wrong arguments across module boundaries, each of which mypy must report (line: error code)
 PROBE = '''\
 import numpy as np
-from agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from envs import TaskVectorEnv, make_benchmark
-from metarl.evaluation import evaluate
-from metarl.sampler import Sampler
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.envs import TaskVectorEnv, make_benchmark
+from metarl.training.evaluation import evaluate
+from metarl.training.sampler import Sampler
 bench = make_benchmark("toy", seed="0")
 vec = TaskVectorEnv(bench.env_factory, 4, n_workers=2.0)
 sampler = Sampler(vec, horizon=None)

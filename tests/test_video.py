@@ -1,4 +1,4 @@
-"""Videos of held-out tasks (metarl/video.py) and their error paths (issue 17)."""
+"""Videos of held-out tasks (metarl/training/video.py) and their error paths (issue 17)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metarl.cli import main
+from metarl.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASED = ROOT / "benchmarks" / "checkpoints" / "ml1_reach_maml_trpo_s1.pt"
@@ -16,8 +16,8 @@ ML1 = str(ROOT / "configs" / "ml1_reach_maml_trpo.yaml")
 
 
 def _gl_backend() -> str | None:
-    from metarl.types import ConfigError
-    from metarl.video import find_backend
+    from metarl.core.types import ConfigError
+    from metarl.training.video import find_backend
     try:
         return find_backend("test")
     except ConfigError:
@@ -92,8 +92,8 @@ def test_toy_tasks_cannot_be_filmed(tmp_path, capsys):
 
 
 def test_tasks_to_film_take_one_goal_per_class_first():
-    from metarl.types import Task
-    from metarl.video import pick_tasks
+    from metarl.core.types import Task
+    from metarl.training.video import pick_tasks
 
     tasks = [Task(c, i, None) for c in ("a", "b") for i in range(3)]
     assert [t.label for t in pick_tasks(tasks, None, "f")] == ["a/0", "b/0"]
