@@ -32,6 +32,9 @@ probes with `hasattr`:
   actors with `episodes_independent`; default None (the loop calls `act`).
 - `notes()`: one-line messages since the last call, which the trainer shows with its progress
   output (agents never print); default: none.
+- `DISPLAY_NAME`, `label(fields)`, `ROLLOUTS_ARE_THETA`, `POSTERIOR_CONTEXT`: how a benchmark report
+  (`metarl bench report`) names a run of the agent from its result file's `agent:` section and reads
+  its logs; defaults: the registry name, False, False.
 - `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (benchmarks/release.py);
   default: all of them.
 
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -132,6 +135,16 @@ class MetaAgent(Actor, Protocol):
     meta_batch: int   # task slots the sampler needs
     act_dim: int      # size of the exploration noise the sampler draws per step
     RELEASE_KEYS: ClassVar[tuple[str, ...] | None] = None  # None: the whole state_dict
+    # how a benchmark report (metarl bench report) names and reads this agent's results
+    DISPLAY_NAME: ClassVar[str] = ""  # "": the registry name
+    ROLLOUTS_ARE_THETA: ClassVar[bool] = False  # progress.csv's rollout/success_rate: θ's own episodes
+    POSTERIOR_CONTEXT: ClassVar[bool] = False  # eval.pearl_context applies to its evaluations
+
+    @classmethod
+    def label(cls, fields: Mapping[str, Any]) -> str:
+        """A results table's name for a run of this agent, from its config's `agent:` section as a
+        result file recorded it (`fields`; a key an older file lacks ran with the field's default)."""
+        return cls.DISPLAY_NAME or str(fields.get("name", ""))
 
     def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> TaskState:
         """The per-task state before the agent has seen anything of the tasks."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -203,6 +203,16 @@ class MAMLTRPO(PerTaskParamsAgent):
         return out
 
     RELEASE_KEYS = ("policy", "inner_lr")  # what acting and adapting need (benchmarks/release.py)
+    DISPLAY_NAME = "MAML-TRPO"
+
+    @classmethod
+    def label(cls, fields: Mapping[str, Any]) -> str:
+        """First-order MAML (agent.first_order) and Meta-SGD (agent.learn_inner_lr) by their names."""
+        if fields.get("first_order"):
+            return "first-order MAML"
+        if fields.get("learn_inner_lr", "none") not in (None, "none"):
+            return "Meta-SGD, " + str(fields["learn_inner_lr"]).replace("_", "-") + " α"
+        return cls.DISPLAY_NAME
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])

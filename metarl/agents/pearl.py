@@ -496,6 +496,8 @@ class PEARL(MetaAgent):
 
     # what acting and adapting need (benchmarks/release.py): no critics, optimizers or buffers
     RELEASE_KEYS = ("encoder", "policy", "log_alpha", "collected_initial", "iterations")
+    DISPLAY_NAME = "PEARL"
+    POSTERIOR_CONTEXT = True  # eval.pearl_context: the evaluation's posterior from all the context or a training-size draw
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A released policy (`policy_only`) holds only RELEASE_KEYS: the critics keep their

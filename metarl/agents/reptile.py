@@ -52,6 +52,8 @@ class Reptile(PerTaskParamsAgent):
     Config = ReptileConfig
     cfg: ReptileConfig
     RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
+    DISPLAY_NAME = "Reptile"
+    ROLLOUTS_ARE_THETA = True  # no inner step before its training episodes: their success is θ's
 
     def train_iteration(self, sampler: SamplerLike, tasks: Sequence[Task],
                         rng: np.random.Generator) -> UpdateResult:

@@ -32,9 +32,10 @@ the evaluator's round k is episode k of a trial.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -535,3 +536,30 @@ class RL2PPO(MetaAgent):
         self.value_scale = state["value_scale"].clone()
 
     RELEASE_KEYS = ("net", "value_scale")  # what acting and adapting need
+    DISPLAY_NAME = "RL²-PPO"
+    # the reference settings (configs/ml10_rl2_ppo.yaml, metaworld-algorithms'), with the words a label uses
+    # for each one a run lacks (the ablations)
+    REFERENCE_SETTINGS: ClassVar[dict[str, tuple[object, str]]] = {
+        "bptt": ("trial", "the boundary gradient (per-episode BPTT)"),
+        "head": ("bounded", "the bounded head"),
+        "normalize_advantages": (False, "raw advantages"),
+        "baseline": ("linear_trial", "the trial-time linear baseline"),
+        "task_sampling": ("class_balanced", "class-balanced batches")}
+
+    @classmethod
+    def label(cls, fields: Mapping[str, Any]) -> str:
+        """With any of the reference settings: "reference settings", naming those it lacks; else
+        with its update schedule (minibatches x epochs: the ML10 preset took 40, then 320 for a while,
+        then 40 again) and the options that differ from the defaults (agent.std, agent.baseline).
+        A key an older result lacks ran with RL2PPOConfig's default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(RL2PPOConfig)}
+        ref = cls.REFERENCE_SETTINGS
+        if any(fields.get(k, defaults[k]) == v for k, (v, _) in ref.items()):
+            missing = [words for k, (v, words) in ref.items() if fields.get(k, defaults[k]) != v]
+            return f"{cls.DISPLAY_NAME}, reference settings" + (" without " + ", ".join(missing) if missing else "")
+        if "minibatches" in fields and "epochs" in fields:
+            steps = int(fields["minibatches"]) * int(fields["epochs"])
+            extra = "".join([", state-dependent std" if fields.get("std", defaults["std"]) != "param" else "",
+                             ", linear baseline" if fields.get("baseline", defaults["baseline"]) != "value_head" else ""])
+            return f"{cls.DISPLAY_NAME}, {steps} PPO steps/iteration{extra}"
+        return cls.DISPLAY_NAME
