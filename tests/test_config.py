@@ -16,11 +16,15 @@ from metarl.core.fields import Constraint, constraint_of, in_range, positive
 from metarl.core.types import ConfigError, UpdateResult
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = [cls.Config for cls in AGENTS.values()] + [config.RunSection]
+SECTIONS = [cls.Config for cls in AGENTS.values()] + [config.RunSection, config.EnvSection, config.EvalSection]
+# strings that some rule of a text field refuses (satisfies(...) constraints)
+BAD_TEXT = ["", "a b", "a/b", "..", "tab\there", "x" * 300]
 
 
 def violating(c: Constraint, current):
     """A value the constraint refuses."""
+    if c.test is not None:
+        return next(x for x in BAD_TEXT if not c.test(x))
     if c.choices is not None:
         return "no-such-choice"
     if c.sizes:

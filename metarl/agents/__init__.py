@@ -19,9 +19,10 @@ AGENTS: dict[str, type[MAMLTRPO] | type[RL2PPO] | type[PEARL] | type[Reptile]] =
 
 
 def make(cfg: AgentConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
-         **facts: Any) -> MetaAgent:
+         **facts: Any) -> MetaAgent[Any]:
     """Build the agent named by cfg.name. `facts` about the task distribution (n_train_tasks,
     horizon, ...) are passed on to the agents whose constructor declares them."""
-    cls: Callable[..., MetaAgent] = AGENTS[cfg.name]  # checks that every agent is a MetaAgent
+    # checks that every agent is a MetaAgent (of its own task-state type)
+    cls: Callable[..., MetaAgent[Any]] = AGENTS[cfg.name]
     params = inspect.signature(cls).parameters
     return cls(cfg, obs_dim, act_dim, device, **{k: v for k, v in facts.items() if k in params})

@@ -6,9 +6,11 @@ Adaptation is "act on a new task, then update a per-task state from what was see
     episodes, state = sampler.sample(agent, tasks, state, n_episodes, rng)
     state = agent.adapt(state, episodes, rng)
 
-The per-task state is opaque to everyone but the agent (MAML: adapted parameters; RL²: hidden
-state; PEARL: context and a sample of z), but it must be a pytree of tensors with a leading task
-dimension so that a vector env can slice it across its worker processes.
+The per-task state is read only by its agent (MAML, Reptile: adapted parameters, `PerTaskParams`;
+RL²: hidden state and the previous action, reward and done, `RecurrentState`; PEARL: context and a
+sample of z, `LatentState`; all in metarl.core.types), but it is a mapping of tensors with a
+leading task dimension so that a vector env can slice it across its worker processes. The
+contract is generic in it: `MetaAgent[StateT]`, `Actor[StateT]`.
 
 Randomness: every random number of the protocol comes from the caller's
 `numpy.random.Generator` (`rng`): the sampler's slot seeds and exploration noise, the tasks and
@@ -48,21 +50,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 from torch import Tensor
 
-from metarl.core.fields import Choice, Section, in_range, layer_sizes, one_of, positive
-from metarl.core.types import Actor, EpisodeBatch, Task, TaskState, UpdateResult
+from metarl.core.fields import AgentConfig, Choice, in_range, layer_sizes, one_of
+from metarl.core.types import (Actor, EpisodeBatch, LatentState, PerTaskParams, RecurrentState, StateT, Task, TaskState,
+                               UpdateResult)
 
-__all__ = ["Actor", "AgentConfig", "MetaAgent", "SamplerLike", "TaskState", "UpdateResult",
-           "DISCOUNT", "GAE_LAMBDA", "LAYER_SIZES", "TASK_SAMPLING", "TaskSampling", "draw_meta_batch"]
+__all__ = ["Actor", "AgentConfig", "MetaAgent", "SamplerLike", "TaskState", "StateT", "PerTaskParams", "RecurrentState",
+           "LatentState", "UpdateResult",
+           "DISCOUNT", "GAE_LAMBDA", "INIT_LOG_STD", "LAYER_SIZES", "TASK_SAMPLING", "TaskSampling",
+           "draw_meta_batch"]
 
 # constraints several agents' fields share
 DISCOUNT = in_range(0, 1, lo_open=True)
 GAE_LAMBDA = in_range(0, 1)
 LAYER_SIZES = layer_sizes()
+# a Gaussian policy's initial log-std: e^2 = 7.4 already spans the action box [-1, 1] three times
+INIT_LOG_STD = in_range(-20, 2, note="(a standard deviation of e^-20 to e^2)")
 
 
 class TaskSampling(Choice):
@@ -96,21 +103,7 @@ def draw_meta_batch(tasks: Sequence[Task], n: int, rng: np.random.Generator, how
     return out
 
 
-@dataclass(frozen=True)
-class AgentConfig(Section):
-    """The `agent:` section of a preset. Every agent's config extends it, redeclaring `name`
-    with the agent's registry name as default (and `meta_batch` if its default differs).
-    Fields state their constraint in their metadata (`metarl.core.fields`); checks that span fields
-    go in `validate()`."""
-
-    SECTION: ClassVar[str] = "agent"
-    name: str = ""
-    meta_batch: int = field(default=20, metadata=positive())  # task slots the sampler needs
-
-    def validate(self) -> None:
-        default = {f.name: f.default for f in dataclasses.fields(self)}["name"]
-        if self.name != default:
-            raise self.refuse("name", f"must be {default!r} for {type(self).__name__}, got {self.name!r}")
+S = TypeVar("S", bound=TaskState)
 
 
 class SamplerLike(Protocol):
@@ -123,14 +116,15 @@ class SamplerLike(Protocol):
         """Task slots one `sample` call can run."""
         ...
 
-    def sample(self, agent: "MetaAgent", tasks: Sequence[Task], task_state: TaskState,
+    def sample(self, agent: "MetaAgent[S]", tasks: Sequence[Task], task_state: S,
                n_episodes: int, rng: np.random.Generator,
-               deterministic: bool = False) -> tuple[EpisodeBatch, TaskState]: ...
+               deterministic: bool = False) -> tuple[EpisodeBatch, S]: ...
 
 
-class MetaAgent(Actor, Protocol):
-    """An agent class subclasses this (`class Reptile(MetaAgent)`) to inherit the defaults;
-    mypy checks every registered class against it (agents.make)."""
+class MetaAgent(Actor[StateT], Protocol[StateT]):
+    """An agent class subclasses this with its task-state type (`class RL2PPO(MetaAgent[RecurrentState])`)
+    to inherit the defaults; mypy checks every registered class against it (agents.make) and that
+    the state each verb returns is the one the next takes."""
 
     meta_batch: int   # task slots the sampler needs
     act_dim: int      # size of the exploration noise the sampler draws per step
@@ -146,16 +140,16 @@ class MetaAgent(Actor, Protocol):
         result file recorded it (`fields`; a key an older file lacks ran with the field's default)."""
         return cls.DISPLAY_NAME or str(fields.get("name", ""))
 
-    def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> TaskState:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> StateT:
         """The per-task state before the agent has seen anything of the tasks."""
         ...
 
-    def act(self, obs: Tensor, task_state: TaskState, *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, TaskState]:
+    def act(self, obs: Tensor, task_state: StateT, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, StateT]:
         """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
         ...
 
-    def adapt(self, task_state: TaskState, episodes: EpisodeBatch, rng: np.random.Generator) -> TaskState:
+    def adapt(self, task_state: StateT, episodes: EpisodeBatch, rng: np.random.Generator) -> StateT:
         """One adaptation step from the episodes ([S, M, T, ...]) each task has just seen."""
         ...
 
@@ -172,7 +166,7 @@ class MetaAgent(Actor, Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     # ---- optional verbs: the defaults ------------------------------------------------
-    def actor(self) -> Actor:
+    def actor(self) -> Actor[StateT]:
         """What the sampler's workers act with: picklable, on the CPU, with `act` (and
         `observe`). Default: the agent itself."""
         return self

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, SamplerLike, TaskSampling,
-                         draw_meta_batch)
+from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, INIT_LOG_STD, LAYER_SIZES, TASK_SAMPLING, AgentConfig,
+                                SamplerLike, TaskSampling, draw_meta_batch)
 from metarl.agents.per_task_params import PerTaskParamsAgent, TaskData
 from metarl.core.nn import Params, call, flat, gaussian_kl, gaussian_log_prob, unflat_like
 from metarl.core.optim import backtracking_line_search, conjugate_gradient
@@ -43,28 +43,41 @@ LEARN_INNER_LR = LearnInnerLR.values()
 @dataclass(frozen=True)
 class MAMLTRPOConfig(AgentConfig):
     name: str = "maml_trpo"
+    """The agent's registry name."""
     episodes_per_task: int = field(default=10, metadata=positive())
+    """Episodes per task before and again after adaptation, each iteration."""
     hidden_sizes: tuple[int, ...] = field(default=(100, 100), metadata=LAYER_SIZES)
-    init_log_std: float = 0.0
+    """Hidden layers of the Gaussian MLP policy."""
+    init_log_std: float = field(default=0.0, metadata=INIT_LOG_STD)
+    """The policy's initial log standard deviation."""
     inner_lr: float = field(default=0.1, metadata=nonnegative())
+    """α: step size of each inner policy-gradient step (Meta-SGD: its initial value)."""
     inner_steps: int = field(default=1, metadata=positive())
+    """Inner policy-gradient steps per task, in training and at meta-test."""
     max_kl: float = field(default=0.01, metadata=positive())
+    """TRPO's trust region: the largest mean KL of an outer step."""
     cg_iters: int = field(default=10, metadata=positive())
+    """Conjugate-gradient iterations of the outer step."""
     cg_damping: float = field(default=1e-5, metadata=nonnegative())
+    """Damping added to the Fisher-vector products."""
     line_search_steps: int = field(default=15, metadata=positive())
+    """Backtracking line-search steps before the outer step is rejected."""
     backtrack_ratio: float = field(default=0.8, metadata=in_range(0, 1, lo_open=True, hi_open=True))
+    """Factor the step shrinks by at each line-search step."""
     discount: float = field(default=0.99, metadata=DISCOUNT)
+    """γ of the returns."""
     gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
+    """λ of GAE (1: Monte-Carlo returns minus the baseline)."""
     normalize_advantages: bool = True
-    # fraction of the samples (pre- and post-adaptation) used for Fisher-vector products
+    """Centre and scale each task's advantages."""
     fvp_subsample: float = field(default=1.0, metadata=in_range(0, 1, lo_open=True))
-    first_order: bool = False       # first-order MAML: the outer gradient treats the inner steps' Jacobian as
-                                    # the identity (no second derivatives through the inner policy gradient)
-    # Meta-SGD (Li et al. 2017): none | scalar (one learned step size) | per_parameter (one per policy
-    # weight); learned with the outer TRPO step, initialised to inner_lr
+    """Fraction of the samples (pre- and post-adaptation) used for Fisher-vector products."""
+    first_order: bool = False
+    """First-order MAML: the outer gradient takes the inner steps' Jacobian as the identity."""
     learn_inner_lr: LearnInnerLR = field(default=LearnInnerLR.NONE, metadata=one_of(LearnInnerLR))
-    # meta-batch draw: uniform over all training tasks, or class_balanced (metarl.agents.base.draw_meta_batch)
+    """Meta-SGD: none, scalar (one learned step size) or per_parameter (one per weight), from inner_lr."""
     task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
+    """Meta-batch draw: uniform over all training tasks, or class_balanced (base.draw_meta_batch)."""
 
 
 class MAMLTRPO(PerTaskParamsAgent):

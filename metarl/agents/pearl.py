@@ -68,7 +68,7 @@ from metarl.agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, 
 from metarl.core.buffers import FIELDS, ReplayAndContext
 from metarl.core.fields import finite, in_range, layer_sizes, nonnegative, positive
 from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
-from metarl.core.types import EpisodeBatch, Task, UpdateResult
+from metarl.core.types import EpisodeBatch, LatentState, Task, UpdateResult
 
 MIN_VAR = 1e-7
 
@@ -76,32 +76,59 @@ MIN_VAR = 1e-7
 @dataclass(frozen=True)
 class PEARLConfig(AgentConfig):
     name: str = "pearl"
-    meta_batch: int = field(default=16, metadata=positive())  # tasks per gradient step; also the sampler's slots
+    """The agent's registry name."""
+    meta_batch: int = field(default=16, metadata=positive())
+    """Tasks per gradient step; also the sampler's slots."""
     latent_dim: int = field(default=7, metadata=positive())
-    hidden_sizes: tuple[int, ...] = field(default=(300, 300, 300), metadata=layer_sizes(nonempty=True))  # policy, Q
+    """Size of the task latent z."""
+    hidden_sizes: tuple[int, ...] = field(default=(300, 300, 300), metadata=layer_sizes(nonempty=True))
+    """Hidden layers of the policy and the Q networks."""
     encoder_hidden: tuple[int, ...] = field(default=(200, 200, 200), metadata=layer_sizes(nonempty=True))
-    batch_size: int = field(default=256, metadata=positive())           # SAC transitions per task per step
-    embedding_batch_size: int = field(default=100, metadata=positive())  # context transitions per task per step
+    """Hidden layers of the context encoder."""
+    batch_size: int = field(default=256, metadata=positive())
+    """SAC transitions per task per gradient step."""
+    embedding_batch_size: int = field(default=100, metadata=positive())
+    """Context transitions per task per gradient step."""
     lr: float = field(default=3e-4, metadata=positive(finite=True))
+    """Adam step size of every network."""
     kl_weight: float = field(default=0.1, metadata=nonnegative(finite=True))
+    """Weight of KL(q(z | context) || prior) in the encoder's loss."""
     reward_scale: float = field(default=10.0, metadata=positive(finite=True))
+    """Rewards are multiplied by this in the SAC targets."""
     discount: float = field(default=0.99, metadata=DISCOUNT)
-    tau: float = field(default=0.005, metadata=in_range(0, 1, lo_open=True))  # target-network Polyak rate
-    auto_entropy: bool = True                 # tune the entropy weight to target_entropy
-    alpha: float = field(default=1.0, metadata=positive(finite=True))  # fixed entropy weight, or the initial one
-    alpha_min: float = field(default=0.0, metadata=nonnegative(finite=True))  # auto_entropy: floor on α (0: none)
+    """γ of the Q targets."""
+    tau: float = field(default=0.005, metadata=in_range(0, 1, lo_open=True))
+    """Target-network Polyak rate."""
+    auto_entropy: bool = True
+    """Tune the entropy weight α toward target_entropy."""
+    alpha: float = field(default=1.0, metadata=positive(finite=True))
+    """The fixed entropy weight, or the initial one with auto_entropy."""
+    alpha_min: float = field(default=0.0, metadata=nonnegative(finite=True))
+    """auto_entropy: a floor on α (0: none)."""
     target_entropy: float | None = field(default=None, metadata=finite(nullable=True, note="(-act_dim)"))
-    num_initial_episodes: int = field(default=10, metadata=positive())   # per training task kept, z ~ prior, once
-    tasks_per_iteration: int = field(default=5, metadata=positive())     # tasks collected on per iteration
-    num_prior_episodes: int = field(default=2, metadata=nonnegative())   # per task, z ~ prior: replay + context
-    num_posterior_episodes: int = field(default=0, metadata=nonnegative())  # z ~ posterior: replay + context
-    num_extra_posterior_episodes: int = field(default=2, metadata=nonnegative())  # z ~ posterior: replay only
-    grad_steps_per_iteration: int | None = field(default=1000, metadata=positive(nullable=True))  # null: utd_ratio
-    utd_ratio: float | None = field(default=None, metadata=positive(finite=True, nullable=True))  # grad steps per env step collected in an iteration
-    replay_capacity: int = field(default=100_000, metadata=positive())  # transitions kept per task (ring)
-    use_next_obs_in_context: bool = False     # context transitions (s, a, r, s') instead of (s, a, r)
-    train_tasks_per_class: int = field(default=0, metadata=nonnegative())  # training goals kept per class, drawn once (0: all)
-    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)  # iteration tasks and meta-batches: uniform | class_balanced
+    """The entropy auto_entropy aims at; null: -act_dim."""
+    num_initial_episodes: int = field(default=10, metadata=positive())
+    """Episodes per kept training task, z ~ prior, collected once before training."""
+    tasks_per_iteration: int = field(default=5, metadata=positive())
+    """Tasks collected on per iteration."""
+    num_prior_episodes: int = field(default=2, metadata=nonnegative())
+    """Per task and iteration, z ~ prior: into replay and context."""
+    num_posterior_episodes: int = field(default=0, metadata=nonnegative())
+    """Per task and iteration, z ~ posterior: into replay and context."""
+    num_extra_posterior_episodes: int = field(default=2, metadata=nonnegative())
+    """Per task and iteration, z ~ posterior: into replay only."""
+    grad_steps_per_iteration: int | None = field(default=1000, metadata=positive(nullable=True))
+    """Gradient steps per iteration; null: utd_ratio sets them."""
+    utd_ratio: float | None = field(default=None, metadata=positive(finite=True, nullable=True))
+    """Gradient steps per env step collected in an iteration (with grad_steps_per_iteration: null)."""
+    replay_capacity: int = field(default=100_000, metadata=positive())
+    """Transitions kept per task (a ring buffer)."""
+    use_next_obs_in_context: bool = False
+    """Context transitions are (s, a, r, s') instead of (s, a, r)."""
+    train_tasks_per_class: int = field(default=0, metadata=nonnegative())
+    """Training goals kept per class, drawn once (0: all)."""
+    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
+    """How iteration tasks and meta-batches are drawn: uniform or class_balanced."""
 
     def validate(self) -> None:
         super().validate()
@@ -155,7 +182,7 @@ def draw_train_subset(tasks: Sequence[Task], per_class: int, rng: np.random.Gene
 
 
 # ---- the agent -----------------------------------------------------------------------------
-class PEARL(MetaAgent):
+class PEARL(MetaAgent[LatentState]):
     Config = PEARLConfig
 
     def __init__(self, cfg: PEARLConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu",
@@ -264,11 +291,11 @@ class PEARL(MetaAgent):
     def _sample_z(self, mu: Tensor, var: Tensor, rng: np.random.Generator | None = None) -> Tensor:
         return mu + var.sqrt() * self._randn(*mu.shape, rng=rng)
 
-    def _prior_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+    def _prior_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> LatentState:
         return {"z": self._randn(n_tasks, self.latent_dim, rng=rng),
                 "ctx": torch.zeros(n_tasks, 0, self.ctx_dim, device=self.device)}
 
-    def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> dict[str, Tensor]:
+    def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> LatentState:
         """Task state for collection: z from the posterior of a context sampled from the
         tasks' context buffers (the prior where they are empty)."""
         context = self._buffers().context
@@ -280,12 +307,12 @@ class PEARL(MetaAgent):
         return {"z": z, "ctx": ctx}
 
     # ---- MetaAgent protocol -----------------------------------------------------------
-    def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> dict[str, Tensor]:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> LatentState:
         """z ~ the prior N(0, I) (drawn from `rng`), empty context."""
         return self._prior_state(n_tasks, rng)
 
-    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def act(self, obs: Tensor, task_state: LatentState, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, LatentState]:
         """tanh-Gaussian action on [obs, z]; `noise` [S, A] standard normal; deterministic: tanh(mean)."""
         with torch.no_grad():
             action = self.policy.act(obs, task_state["z"], deterministic, noise)
@@ -295,8 +322,8 @@ class PEARL(MetaAgent):
         """The policy alone (a CPU copy), so the replay buffers never travel to worker processes."""
         return LatentActor(self.policy if self.device.type == "cpu" else copy.deepcopy(self.policy).cpu())
 
-    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch,
-              rng: np.random.Generator) -> dict[str, Tensor]:
+    def adapt(self, task_state: LatentState, episodes: EpisodeBatch,
+              rng: np.random.Generator) -> LatentState:
         """Append the episodes' transitions to each task's context; z ~ the new posterior (from `rng`)."""
         s, m, t = episodes.rewards.shape
         new = self._ctx_features({k: getattr(episodes, k).reshape(s, m * t, *getattr(episodes, k).shape[3:])

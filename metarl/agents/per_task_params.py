@@ -69,7 +69,7 @@ def act_with_params(policy: GaussianMLPPolicy, obs: Tensor, task_state: Params, 
     return mean + torch.exp(log_std) * noise.to(mean)
 
 
-class TorchParamsActor(Actor):
+class TorchParamsActor(Actor[Params]):
     """The sampler's actor where BatchedGaussianActor has no NumPy version of an activation: a
     CPU copy of the policy's structure, acting with the per-slot parameters of the task state."""
 
@@ -83,7 +83,7 @@ class TorchParamsActor(Actor):
         return act_with_params(self.policy, obs, task_state, deterministic, noise), task_state
 
 
-class PerTaskParamsAgent(MetaAgent):
+class PerTaskParamsAgent(MetaAgent[Params]):
     """Base of the agents whose per-task state is the policy's parameters (see the module doc).
     A subclass sets `first_order` (no second derivatives through the inner steps) and may
     override `step_size` (Meta-SGD's learned step sizes)."""
@@ -121,7 +121,7 @@ class PerTaskParamsAgent(MetaAgent):
         """Slot i acts with parameters task_state[.][i]; `noise` is standard normal [S, A]."""
         return act_with_params(self.policy, obs, task_state, deterministic, noise), task_state
 
-    def actor(self) -> Actor:
+    def actor(self) -> Actor[Params]:
         """The policy's MLP in NumPy over the per-slot parameters (BatchedGaussianActor); an
         activation it lacks -> TorchParamsActor, a CPU copy of the policy."""
         try:

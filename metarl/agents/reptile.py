@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, AgentConfig, SamplerLike, TaskSampling,
-                         draw_meta_batch)
+from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, INIT_LOG_STD, LAYER_SIZES, TASK_SAMPLING, AgentConfig,
+                                SamplerLike, TaskSampling, draw_meta_batch)
 from metarl.agents.per_task_params import PerTaskParamsAgent
 from metarl.core.fields import in_range, positive
 from metarl.core.types import Task, UpdateResult
@@ -31,18 +31,27 @@ from metarl.core.types import Task, UpdateResult
 @dataclass(frozen=True)
 class ReptileConfig(AgentConfig):
     name: str = "reptile"
+    """The agent's registry name."""
     episodes_per_task: int = field(default=10, metadata=positive())
+    """Episodes per task each iteration, collected with θ."""
     hidden_sizes: tuple[int, ...] = field(default=(100, 100), metadata=LAYER_SIZES)
-    init_log_std: float = 0.0
-    inner_lr: float = field(default=0.1, metadata=positive())   # α: step size of each inner policy-gradient step
-    inner_steps: int = field(default=3, metadata=positive())    # k: inner steps per task, in training and at meta-test
-    # ε: fraction of the way from θ to the mean adapted parameters (above 1 would step past it)
+    """Hidden layers of the Gaussian MLP policy."""
+    init_log_std: float = field(default=0.0, metadata=INIT_LOG_STD)
+    """The policy's initial log standard deviation."""
+    inner_lr: float = field(default=0.1, metadata=positive())
+    """α: step size of each inner policy-gradient step."""
+    inner_steps: int = field(default=3, metadata=positive())
+    """k: inner steps per task, in training and at meta-test."""
     outer_lr: float = field(default=1.0, metadata=in_range(0, 1, lo_open=True))
+    """ε: fraction of the way from θ to the mean adapted parameters (above 1 would step past it)."""
     discount: float = field(default=0.99, metadata=DISCOUNT)
+    """γ of the returns."""
     gae_lambda: float = field(default=1.0, metadata=GAE_LAMBDA)
+    """λ of GAE (1: Monte-Carlo returns minus the baseline)."""
     normalize_advantages: bool = True
-    # meta-batch draw: uniform over all training tasks, or class_balanced (metarl.agents.base.draw_meta_batch)
+    """Centre and scale each task's advantages."""
     task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
+    """Meta-batch draw: uniform over all training tasks, or class_balanced (base.draw_meta_batch)."""
 
 
 class Reptile(PerTaskParamsAgent):

@@ -19,9 +19,26 @@ two modes (`bptt`):
   the previous window's pass with the current weights. Windows straddle the
   episode ends, so the loss of episode k+1 reaches back into episode k.
 
+The baseline GAE subtracts (`baseline`): "value_head", the learned head on the GRU (its loss,
+scaled by `value_coef`, trains the trunk too); "linear", a linear feature baseline fitted to each
+task's trial in the batch (observation, its square, time in the episode; as garage's RL²), the GRU
+then training on the policy loss alone (the value head is kept, untrained); or "linear_trial", as
+metaworld-algorithms' RL², one linear fit per task over the whole trial as one sequence (features:
+the GRU's input, its square and powers of the time in the trial). `target_kl` stops an update's
+epochs after one whose KL estimate mean((r - 1) - log r) (r = new/old probability ratio, logged as
+train/approx_kl_k3; train/approx_kl is the plain mean(log old - log new), which can be negative)
+exceeds it.
+
+The policy's standard deviation with the linear head (`std`): "param", one learned log-std per
+action dimension (as garage's RL²), or "state", a linear head on the GRU output, per step (as
+metaworld-algorithms' RL²), so the policy can explore in a trial's first episodes and act
+precisely once it knows the task; it starts at init_log_std everywhere and is clamped to
+STATE_LOG_STD_RANGE.
+
 The policy head (`head`) is "linear" (an unbounded mean; std per `std`) or
 "bounded": tanh on the mean and a per-step log-std squashed into
-[log_std_min, log_std_max]. With the bounded head the learner scores the action
+[log_std_min, log_std_max] (metaworld-algorithms: [-1, 1]), starting at init_log_std, which must
+lie inside that band; the evaluation acts with the tanh'd mean. With the bounded head the learner scores the action
 the env received (clipped to [-1, 1]) under the clipped Gaussian: a density
 inside the box, the tail mass at a face of it.
 
@@ -41,12 +58,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, LAYER_SIZES, TASK_SAMPLING, Actor, AgentConfig, MetaAgent, SamplerLike,
-                         draw_meta_batch)
+from metarl.agents.base import (DISCOUNT, GAE_LAMBDA, INIT_LOG_STD, LAYER_SIZES, TASK_SAMPLING, Actor, AgentConfig,
+                                MetaAgent, SamplerLike, TaskSampling, draw_meta_batch)
 from metarl.core.fields import Choice, in_range, nonnegative, one_of, positive
 from metarl.core.nn import gaussian_log_prob, mlp
 from metarl.core.returns import LinearFeatureBaseline, discount_cumsum, gae
-from metarl.core.types import EpisodeBatch, Task, UpdateResult
+from metarl.core.types import EpisodeBatch, RecurrentState, Task, UpdateResult
 
 
 class BPTT(Choice):
@@ -77,54 +94,61 @@ class Head(Choice):
 @dataclass(frozen=True)
 class RL2PPOConfig(AgentConfig):
     name: str = "rl2_ppo"
-    episodes_per_task: int = field(default=10, metadata=positive())     # episodes per trial
-    hidden_size: int = field(default=256, metadata=positive())          # GRU units
-    head_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)  # optional MLP between GRU and heads
-    init_log_std: float = 0.0
+    """The agent's registry name."""
+    episodes_per_task: int = field(default=10, metadata=positive())
+    """Episodes per trial (the hidden state carries across them)."""
+    hidden_size: int = field(default=256, metadata=positive())
+    """GRU units."""
+    head_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)
+    """Optional MLP between the GRU and the heads."""
+    init_log_std: float = field(default=0.0, metadata=INIT_LOG_STD)
+    """The policy's initial log standard deviation (inside the band with head=bounded)."""
     lr: float = field(default=5e-4, metadata=positive())
+    """Adam step size."""
     clip: float = field(default=0.2, metadata=positive())
+    """PPO's clip range of the probability ratio."""
     epochs: int = field(default=10, metadata=positive())
-    minibatches: int = field(default=4, metadata=positive())            # minibatches of trial chunks per epoch
-    # stop the update's epochs after one whose mean KL(old || new) exceeds this (None: never). The KL is
-    # the nonnegative estimate mean((r - 1) - log r), r = new/old probability ratio, logged as
-    # train/approx_kl_k3 (train/approx_kl is the plain mean(log old - log new), which can be negative)
+    """PPO epochs over each batch."""
+    minibatches: int = field(default=4, metadata=positive())
+    """Minibatches of trial chunks per epoch."""
     target_kl: float | None = field(default=None, metadata=positive(nullable=True))
-    # back-propagation through time: "episode" (chunks from stored start states, shuffled; one-episode
-    # chunks by default, so no gradient crosses an episode end) or "trial" (time-ordered windows over
-    # the trial, start state carried with the current weights; see the module docstring)
+    """Stop the epochs after one whose mean KL (train/approx_kl_k3) exceeds this; null: never."""
     bptt: BPTT = field(default=BPTT.EPISODE, metadata=one_of(BPTT))
+    """Back-propagation through time: episode (shuffled chunks) or trial (time-ordered windows); module doc."""
     bptt_chunk: int = field(default=0, metadata=nonnegative(note="(0: one episode, or the whole trial with bptt=trial)"))
-    bptt_overlap: int = field(default=0, metadata=nonnegative())  # bptt=trial: steps each window repeats
+    """Steps per BPTT chunk or window."""
+    bptt_overlap: int = field(default=0, metadata=nonnegative())
+    """bptt=trial: steps each window repeats of the previous one."""
     discount: float = field(default=0.99, metadata=DISCOUNT)
+    """γ of the returns (over the whole trial)."""
     gae_lambda: float = field(default=0.95, metadata=GAE_LAMBDA)
+    """λ of GAE."""
     entropy_coef: float = field(default=5e-3, metadata=nonnegative())
+    """Weight of the entropy bonus."""
     value_coef: float = field(default=0.5, metadata=nonnegative())
-    # what GAE subtracts: "value_head", the learned head on the GRU (its loss, scaled by value_coef,
-    # trains the trunk too), or "linear", a linear feature baseline fitted to each task's trial in
-    # the batch (observation, its square, time in the episode; as garage's RL²), and the GRU trains
-    # on the policy loss alone (the value head is kept but not trained)
-    # "linear_trial": as metaworld-algorithms' RL², one linear fit per task over the whole trial as one
-    # sequence, features the GRU's input, its square and powers of the time in the trial
+    """Weight of the value head's loss (baseline value_head)."""
     baseline: Baseline = field(default=Baseline.VALUE_HEAD, metadata=one_of(Baseline))
-    normalize_advantages: bool = True  # centre and scale the batch's advantages (False: raw GAE, as the references)
+    """What GAE subtracts: value_head, linear (per episode, as garage) or linear_trial (as metaworld-algorithms)."""
+    normalize_advantages: bool = True
+    """Centre and scale the batch's advantages (False: raw GAE, as the references)."""
     max_grad_norm: float = field(default=1.0, metadata=positive())
-    reward_input_scale: float = 1.0  # scale of the previous reward fed to the GRU
-    # the policy's standard deviation: "param", one learned log-std per action dimension (as garage's
-    # RL²), or "state", a linear head on the GRU output, per step (as metaworld-algorithms' RL²), so the
-    # policy can explore in a trial's first episodes and act precisely once it knows the task; it starts
-    # at init_log_std everywhere and is clamped to STATE_LOG_STD_RANGE
-    # (`std` applies to head=linear; the bounded head's std is always per step)
+    """Gradient-norm clip."""
+    reward_input_scale: float = 1.0
+    """Scale of the previous reward fed to the GRU."""
     std: Std = field(default=Std.PARAM, metadata=one_of(Std))
-    # "linear": unbounded mean; "bounded": tanh mean (the mode the evaluation acts with) and a per-step
-    # log-std tanh-squashed into [log_std_min, log_std_max] (metaworld-algorithms: [-1, 1]), starting
-    # at init_log_std, which must lie inside that band
+    """head=linear: one learned log-std per action dimension (param) or a head on the GRU output (state)."""
     head: Head = field(default=Head.LINEAR, metadata=one_of(Head))
+    """linear: unbounded mean; bounded: tanh mean, per-step log-std squashed into [log_std_min, log_std_max]."""
     log_std_min: float = field(default=-1.0, metadata=in_range(-10, 10))
+    """head=bounded: lower end of the log-std band."""
     log_std_max: float = field(default=1.0, metadata=in_range(-10, 10))
-    encoder_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)  # tanh MLP before the GRU
+    """head=bounded: upper end of the log-std band."""
+    encoder_hidden: tuple[int, ...] = field(default=(), metadata=LAYER_SIZES)
+    """Optional tanh MLP before the GRU."""
     adam_eps: float = field(default=1e-8, metadata=positive())
-    # meta-batch draw: uniform over all training tasks, or class_balanced (metarl.agents.base.draw_meta_batch)
-    task_sampling: str = field(default="uniform", metadata=TASK_SAMPLING)
+    """Adam's epsilon."""
+    task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
+    """Meta-batch draw: uniform over all training tasks, or class_balanced (base.draw_meta_batch)."""
 
     def validate(self) -> None:
         super().validate()
@@ -231,15 +255,15 @@ class RecurrentGaussianPolicy(nn.Module):
         return self.mean_of(out), self.v(out).squeeze(-1), out
 
 
-class _Actor(Actor):
+class _Actor(Actor[RecurrentState]):
     """What the sampler acts with (picklable, CPU): policy network + RL² state handling."""
 
     def __init__(self, net: RecurrentGaussianPolicy, reward_scale: float):
         self.net = net
         self.reward_scale = reward_scale
 
-    def act(self, obs: Tensor, state: dict[str, Tensor], *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def act(self, obs: Tensor, state: RecurrentState, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, RecurrentState]:
         h = state["h"]
         x = self.net.encoder(torch.cat([obs.to(h), state["prev_a"], state["prev_r"], state["prev_d"]], dim=-1))
         # one GRU step with the sequence GRU's weights, and the policy head only: 42 us a call for
@@ -249,15 +273,15 @@ class _Actor(Actor):
         gru = self.net.gru
         h_new = torch.ops.aten.gru_cell(x, h, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
         mean = self.net.mean_of(h_new)
-        new = dict(state, h=h_new)
+        new = RecurrentState(h=h_new, prev_a=state["prev_a"], prev_r=state["prev_r"], prev_d=state["prev_d"])
         if deterministic:
             return mean, new
         if noise is None:
             noise = torch.randn_like(mean)
         return mean + self.net.log_std_of(h_new).exp() * noise.to(mean), new
 
-    def observe(self, state: dict[str, Tensor], action: Tensor, reward: Tensor,
-                done: bool | np.ndarray) -> dict[str, Tensor]:
+    def observe(self, state: RecurrentState, action: Tensor, reward: Tensor,
+                done: bool | np.ndarray) -> RecurrentState:
         """`done`: one flag for all slots, or one per slot (episodes that end on success). The bounded
         head feeds back the clipped action the env received."""
         h = state["h"]
@@ -266,7 +290,7 @@ class _Actor(Actor):
         else:
             prev_d = torch.as_tensor(np.asarray(done, np.float32)).to(h).reshape(state["prev_d"].shape)
         a = action.to(h).clamp(-1.0, 1.0) if self.net.bounded else action.to(h)
-        return dict(state, prev_a=a, prev_r=(reward.to(h) * self.reward_scale).unsqueeze(-1), prev_d=prev_d)
+        return RecurrentState(h=h, prev_a=a, prev_r=(reward.to(h) * self.reward_scale).unsqueeze(-1), prev_d=prev_d)
 
 
 def trial_inputs(batch: EpisodeBatch, reward_scale: float, clip_actions: bool = False) -> np.ndarray:
@@ -302,7 +326,7 @@ def trial_windows(length: int, chunk: int, overlap: int) -> list[tuple[int, int,
         a += stride
 
 
-class RL2PPO(MetaAgent):
+class RL2PPO(MetaAgent[RecurrentState]):
     Config = RL2PPOConfig
 
     def __init__(self, cfg: RL2PPOConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
@@ -319,7 +343,7 @@ class RL2PPO(MetaAgent):
         self.value_scale = torch.ones((), dtype=torch.float64)
 
     # ---- MetaAgent protocol ---------------------------------------------------------
-    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+    def initial_task_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> RecurrentState:
         """Zeros: a new trial (no randomness: `rng` is not used)."""
         z = lambda *shape: torch.zeros(n_tasks, *shape, device=self.device)  # noqa: E731
         return {"h": z(self.cfg.hidden_size), "prev_a": z(self.act_dim), "prev_r": z(1), "prev_d": z(1)}
@@ -328,17 +352,17 @@ class RL2PPO(MetaAgent):
         net = self.net if self.device.type == "cpu" else copy.deepcopy(self.net).cpu()
         return _Actor(net, self.cfg.reward_input_scale)
 
-    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def act(self, obs: Tensor, task_state: RecurrentState, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, RecurrentState]:
         return _Actor(self.net, self.cfg.reward_input_scale).act(obs, task_state, deterministic=deterministic,
                                                                  noise=noise)
 
-    def observe(self, task_state: dict[str, Tensor], action: Tensor, reward: Tensor,
-                done: bool | np.ndarray) -> dict[str, Tensor]:
+    def observe(self, task_state: RecurrentState, action: Tensor, reward: Tensor,
+                done: bool | np.ndarray) -> RecurrentState:
         return _Actor(self.net, self.cfg.reward_input_scale).observe(task_state, action, reward, done)
 
-    def adapt(self, task_state: dict[str, Tensor], episodes: EpisodeBatch,
-              rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+    def adapt(self, task_state: RecurrentState, episodes: EpisodeBatch,
+              rng: np.random.Generator | None = None) -> RecurrentState:
         return task_state  # the trial goes on: what was seen already lives in the hidden state
 
     # ---- learner --------------------------------------------------------------------

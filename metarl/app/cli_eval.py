@@ -31,10 +31,16 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 
-def _bounded(flag: str, value: int | None, lo: int, hi: int, note: str = "") -> None:
-    """One line for a size flag outside lo..hi (None: not given)."""
-    if value is not None and not lo <= value <= hi:
-        raise ConfigError(f"{flag}: must be in {lo}..{hi}{' ' + note if note else ''}, got {value}")
+def _flag(value: Any, field: str, flag: str) -> None:
+    """`flag` (None: not given) allows what config field `field` ("eval.rounds") allows: one line
+    naming the flag otherwise (metarl.core.fields.check, with the field's own constraint)."""
+    from metarl.core.fields import Section, check
+    from metarl.training import config
+
+    section, name = field.split(".")
+    sections: dict[str, type[Section]] = {"run": config.RunSection, "env": config.EnvSection,
+                                          "eval": config.EvalSection}
+    check(value, sections[section].constraint(name), flag, optional=True)
 
 
 def _flag_names(args: argparse.Namespace) -> dict[str, str]:
@@ -79,16 +85,14 @@ def _print_curve(curve: AdaptationCurve, per_task: bool = False) -> None:
 
 def _eval_setup(args):
     """(checkpoint path, payload, config with --horizon applied, device) for `metarl eval`."""
-    if not 0 <= args.seed < 2**32:
-        raise ConfigError(f"--seed: must be in 0..{2**32 - 1}, got {args.seed}")
+    _flag(args.seed, "run.seed", "--seed")
     from metarl.agents import AGENTS
     from metarl.training import checkpoint, config
 
     if args.ray_address is not None and args.backend != "ray":
         raise ConfigError("--ray-address: needs --backend ray (evaluation runs on worker processes here otherwise)")
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers: must be >= 0 (0: in this process), got {args.workers}")
-    _bounded("--horizon", args.horizon, 1, config.MAX_HORIZON)
+    _flag(args.workers, "env.n_workers", "--workers")
+    _flag(args.horizon, "env.max_episode_steps", "--horizon")
     ckpt_path, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
     raw = payload.get("config")
     if not isinstance(raw, dict):
@@ -138,13 +142,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from metarl.training import config, resources
+    from metarl.training import resources
     from metarl.training.evaluation import evaluate, select_tasks
     from metarl.training.build import benchmark_for, build
 
-    _bounded("--tasks-per-class", args.tasks_per_class, 0, config.MAX_PER_CLASS, "(0: all)")
-    _bounded("--rounds", args.rounds, 0, config.MAX_EVAL_ROUNDS)
-    _bounded("--episodes", args.episodes, 1, config.MAX_EVAL_EPISODES)
+    _flag(args.tasks_per_class, "eval.tasks_per_class", "--tasks-per-class")
+    _flag(args.rounds, "eval.rounds", "--rounds")
+    _flag(args.episodes, "eval.episodes_per_round", "--episodes")
     ckpt_path, payload, cfg, device = _eval_setup(args)
     out = Path(args.out) if args.out else _default_out_dir(ckpt_path) / f"eval_{args.split}" / "eval.csv"
     _check_out(out)  # before the evaluation, not after it
@@ -263,13 +267,11 @@ def cmd_eval_metaworld(args: argparse.Namespace) -> int:
     if args.tasks_per_class:
         raise ConfigError("--tasks-per-class: belongs to --protocol curve; with --protocol metaworld use "
                           "--goals-per-class")
-    from metarl.training import config, resources
+    from metarl.training import resources
     from metarl.training.build import benchmark_for
 
-    _bounded("--goals-per-class", args.goals_per_class, 0, config.MAX_PER_CLASS, "(0: all)")
-    _bounded("--adaptation-episodes", args.adaptation_episodes, 1, config.MAX_EVAL_EPISODES)
-    _bounded("--adaptation-steps", args.adaptation_steps, 0, config.MAX_ADAPTATION_STEPS)
-    _bounded("--evaluation-episodes", args.evaluation_episodes, 1, config.MAX_EVAL_EPISODES)
+    _flag(args.goals_per_class, "eval.tasks_per_class", "--goals-per-class")
+    # MetaworldProtocol checks --adaptation-episodes, --adaptation-steps, --evaluation-episodes
     protocol = MetaworldProtocol(args.adaptation_episodes, args.adaptation_steps, args.evaluation_episodes,
                                  args.adapt_deterministic, args.eval_deterministic,
                                  args.evaluation_state or "continue")

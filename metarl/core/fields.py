@@ -11,7 +11,13 @@ constraint in its metadata, and `Section.__post_init__` checks them all, in fiel
         mode: Mode = field(default=Mode.A, metadata=one_of(Mode, what="mode"))  # class Mode(Choice)
 
 A violation raises one line, `ConfigError("<section>.<field>: must be ..., got <value>")`.
-Checks that involve several fields go in `validate()`, which runs after the per-field ones.
+A rule that no range or choice says (a plain file name, a cluster address) is a `satisfies(test,
+rule)` constraint; a field may carry several constraints (`all_of`). Checks that involve several
+fields go in `validate()`, which runs after the per-field ones.
+
+The same constraints check values that do not come from a config: a command-line flag with the
+range of a field (`check(args.episodes, EvalSection.constraint("episodes_per_round"), "--episodes")`)
+or a constructor's argument (`check(n_slots, positive(), "n_slots")`), so a range is written once.
 The loader (metarl/training/config.py) has already refused unknown keys, wrong types and non-finite
 floats before a section is built; these checks are what is left: ranges and choices.
 
@@ -26,8 +32,8 @@ import dataclasses
 import enum
 import math
 import sys
-from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from metarl.core.types import ConfigError
 
@@ -75,10 +81,14 @@ class Constraint:
     counts: bool = False       # an integer range, written lo..hi
     note: str = ""             # appended to the rule, e.g. "(0: one episode)"
     enum: type[Choice] | None = None  # one_of(SomeChoice): an allowed string becomes its member
+    test: Callable[[Any], bool] | None = None  # satisfies(test, rule): any other rule, said in `says`
+    says: Callable[[Any], str] | str = ""      # ... the rule in words, or value -> the whole message
 
     def allows(self, v: Any) -> bool:
         if v is None:
             return self.nullable
+        if self.test is not None:
+            return bool(self.test(v))
         if self.choices is not None:
             return v in self.choices
         if self.sizes:
@@ -111,6 +121,8 @@ class Constraint:
 
     def error(self, v: Any) -> str:
         """The message after "<section>.<field>: "."""
+        if self.test is not None:
+            return self.says(v) if callable(self.says) else f"{self.says}, got {v!r}"
         if self.choices is not None:
             allowed = ", ".join(str(c) for c in self.choices)
             return f"unknown {self.what + ' ' if self.what else ''}{v!r}; allowed: {allowed}"
@@ -120,37 +132,40 @@ class Constraint:
         return f"{self.rule()}{null}{note}, got {shown}"
 
 
-def _spec(**kw: Any) -> Mapping[str, Constraint]:
+Spec = Mapping[str, "Constraint | tuple[Constraint, ...]"]  # a field's metadata
+
+
+def _spec(**kw: Any) -> Spec:
     return {KEY: Constraint(**kw)}
 
 
-def positive(*, finite: bool = False, nullable: bool = False, note: str = "") -> Mapping[str, Constraint]:
+def positive(*, finite: bool = False, nullable: bool = False, note: str = "") -> Spec:
     """> 0."""
     return _spec(lo=0, lo_open=True, finite=finite, nullable=nullable, note=note)
 
 
-def nonnegative(*, finite: bool = False, note: str = "") -> Mapping[str, Constraint]:
+def nonnegative(*, finite: bool = False, note: str = "") -> Spec:
     """>= 0."""
     return _spec(lo=0, finite=finite, note=note)
 
 
 def in_range(lo: float | None, hi: float | None, *, lo_open: bool = False, hi_open: bool = False,
-             nullable: bool = False, note: str = "") -> Mapping[str, Constraint]:
+             nullable: bool = False, note: str = "") -> Spec:
     """lo <= x <= hi, each end closed unless `lo_open` / `hi_open` (None: no bound)."""
     return _spec(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, nullable=nullable, note=note)
 
 
-def int_in(lo: int, hi: int, *, nullable: bool = False) -> Mapping[str, Constraint]:
+def int_in(lo: int, hi: int, *, nullable: bool = False, note: str = "") -> Spec:
     """An integer in lo..hi (both ends included)."""
-    return _spec(lo=lo, hi=hi, counts=True, nullable=nullable)
+    return _spec(lo=lo, hi=hi, counts=True, nullable=nullable, note=note)
 
 
-def finite(*, nullable: bool = False, note: str = "") -> Mapping[str, Constraint]:
+def finite(*, nullable: bool = False, note: str = "") -> Spec:
     """Any finite number (for fields built in code; the loader refuses .nan/.inf already)."""
     return _spec(finite=True, nullable=nullable, note=note)
 
 
-def one_of(*choices: Any, what: str = "") -> Mapping[str, Constraint]:
+def one_of(*choices: Any, what: str = "") -> Spec:
     """One of `choices`, or of the values of one `Choice` class (the field then holds the
     member): "unknown <what> 'x'; allowed: a, b"."""
     if len(choices) == 1 and isinstance(choices[0], type) and issubclass(choices[0], Choice):
@@ -158,14 +173,57 @@ def one_of(*choices: Any, what: str = "") -> Mapping[str, Constraint]:
     return _spec(choices=tuple(choices), what=what)
 
 
-def layer_sizes(*, nonempty: bool = False) -> Mapping[str, Constraint]:
+def layer_sizes(*, nonempty: bool = False) -> Spec:
     """A list of hidden-layer sizes, each > 0 (at least one with `nonempty`)."""
     return _spec(sizes=True, nonempty=nonempty)
 
 
+def satisfies(test: Callable[[Any], bool], says: Callable[[Any], str] | str, *, nullable: bool = False) -> Spec:
+    """A rule no range or choice says: `test(value)` must hold. `says` is the rule in words
+    ("must be a camera name such as 'corner'", the message then ends ", got <value!r>"), or a
+    function of the value that writes the whole message."""
+    return _spec(test=test, says=says, nullable=nullable)
+
+
+def all_of(*specs: Spec) -> Spec:
+    """Several constraints on one field, checked in order (the first violated one is reported)."""
+    return {KEY: tuple(c for spec in specs for c in constraints(spec.get(KEY)))}
+
+
+def constraints(c: Any) -> tuple[Constraint, ...]:
+    """A field's metadata entry (a Constraint, a tuple of them, or nothing) as a tuple."""
+    if isinstance(c, Constraint):
+        return (c,)
+    if isinstance(c, tuple):
+        return tuple(x for x in c if isinstance(x, Constraint))
+    return ()
+
+
 def constraint_of(f: dataclasses.Field) -> Constraint | None:
-    c = f.metadata.get(KEY)
-    return c if isinstance(c, Constraint) else None
+    """The field's first constraint (None: it has none)."""
+    cs = constraints(f.metadata.get(KEY))
+    return cs[0] if cs else None
+
+
+T = TypeVar("T")
+
+
+def check(value: T, spec: Spec | Constraint | tuple[Constraint, ...], name: str, *, optional: bool = False) -> T:
+    """`value` if every constraint of `spec` allows it, else `ConfigError("<name>: <what is
+    allowed>, got <value>")`, one line. `name` is a dotted field ("eval.rounds") or a flag
+    ("--rounds"). `optional`: None passes (a flag that was not given) and the message does not
+    offer null. A value of a `one_of(SomeChoice)` field comes back as its member."""
+    if optional and value is None:
+        return value
+    cs = constraints(spec.get(KEY) if isinstance(spec, Mapping) else spec)
+    for c in cs:
+        if optional:
+            c = dataclasses.replace(c, nullable=False)
+        if not c.allows(value):
+            raise ConfigError(f"{name}: {c.error(value)}")
+        if c.enum is not None and value is not None:
+            value = c.enum(value)  # type: ignore[assignment]  # the member is the string
+    return value
 
 
 class Section:
@@ -176,16 +234,49 @@ class Section:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
-            c = constraint_of(f)
-            value = getattr(self, f.name)
-            if c is not None and not c.allows(value):
-                raise ConfigError(f"{self.SECTION}.{f.name}: {c.error(value)}")
-            if c is not None and c.enum is not None and value is not None:
-                object.__setattr__(self, f.name, c.enum(value))  # frozen: set once, here
+            cs = constraints(f.metadata.get(KEY))
+            if cs:
+                value = getattr(self, f.name)
+                checked = check(value, cs, self.label(f.name))
+                if checked is not value:
+                    object.__setattr__(self, f.name, checked)  # a Choice's member; frozen: set once, here
         self.validate()
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """How messages name field `name`: "<SECTION>.<name>"."""
+        return f"{cls.SECTION}.{name}"
+
+    @classmethod
+    def constraint(cls, name: str) -> Spec:
+        """The constraints of field `name`: for `check` on a value from elsewhere (a flag), or the
+        metadata of a field elsewhere that allows the same."""
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name == name:
+                return {KEY: constraints(f.metadata.get(KEY))}
+        raise KeyError(name)
 
     def validate(self) -> None:
         """Checks across fields; raise `self.refuse(field, message)`."""
 
     def refuse(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.SECTION}.{name}: {message}")
+        return ConfigError(f"{self.label(name)}: {message}")
+
+
+@dataclass(frozen=True)
+class AgentConfig(Section):
+    """The `agent:` section of a preset (here, below the agents, so that the run config can type
+    its `agent` field without importing them). Every agent's config (metarl/agents/*.py) extends
+    it, redeclaring `name` with the agent's registry name as default (and `meta_batch` if its
+    default differs)."""
+
+    SECTION: ClassVar[str] = "agent"
+    name: str = ""
+    """The agent's registry name (metarl.agents.AGENTS)."""
+    meta_batch: int = field(default=20, metadata=positive())
+    """Task slots the sampler needs: tasks sampled together in an iteration."""
+
+    def validate(self) -> None:
+        default = {f.name: f.default for f in dataclasses.fields(self)}["name"]
+        if self.name != default:
+            raise self.refuse("name", f"must be {default!r} for {type(self).__name__}, got {self.name!r}")

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metarl.core.types import Actor
+from metarl.core.types import Actor, LatentState, PerTaskParams
 
-Params = dict[str, Tensor]
+Params = PerTaskParams  # parameter name -> tensor (stacked per task: [S, *shape])
 
 
 def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
@@ -54,7 +54,7 @@ def _relu(x: np.ndarray) -> np.ndarray:
 _NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: _relu}
 
 
-class BatchedGaussianActor(Actor):
+class BatchedGaussianActor(Actor[Params]):
     """The sampler's actor for a GaussianMLPPolicy whose per-slot parameters are the task
     state (MAML): the batched MLP in NumPy. For the sampler's small batches one step costs
     about half of the torch path, and it evicts less of the envs' data from the caches
@@ -149,7 +149,7 @@ class TanhGaussianPolicy(nn.Module):
         return torch.tanh(mean + log_std.exp() * noise.to(dev, mean.dtype))
 
 
-class LatentActor(Actor):
+class LatentActor(Actor[LatentState]):
     """What sampler workers act with for a policy conditioned on a per-task latent (PEARL): the
     TanhGaussianPolicy on [obs, task_state["z"]] and nothing else."""
 
@@ -157,8 +157,8 @@ class LatentActor(Actor):
         self.policy = policy
         self.act_dim = policy.act_dim
 
-    def act(self, obs: Tensor, task_state: dict[str, Tensor], *, deterministic: bool,
-            noise: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def act(self, obs: Tensor, task_state: LatentState, *, deterministic: bool,
+            noise: Tensor | None = None) -> tuple[Tensor, LatentState]:
         return self.policy.act(obs, task_state["z"], deterministic, noise), task_state
 
 

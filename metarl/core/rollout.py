@@ -23,13 +23,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Generic, Sequence
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from metarl.core.types import Actor, Task, TaskEnv, TaskState
+from metarl.core.types import Actor, StateT, Task, TaskEnv, TaskState
 
 NOISE_STREAM = 7  # the noise stream of a slot seed s is default_rng([s, NOISE_STREAM])
 
@@ -45,11 +45,11 @@ class Rollout:
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(Generic[StateT]):
     """What all units of one sample call share: sent once per worker per call."""
 
-    actor: Actor
-    task_state: TaskState  # every slot's state at the start of the call, on the CPU
+    actor: Actor[StateT]
+    task_state: StateT  # every slot's state at the start of the call, on the CPU
     horizon: int
     act_dim: int
     deterministic: bool
@@ -102,7 +102,7 @@ def unit_noise(unit: Unit, horizon: int, act_dim: int) -> np.ndarray:
     return stream[unit.first_episode:].astype(np.float32)
 
 
-def take_slots(state: TaskState, idx: np.ndarray | Sequence[int]) -> TaskState:
+def take_slots(state: StateT, idx: np.ndarray | Sequence[int]) -> StateT:
     """The per-task state of slots `idx` (a pytree of tensors with a leading slot dimension)."""
     index = torch.as_tensor(np.asarray(idx, np.int64))
     return pytree.tree_map(lambda x: x[index] if torch.is_tensor(x) else x, state)
@@ -118,8 +118,8 @@ def plan_units(tasks: Sequence[Task], seeds: Sequence[int], n_episodes: int,
     return units
 
 
-def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, noise: np.ndarray | None,
-             end_on_success: bool) -> tuple[tuple[np.ndarray, ...], int, TaskState]:
+def _episode(env: TaskEnv, actor: Actor[StateT], task_state: StateT, horizon: int, noise: np.ndarray | None,
+             end_on_success: bool) -> tuple[tuple[np.ndarray, ...], int, StateT]:
     """One episode on one env: obs, actions, rewards, next_obs, successes [T, ...], the MuJoCo
     warnings raised during it and the task state after it. With `end_on_success` the episode
     ends at its first successful step (recorded, with the episode-end flag going to `observe`);
@@ -175,7 +175,7 @@ def _episode(env: TaskEnv, actor: Actor, task_state: TaskState, horizon: int, no
     return (obs_buf, act_buf, rew, next_buf, suc), env.sim_warnings() - w0, state
 
 
-def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> UnitResult:
+def run_unit(env: TaskEnv, job: Job[Any], unit: Unit, worker: str | None = None) -> UnitResult:
     """Run one unit on `env`. An episode during which MuJoCo raised a warning (the simulation
     went unstable) is discarded and collected again from the task state it started with and
     with its noise shifted in time, up to `job.max_recollect` times; `sim_warnings` counts the
@@ -199,13 +199,12 @@ def run_unit(env: TaskEnv, job: Job, unit: Unit, worker: str | None = None) -> U
             data, warn, state = _episode(env, job.actor, start, job.horizon, shifted, job.end_on_success)
         episodes.append(data)
     fields = tuple(np.stack(f) for f in zip(*episodes))
-    if job.actor.episodes_independent:
-        state = None
-    return UnitResult(unit.index, fields, discarded, state, time.perf_counter() - t0,
+    return UnitResult(unit.index, fields, discarded, None if job.actor.episodes_independent else state,
+                      time.perf_counter() - t0,
                       worker or f"{socket.gethostname()}:{os.getpid()}")
 
 
-def assemble(units: Sequence[Unit], results: Sequence[UnitResult], task_state: TaskState) -> tuple[Rollout, TaskState]:
+def assemble(units: Sequence[Unit], results: Sequence[UnitResult], task_state: StateT) -> tuple[Rollout, StateT]:
     """The call's Rollout [S, M, T, ...] and every slot's task state after its last episode
     (`task_state`, the call's input, for slots whose results carry none: it did not change)."""
     n_slots = max(u.slot for u in units) + 1
@@ -214,7 +213,7 @@ def assemble(units: Sequence[Unit], results: Sequence[UnitResult], task_state: T
     first = by_index[units[0].index]
     bufs = [np.zeros((n_slots, n_episodes, *a.shape[1:]), a.dtype) for a in first.data]
     warnings = np.zeros((n_slots, n_episodes), np.int64)
-    last: dict[int, tuple[int, TaskState]] = {}
+    last: dict[int, tuple[int, TaskState | None]] = {}
     for u in units:
         r = by_index[u.index]
         span = slice(u.first_episode, u.first_episode + u.n_episodes)

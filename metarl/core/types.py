@@ -7,16 +7,45 @@ early, they are truncated at the horizon), D = observation size, A = action size
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TypedDict, TypeVar, Union
 
 import numpy as np
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-# An agent's per-task state: opaque to all but the agent, a pytree of tensors with a leading
-# task (slot) dimension so that vector envs can slice it across worker processes.
-TaskState = Any
+# ---- per-task states ------------------------------------------------------------------
+# An agent's per-task state is read only by the agent, but everyone else handles it: the sampler
+# moves it to the CPU, the backends slice it per task slot (metarl.core.rollout.take_slots) and
+# put the slots back together, evaluation threads it through rounds. Each is a mapping of tensors
+# with a leading task (slot) dimension S, so torch's pytree utilities walk it; TypedDicts (plain
+# dicts at runtime) name the keys and let mypy check what flows between sampler, evaluation and agent.
+
+PerTaskParams = dict[str, "Tensor"]
+"""MAML-TRPO, Reptile (metarl/agents/per_task_params.py): parameter name -> [S, *shape], one full
+set of the policy's parameters per task."""
+
+
+class RecurrentState(TypedDict):
+    """RL²-PPO (metarl/agents/rl2_ppo.py): the trial so far, carried across episode ends."""
+
+    h: Tensor       # [S, H] GRU hidden state
+    prev_a: Tensor  # [S, A] the previous action (zeros at the start of a trial)
+    prev_r: Tensor  # [S, 1] the previous reward, scaled by agent.reward_input_scale
+    prev_d: Tensor  # [S, 1] 1.0 right after an episode ended
+
+
+class LatentState(TypedDict):
+    """PEARL (metarl/agents/pearl.py): the task's context so far and a sample of z from its posterior."""
+
+    z: Tensor    # [S, L] the latent the policy is conditioned on
+    ctx: Tensor  # [S, N, F] context transitions (N = 0 before the task was seen)
+
+
+# every agent's state is one of these; a new agent with another kind of state adds it here
+TaskState = Union[PerTaskParams, RecurrentState, LatentState]
+# the state type of one agent (`MetaAgent[StateT]`, `Actor[StateT]`): what its verbs take and return
+StateT = TypeVar("StateT", bound=TaskState)
 
 
 class ConfigError(ValueError):
@@ -48,29 +77,30 @@ class TaskEnv(Protocol):
     def close(self) -> None: ...
 
 
-class Actor(Protocol):
-    """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers.
-    Subclass it (`class MyActor(Actor)`) to inherit the defaults of the optional members:
-    `observe`, `episodes_independent` and `bind` (metarl.core.rollout uses them without probing)."""
+class Actor(Protocol[StateT]):
+    """What acts in an episode loop: an agent, or the CPU copy it ships to sampler workers, over
+    task states of type StateT. Subclass it (`class MyActor(Actor[RecurrentState])`) to inherit
+    the defaults of the optional members: `observe`, `episodes_independent` and `bind`
+    (metarl.core.rollout uses them without probing)."""
 
     # True when acting never changes the task state (MAML, Reptile: the per-task parameters):
     # the sampler may then run each episode of a task as its own unit, on any worker, and no
     # state travels back. Default False: a task's episodes run in order, as one trial (RL², PEARL).
     episodes_independent: ClassVar[bool] = False
 
-    def act(self, obs: "Tensor", task_state: TaskState, *, deterministic: bool,
-            noise: "Tensor | None" = None) -> "tuple[Tensor, TaskState]":
+    def act(self, obs: "Tensor", task_state: StateT, *, deterministic: bool,
+            noise: "Tensor | None" = None) -> "tuple[Tensor, StateT]":
         """obs [S, D] -> actions [S, A]; `noise` is standard normal [S, A] (None: deterministic)."""
         ...
 
-    def observe(self, task_state: TaskState, action: "Tensor", reward: "Tensor",
-                done: "bool | np.ndarray") -> TaskState:
+    def observe(self, task_state: StateT, action: "Tensor", reward: "Tensor",
+                done: "bool | np.ndarray") -> StateT:
         """Called after every env step with the actions [S, A] and rewards [S] of that step;
         `done` is one flag for all slots, or one per slot when evaluation episodes end on
         success. Default: the state unchanged (only RL² folds these into its state)."""
         return task_state
 
-    def bind(self, task_state: TaskState) -> "Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None":
+    def bind(self, task_state: StateT) -> "Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None":
         """An optional fast path for actors with `episodes_independent` and no `observe`: one
         slot's acting function (`task_state` with leading dimension 1), obs [D] and standard-normal
         noise [A] (None: the mean) -> action [A], built once per episode. Default None: the

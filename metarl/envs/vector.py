@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 from metarl.envs.procpool import ProcessPool, WorkerError
 from metarl.core.rollout import Job, Unit, UnitResult, run_units_here
-from metarl.core.types import ConfigError, Task, TaskEnv
+from metarl.core.fields import check, nonnegative, one_of, positive
+from metarl.core.types import Task, TaskEnv
 
 WORKER_TIMEOUT_S = 120.0
 BACKENDS = ("multiprocess", "ray")
@@ -50,12 +51,9 @@ class TaskVectorEnv:
     def __init__(self, env_factory: Callable[[], TaskEnv], n_slots: int, n_workers: int = 0,
                  max_restarts: int = 3, timeout_s: float = WORKER_TIMEOUT_S, backend: str = "multiprocess",
                  ray_address: str | None = None):
-        if n_slots < 1:
-            raise ValueError(f"n_slots must be >= 1, got {n_slots}")
-        if n_workers < 0:
-            raise ValueError(f"n_workers must be >= 0, got {n_workers}")
-        if backend not in BACKENDS:
-            raise ConfigError(f"env.backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+        check(n_slots, positive(), "n_slots")
+        check(n_workers, nonnegative(), "n_workers")
+        check(backend, one_of(*BACKENDS, what="backend"), "env.backend")
         self.n_slots = n_slots
         self.n_workers = n_workers
         self.backend = backend if n_workers else "in-process"

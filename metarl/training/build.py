@@ -37,7 +37,8 @@ def benchmark_for(cfg: RunConfig, names: dict[str, str] | None = None) -> Benchm
     return bench
 
 
-def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None) -> tuple[Benchmark, Sampler, MetaAgent]:
+def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None
+          ) -> tuple[Benchmark, Sampler, MetaAgent[Any]]:
     """Benchmark, sampler and agent for a config (used by train and eval); `bench`: the
     config's benchmark_for, when the caller has built it already."""
     bench = bench if bench is not None else benchmark_for(cfg)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import yaml
 
-from metarl.core.fields import Choice, Section, int_in, one_of, positive
+from metarl.core.fields import AgentConfig, Choice, Section, all_of, int_in, nonnegative, one_of, positive, satisfies
 from metarl.core.types import ConfigError
 
 if TYPE_CHECKING:
@@ -105,138 +105,135 @@ MAX_ADAPTATION_STEPS = 100      # eval --adaptation-steps
 MAX_HORIZON = 100_000           # env.max_episode_steps, eval --horizon (Meta-World: at most 500)
 MAX_TOY_TASKS = 1_000_000       # env.toy_tasks (about 800 bytes a goal, both splits)
 MAX_PER_CLASS = 100_000         # eval.*tasks_per_class, eval --tasks-per-class, --goals-per-class
-LOG_STD_RANGE = (-20.0, 2.0)    # agent.init_log_std: e^2 = 7.4 already spans the action box [-1, 1] three times
+
+
+def _ray_address_ok(a: object) -> bool:
+    return isinstance(a, str) and a.strip() != "" and not any(c.isspace() for c in a)
+
+
+def _name_size(name: str) -> int:
+    return len(name.encode("utf-8", "surrogatepass"))
+
+
+RUN_NAME = all_of(
+    satisfies(lambda n: _plain_name(n), lambda n: f"must be a plain directory name, which stays inside run.out_dir "
+              f"(no '/', no '..', not absolute, not empty), got {n!r}", nullable=True),
+    satisfies(str.isprintable, lambda n: f"must be printable: no control characters (newline, tab, ESC, ...), "
+              f"got {n!r}", nullable=True),
+    satisfies(lambda n: _name_size(n) <= MAX_NAME_BYTES, lambda n: f"must be at most {MAX_NAME_BYTES} bytes (one "
+              f"file name), got {_name_size(n):,} bytes: {n[:40]!r}...", nullable=True))
 
 
 @dataclass(frozen=True)
 class RunSection(Section):
     SECTION: ClassVar[str] = "run"
-    env_steps: int = field(default=1_000_000, metadata=positive())  # training env-step budget (evaluation steps not counted)
+    env_steps: int = field(default=1_000_000, metadata=positive())
+    """Training env-step budget (evaluation steps not counted)."""
     seed: int = field(default=0, metadata=int_in(0, SEED_MAX))
-    device: Device = field(default=Device.AUTO, metadata=one_of(Device, what="device"))  # auto | cpu | cuda
-    out_dir: str = "runs"           # run dirs are created under here
-    name: str | None = None         # run dir name; default <preset>-s<seed>-<timestamp>
-    checkpoint_every: int = field(default=1, metadata=positive())  # iterations between checkpoints
+    """Seed of the run's NumPy and torch generators (and of the goals unless env.task_seed is set)."""
+    device: Device = field(default=Device.AUTO, metadata=one_of(Device, what="device"))
+    """Where the learner runs: auto (cuda when available), cpu or cuda."""
+    out_dir: str = "runs"
+    """Run dirs are created under here."""
+    name: str | None = field(default=None, metadata=RUN_NAME)
+    """Run dir name (one plain file name); null: <preset>-s<seed>-<timestamp>."""
+    checkpoint_every: int = field(default=1, metadata=positive())
+    """Iterations between checkpoints."""
     keep_checkpoints: int = field(default=3, metadata=positive())
-    # stop after this many iterations in a row with non-finite updates
+    """Newest checkpoints kept (best.pt aside)."""
     max_rejected_streak: int = field(default=5, metadata=positive())
-    progress: bool = True           # rich progress bar on the console
-    # learner threads (0: torch's default). 1 is robust when other processes share the cores;
-    # oversubscribed OpenMP threads stall
-    # threads (0: torch's default). Bounded here for any machine; `metarl train` also refuses more than
-    # resources.MAX_THREADS_PER_CORE per core of the machine it runs on, and warns above one per core
+    """Stop after this many iterations in a row with non-finite updates."""
+    progress: bool = True
+    """Rich progress bar on the console."""
     torch_threads: int = field(default=1, metadata=int_in(0, MAX_TORCH_THREADS))
-
-    def validate(self) -> None:
-        _check(self.name is None or _plain_name(self.name), "run.name",
-               f"must be a plain directory name, which stays inside run.out_dir (no '/', no '..', "
-               f"not absolute, not empty), got {self.name!r}")
-        _check(self.name is None or self.name.isprintable(), "run.name",
-               f"must be printable: no control characters (newline, tab, ESC, ...), got {self.name!r}")
-        if self.name is not None:
-            size = len(self.name.encode("utf-8", "surrogatepass"))
-            _check(size <= MAX_NAME_BYTES, "run.name",
-                   f"must be at most {MAX_NAME_BYTES} bytes (one file name), got {size:,} bytes: {self.name[:40]!r}...")
+    """Learner threads (0: torch's default; 1 is robust on shared cores; metarl train allows a few per core)."""
 
 
 @dataclass(frozen=True)
 class EnvSection(Section):
     SECTION: ClassVar[str] = "env"
     benchmark: BenchmarkName = field(default=BenchmarkName.ML1, metadata=one_of(BenchmarkName, what="benchmark"))
-    env_name: str | None = "reach-v3"  # ML1 only
-    max_episode_steps: int | None = None  # None: 500 for Meta-World, 20 for toy
-    n_workers: int = 0              # 0: step task slots in-process; W > 0: W worker processes
-    toy_tasks: int = 40             # tasks per split of the toy distribution
+    """ML1, ML10, ML45 (Meta-World) or toy (2-D point goals)."""
+    env_name: str | None = "reach-v3"
+    """The ML1 env class (ML1 only)."""
+    max_episode_steps: int | None = field(default=None, metadata=int_in(1, MAX_HORIZON, nullable=True))
+    """Steps per episode; null: 500 for Meta-World, 20 for toy."""
+    n_workers: int = field(default=0, metadata=nonnegative())
+    """0: step task slots in this process; W > 0: W worker processes (or Ray actors)."""
+    toy_tasks: int = field(default=40, metadata=int_in(1, MAX_TOY_TASKS))
+    """Tasks per split of the toy distribution."""
     toy_goals: ToyGoals = field(default=ToyGoals.SQUARE, metadata=one_of(ToyGoals, what="goal shape"))
+    """Where the toy goals lie: square or semicircle."""
     toy_reward: ToyReward = field(default=ToyReward.DENSE, metadata=one_of(ToyReward, what="toy reward"))
-    fast_path: bool = True          # Meta-World hot spots replaced by bit-identical code (metarl/envs/fastpath.py)
-    task_seed: int | None = None    # seed of the benchmark's goals (metaworld.ML10(seed=...)); None: run.seed.
-                                    # Set it to compare seeds on one fixed task set (the ML10 presets use 0)
-    # who runs the n_workers: multiprocess (worker processes) | ray (Ray actors)
+    """Toy reward: dense (minus the distance) or sparse (1 near the goal)."""
+    fast_path: bool = True
+    """Meta-World hot spots replaced by bit-identical code (metarl/envs/fastpath.py)."""
+    task_seed: int | None = field(default=None, metadata=int_in(0, SEED_MAX, nullable=True))
+    """Seed of the benchmark's goals (null: run.seed); fix it to compare seeds on one task set."""
     backend: Backend = field(default=Backend.MULTIPROCESS, metadata=one_of(Backend, what="backend"))
-    ray_address: str | None = None  # backend ray: null starts a local Ray, "auto" joins the running cluster,
-                                    # or a cluster address (host:port, ray://host:port)
+    """Who runs the n_workers: multiprocess (worker processes) or ray (Ray actors)."""
+    ray_address: str | None = field(default=None, metadata=satisfies(
+        _ray_address_ok, "must be null, 'auto' or a cluster address such as 10.0.0.1:6379", nullable=True))
+    """backend ray: null starts a local Ray, "auto" joins the running cluster, or host:port / ray://host:port."""
 
     def validate(self) -> None:
-        _check(self.n_workers >= 0, "env.n_workers", f"must be >= 0, got {self.n_workers}")
-        _check(self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""
-                                            and not any(c.isspace() for c in self.ray_address)),
-               "env.ray_address", f"must be null, 'auto' or a cluster address such as 10.0.0.1:6379, "
-               f"got {self.ray_address!r}")
         if self.backend == "ray":
             import importlib.util
-            _check(importlib.util.find_spec("ray") is not None, "env.backend",
-                   "'ray' needs Ray, an optional extra: pip install -e '.[ray]'")
-            _check(self.n_workers >= 1, "env.n_workers", f"must be >= 1 with env.backend: ray, got {self.n_workers}")
-        _check(self.max_episode_steps is None or 0 < self.max_episode_steps <= MAX_HORIZON, "env.max_episode_steps",
-               f"must be in 1..{MAX_HORIZON} or null, got {self.max_episode_steps}")
-        _check(0 < self.toy_tasks <= MAX_TOY_TASKS, "env.toy_tasks", f"must be in 1..{MAX_TOY_TASKS}, got {self.toy_tasks}")
-        _check(self.task_seed is None or 0 <= self.task_seed < 2**32, "env.task_seed",
-               f"must be null or in 0..{2**32 - 1}, got {self.task_seed}")
+            if importlib.util.find_spec("ray") is None:
+                raise self.refuse("backend", "'ray' needs Ray, an optional extra: pip install -e '.[ray]'")
+            if self.n_workers < 1:
+                raise self.refuse("n_workers", f"must be >= 1 with env.backend: ray, got {self.n_workers}")
+
+
+PER_CLASS = int_in(0, MAX_PER_CLASS, note="(0: all)")
 
 
 @dataclass(frozen=True)
 class EvalSection(Section):
     SECTION: ClassVar[str] = "eval"
-    every: int = 10                 # evaluate every N iterations (0: only at the end)
-    tasks_per_class: int = 10       # held-out goals per class in periodic evaluations (0: all)
-    final_tasks_per_class: int = 0  # ... in the final evaluation (0: all)
-    rounds: int = 2                 # K adaptation rounds: the curve has rounds 0..K
-    episodes_per_round: int = 5
-    deterministic: bool = False     # evaluate the mean action instead of sampling
-    select_best: bool = False       # model selection on *training* tasks: each periodic evaluation also
-                                    # runs the protocol on training tasks and keeps checkpoints/best.pt
-                                    # (best mean success over rounds 1..K); the final held-out evaluation
-                                    # then runs on the last policy and on best.pt
-    select_tasks_per_class: int = 25  # training tasks per class in those selection evaluations (0: all)
+    every: int = field(default=10, metadata=nonnegative())
+    """Evaluate every N iterations (0: only at the end)."""
+    tasks_per_class: int = field(default=10, metadata=PER_CLASS)
+    """Held-out goals per class in periodic evaluations (0: all)."""
+    final_tasks_per_class: int = field(default=0, metadata=PER_CLASS)
+    """Held-out goals per class in the final evaluation (0: all)."""
+    rounds: int = field(default=2, metadata=int_in(0, MAX_EVAL_ROUNDS))
+    """K adaptation rounds: the curve has rounds 0..K."""
+    episodes_per_round: int = field(default=5, metadata=int_in(1, MAX_EVAL_EPISODES))
+    """Episodes each task runs in a round."""
+    deterministic: bool = False
+    """Evaluate the mean action instead of sampling."""
+    select_best: bool = False
+    """Also evaluate on training tasks each time and keep checkpoints/best.pt; the final evaluation runs it too."""
+    select_tasks_per_class: int = field(default=25, metadata=PER_CLASS)
+    """Training tasks per class in those selection evaluations (0: all)."""
     protocol: EvalProtocol = field(default=EvalProtocol.CURVE, metadata=one_of(EvalProtocol, what="protocol"))
-                                    # curve: rounds 0..K as above; metaworld: every evaluation (periodic,
-                                    # selection, final) runs the Meta-World+ protocol instead (10 adaptation
-                                    # episodes, one adaptation step, 3 evaluation episodes that end on
-                                    # success; rounds/episodes_per_round unused): its curve has round 0 =
-                                    # the adaptation episodes, round 1 = the evaluation episodes, and the
-                                    # final one also writes eval_metaworld.json (metarl/training/evaluation.py)
+    """curve: rounds 0..K; metaworld: the Meta-World+ protocol (10 adaptation, 3 evaluation episodes; docs/design.md)."""
     evaluation_state: EvaluationState = field(default=EvaluationState.CONTINUE,
                                               metadata=one_of(EvaluationState, what="value"))
-                                    # protocol metaworld only: where each evaluation episode starts.
-                                    # continue: where the previous one left the agent's per-task state
-                                    # (RL²: the trial goes on); restart: from the state after adaptation
-                                    # (RL² as metaworld-algorithms and garage evaluate it). Recorded in
-                                    # eval_metaworld.json; `metarl eval` takes it as its default
+    """protocol metaworld: evaluation episodes continue the state, or restart from the adapted one (RL² as garage)."""
     pearl_context: PearlContext = field(default=PearlContext.ALL, metadata=one_of(PearlContext, what="value"))
-                                    # PEARL only: the posterior after adaptation from all context transitions, or from
-                                    # train_size = agent.embedding_batch_size of them drawn from it (as in training).
-                                    # Recorded in eval_metaworld.json; `metarl eval --pearl-context` overrides it
-    video_tasks: int = 0            # final evaluation only: film this many held-out tasks (one goal per class
-                                    # first) before and after adaptation, into videos/ and TensorBoard
-                                    # (metarl/training/video.py; needs `pip install -e '.[video]'` and EGL or OSMesa). 0: off
-    video_camera: str = "corner"    # a Meta-World camera: corner, corner2, corner3, corner4, topview, ...
-    video_width: int = 240
-    video_height: int = 240
-    video_fps: int = 30
-    video_stride: int = 2           # env steps per frame (2: a 500-step episode is 250 frames, 8.3 s at 30 fps)
+    """PEARL: the adapted posterior from all context transitions, or train_size (embedding_batch_size) of them."""
+    video_tasks: int = field(default=0, metadata=int_in(0, VIDEO_MAX_TASKS, note="(0: no video)"))
+    """Final evaluation: film this many held-out tasks before and after adaptation (needs the video extra; 0: off)."""
+    video_camera: str = field(default="corner", metadata=satisfies(
+        lambda c: bool(c) and c.isprintable(), "must be a camera name such as 'corner'"))
+    """A Meta-World camera: corner, corner2, corner3, corner4, topview, ..."""
+    video_width: int = field(default=240, metadata=int_in(16, 1024))
+    """Frame width in pixels."""
+    video_height: int = field(default=240, metadata=int_in(16, 1024))
+    """Frame height in pixels."""
+    video_fps: int = field(default=30, metadata=int_in(1, 120))
+    """Frames per second of the videos."""
+    video_stride: int = field(default=2, metadata=int_in(1, 500))
+    """Env steps per frame (2: a 500-step episode is 250 frames, 8.3 s at 30 fps)."""
 
     def validate(self) -> None:
-        _check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        for name in ("tasks_per_class", "final_tasks_per_class", "select_tasks_per_class"):
-            v = getattr(self, name)
-            _check(0 <= v <= MAX_PER_CLASS, f"eval.{name}", f"must be in 0..{MAX_PER_CLASS} (0: all), got {v}")
-        _check(not self.select_best or self.every > 0, "eval.select_best",
-               "needs periodic evaluations (eval.every > 0) to select from")
-        _check(0 <= self.rounds <= MAX_EVAL_ROUNDS, "eval.rounds", f"must be in 0..{MAX_EVAL_ROUNDS}, got {self.rounds}")
-        _check(0 < self.episodes_per_round <= MAX_EVAL_EPISODES, "eval.episodes_per_round",
-               f"must be in 1..{MAX_EVAL_EPISODES}, got {self.episodes_per_round}")
-        _check(self.evaluation_state == "continue" or self.protocol == "metaworld", "eval.evaluation_state",
-               f"{self.evaluation_state!r} applies to the Meta-World protocol's evaluation episodes; it needs "
-               f"eval.protocol: metaworld (got {self.protocol!r})")
-        _check(0 <= self.video_tasks <= VIDEO_MAX_TASKS, "eval.video_tasks",
-               f"must be in 0..{VIDEO_MAX_TASKS} (0: no video), got {self.video_tasks}")
-        _check(bool(self.video_camera) and self.video_camera.isprintable(), "eval.video_camera",
-               f"must be a camera name such as 'corner', got {self.video_camera!r}")
-        for name, lo, hi in (("video_width", 16, 1024), ("video_height", 16, 1024), ("video_fps", 1, 120),
-                             ("video_stride", 1, 500)):
-            v = getattr(self, name)
-            _check(lo <= v <= hi, f"eval.{name}", f"must be in {lo}..{hi}, got {v}")
+        if self.select_best and self.every <= 0:
+            raise self.refuse("select_best", "needs periodic evaluations (eval.every > 0) to select from")
+        if self.evaluation_state != "continue" and self.protocol != "metaworld":
+            raise self.refuse("evaluation_state", f"{self.evaluation_state!r} applies to the Meta-World protocol's "
+                              f"evaluation episodes; it needs eval.protocol: metaworld (got {self.protocol!r})")
 
 
 # Fields that do not change what training computes, so the training hash leaves them out and a
@@ -251,8 +248,14 @@ class RunConfig:
     preset: str
     run: RunSection
     env: EnvSection
-    agent: Any
+    agent: AgentConfig
     eval: EvalSection
+
+    def __post_init__(self) -> None:
+        """The checks across sections (each section has checked its own fields)."""
+        if self.eval.pearl_context != "all" and self.agent.name != "pearl":
+            raise ConfigError(f"eval.pearl_context: {self.eval.pearl_context!r} applies to PEARL's posterior; "
+                              f"agent {self.agent.name!r} has none (allowed: all)")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -492,11 +495,6 @@ def _plain_name(name: str) -> bool:
             and not os.path.isabs(name))
 
 
-def _check(ok: bool, name: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {msg}")
-
-
 def _plain(x):
     if isinstance(x, Choice):  # a str subclass: YAML dumpers and torch's weights-only loader want a str
         return x.value
@@ -628,16 +626,10 @@ def from_dict(raw: dict[str, Any], preset: str = "custom", *, registry: Registry
     if not isinstance(name, str) or name not in registry:
         raise ConfigError(f"agent.name: unknown agent {name!r}; allowed: {', '.join(registry)}")
     agent_cfg = build_section(registry[name].Config, agent_raw, "agent")
-    log_std = getattr(agent_cfg, "init_log_std", None)
-    lo, hi = LOG_STD_RANGE
-    _check(log_std is None or lo <= log_std <= hi, "agent.init_log_std",
-           f"must be in [{lo:g}, {hi:g}] (a standard deviation of e^{lo:g} to e^{hi:g}), got {log_std}")
     env = build_section(EnvSection, raw.get("env"), "env")
     if env.benchmark != "ML1" and "env_name" not in (raw.get("env") or {}):
         env = dataclasses.replace(env, env_name=None)
     ev = build_section(EvalSection, raw.get("eval"), "eval")
-    _check(ev.pearl_context == "all" or name == "pearl", "eval.pearl_context",
-           f"{ev.pearl_context!r} applies to PEARL's posterior; agent {name!r} has none (allowed: all)")
     return RunConfig(preset, build_section(RunSection, raw.get("run"), "run"), env, agent_cfg, ev)
 
 

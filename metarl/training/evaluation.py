@@ -9,14 +9,15 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from metarl.training.config import EVALUATION_STATES
+from metarl.core.fields import Section, int_in, one_of
+from metarl.training.config import EVALUATION_STATES, MAX_ADAPTATION_STEPS, EvalSection
 from metarl.training.sampler import episode_lengths
-from metarl.core.types import AdaptationCurve, ConfigError, EpisodeBatch, Task
+from metarl.core.types import AdaptationCurve, EpisodeBatch, StateT, Task
 
 if TYPE_CHECKING:
     from metarl.agents.base import MetaAgent
@@ -36,7 +37,7 @@ def select_tasks(tasks: Sequence[Task], per_class: int) -> list[Task]:
     return out
 
 
-def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
+def evaluate(agent: MetaAgent[StateT], sampler: Sampler, tasks: Sequence[Task], rounds: int, episodes_per_round: int,
              rng: np.random.Generator, deterministic: bool = False,
              on_progress: Callable[[int], None] | None = None,
              on_batch: Callable[[slice, int, EpisodeBatch], None] | None = None,
@@ -71,7 +72,7 @@ def evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rounds: 
 
 # ---- the Meta-World protocol ------------------------------------------------------------------
 @dataclass(frozen=True)
-class MetaworldProtocol:
+class MetaworldProtocol(Section):
     """The Meta-World+ meta-test protocol (`metaworld.evaluation.metalearning_evaluation`'s
     defaults): per held-out goal, `adaptation_episodes` episodes that do not end on success,
     one adaptation step (repeated `adaptation_steps` times, each on fresh episodes), then
@@ -92,22 +93,23 @@ class MetaworldProtocol:
       Reptile, PEARL) it estimates the same success as "continue" but with other random numbers
       (other exploration noise and env seeds), not the same episodes."""
 
-    adaptation_episodes: int = 10
-    adaptation_steps: int = 1
-    evaluation_episodes: int = 3
+    adaptation_episodes: int = field(default=10, metadata=EvalSection.constraint("episodes_per_round"))
+    """Episodes per goal in each adaptation step (they never end on success)."""
+    adaptation_steps: int = field(default=1, metadata=int_in(0, MAX_ADAPTATION_STEPS))
+    """Adaptation steps, each on fresh episodes."""
+    evaluation_episodes: int = field(default=3, metadata=EvalSection.constraint("episodes_per_round"))
+    """Episodes per goal after adaptation; they end on success."""
     adaptation_deterministic: bool = False
+    """Mean actions in the adaptation episodes."""
     evaluation_deterministic: bool = False
-    evaluation_state: str = "continue"
+    """Mean actions in the evaluation episodes."""
+    evaluation_state: str = field(default="continue", metadata=one_of(*EVALUATION_STATES, what="value"))
+    """Where each evaluation episode starts: continue or restart (above)."""
 
-    def __post_init__(self):
-        for name in ("adaptation_episodes", "evaluation_episodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
-        if self.adaptation_steps < 0:
-            raise ConfigError(f"--adaptation-steps: must be >= 0, got {self.adaptation_steps}")
-        if self.evaluation_state not in EVALUATION_STATES:
-            raise ConfigError(f"--evaluation-state: unknown value {self.evaluation_state!r}; "
-                              f"allowed: {', '.join(EVALUATION_STATES)}")
+    @classmethod
+    def label(cls, name: str) -> str:
+        """`metarl eval`'s flag of field `name` (--adaptation-episodes)."""
+        return f"--{name.replace('_', '-')}"
 
 
 @dataclass
@@ -215,7 +217,7 @@ def pooled_success(tasks: Sequence[Task], success: np.ndarray, lengths: np.ndarr
     return float(np.mean(per_group))
 
 
-def metaworld_evaluate(agent: MetaAgent, sampler: Sampler, tasks: Sequence[Task], rng: np.random.Generator,
+def metaworld_evaluate(agent: MetaAgent[StateT], sampler: Sampler, tasks: Sequence[Task], rng: np.random.Generator,
                        protocol: MetaworldProtocol = MetaworldProtocol(),
                        on_progress: Callable[[int], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> ProtocolResult:

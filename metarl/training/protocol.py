@@ -30,14 +30,14 @@ goes on with the last stream.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
 from metarl.training.evaluation import MetaworldProtocol
-from metarl.core.types import EpisodeBatch, Task, TaskState
+from metarl.core.types import EpisodeBatch, StateT, Task
 
 if TYPE_CHECKING:
     from metaworld.evaluation import Timestep
@@ -45,19 +45,30 @@ if TYPE_CHECKING:
     from metarl.agents.base import MetaAgent
 
 
-class MetaworldAgentAdapter:
+class MetaworldAgentAdapter(Generic[StateT]):
     """Implements metaworld.evaluation.MetaLearningAgent (init, adapt_action, step, adapt,
     eval_action, reset) over `agent`'s verbs for `n_envs` envs stepped in lock-step."""
 
-    def __init__(self, agent: MetaAgent, n_envs: int, horizon: int, rng: np.random.Generator,
+    def __init__(self, agent: MetaAgent[StateT], n_envs: int, horizon: int, rng: np.random.Generator,
                  protocol: MetaworldProtocol = MetaworldProtocol()):
         self.agent = agent
         self.actor = agent.actor()
-        self.state: TaskState = None  # init() sets it
+        self._state: StateT | None = None  # init() sets it
         self.n = n_envs
         self.horizon = horizon
         self.rng = rng
         self.protocol = protocol
+
+    @property
+    def state(self) -> StateT:
+        """The per-task state of the n envs (after `init`)."""
+        if self._state is None:
+            raise RuntimeError("MetaworldAgentAdapter: init() sets the task state before anything acts")
+        return self._state
+
+    @state.setter
+    def state(self, value: StateT) -> None:
+        self._state = value
 
     # -- noise, as metarl.core.rollout.slot_noise draws it: one stream per (env, phase) seed
     def _new_phase(self, deterministic: bool) -> None:

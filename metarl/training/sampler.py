@@ -9,7 +9,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from metarl.core.rollout import Job, assemble, plan_units
-from metarl.core.types import EpisodeBatch, Task, TaskState
+from metarl.core.types import EpisodeBatch, StateT, Task
 
 if TYPE_CHECKING:
     from metarl.agents.base import MetaAgent
@@ -43,9 +43,9 @@ class Sampler:
     def n_slots(self) -> int:
         return self.vec_env.n_slots
 
-    def sample(self, agent: MetaAgent, tasks: Sequence[Task], task_state: TaskState, n_episodes: int,
+    def sample(self, agent: MetaAgent[StateT], tasks: Sequence[Task], task_state: StateT, n_episodes: int,
                rng: np.random.Generator, deterministic: bool = False,
-               end_on_success: bool = False) -> tuple[EpisodeBatch, TaskState]:
+               end_on_success: bool = False) -> tuple[EpisodeBatch, StateT]:
         """All randomness (slot seeds, exploration noise) comes from `rng`. With `end_on_success`
         an episode ends at its first successful step (its later steps are zeros in the batch;
         `env_steps` counts only the steps taken)."""
