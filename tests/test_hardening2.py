@@ -178,7 +178,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
 # ---- S2: evaluation never takes where work runs from the checkpoint -----------------------------
 def test_eval_takes_backend_and_ray_address_from_the_command_line_not_the_checkpoint(toy_run, tmp_path, capsys,
                                                                                  monkeypatch):
-    import metarl.training.trainer as trainer
+    import metarl.training.build as trainer  # build() makes the TaskVectorEnv
 
     payload = checkpoint.load_file(checkpoint.list_checkpoints(toy_run)[-1])
     payload["config"]["env"].update(backend="ray", ray_address="203.0.113.7:6379", n_workers=1)
@@ -421,7 +421,7 @@ def test_eval_size_flags_are_bounded(toy_run, tmp_path, capsys, argv, message):
 ], ids=["episodes", "horizon", "rounds x episodes", "metaworld"])
 def test_eval_sizes_go_into_the_ram_check_before_anything_runs(toy_run, tmp_path, capsys, monkeypatch, argv, field):
     from metarl.training import resources
-    import metarl.training.trainer as trainer
+    import metarl.training.build as trainer  # build() makes the TaskVectorEnv
 
     monkeypatch.setattr(resources, "available_ram_bytes", lambda: 64 * resources.MIB)
     monkeypatch.setattr(trainer, "TaskVectorEnv", None)  # never built
@@ -551,7 +551,7 @@ def _set_weight(value=None, dtype=None, shape=None):
 ], ids=["nan", "inf", "int64", "complex", "float64", "shape", "extra tensor", "extra agent key", "extra top key",
         "no agent", "no config", "config list", "init_log_std", "counters type", "counters negative", "agent_name"])
 def test_a_malformed_checkpoint_is_refused_in_one_line_before_eval(toy_run, tmp_path, capsys, edit, message):
-    import metarl.training.trainer as trainer
+    import metarl.training.build as trainer  # build() makes the TaskVectorEnv
 
     path = _crafted(toy_run, tmp_path, edit)
     real = trainer.TaskVectorEnv
