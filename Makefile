@@ -31,7 +31,7 @@ test-ray:
 	$(RAY_VENV)/bin/python -m pytest -q -m ray
 
 bench: setup
-	$(PY) benchmarks/run_preset.py $(PRESET) --seeds 1
+	$(VENV)/bin/metarl bench run $(PRESET) --seeds 1
 
 clean:
 	rm -rf $(VENV) $(RAY_VENV) *.egg-info .pytest_cache

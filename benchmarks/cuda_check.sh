@@ -29,7 +29,7 @@ stamp iteration cpu
 timeout 150 python3 benchmarks/iteration.py --device cpu --set env.n_workers=8 --out "$O/iteration_cpu_same_machine.json" | tail -3
 if [ "$PEARL_SECONDS" -gt 0 ]; then
   stamp "pearl ml1 reach on cuda for $PEARL_SECONDS s"
-  timeout -s TERM -k 90 "$PEARL_SECONDS" python3 benchmarks/run_preset.py configs/ml1_reach_pearl.yaml --seeds 1 \
+  timeout -s TERM -k 90 "$PEARL_SECONDS" python3 -m metarl.app.cli bench run configs/ml1_reach_pearl.yaml --seeds 1 \
     --device cuda --set env.n_workers=12 --set run.torch_threads=4 --runs /tmp/cuda_check_runs \
     --results /tmp/cuda_check_results --name ml1_reach_pearl_cuda 2>&1 | grep -v "^\s*$" | tail -15
   for f in json progress.csv eval.csv; do cp /tmp/cuda_check_results/ml1_reach_pearl_cuda.$f "$O/" 2>/dev/null; done

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
     from metarl.envs import TaskVectorEnv, make_benchmark
-    from metarl.app.cli import _git_commit
+    from metarl.training.run import git_commit
     from metarl.training.sampler import Sampler
 
     torch.set_num_threads(args.threads)
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
             m = agent.update(pre, post, adapted)
             times[name].append(time.perf_counter() - t0)
             accepted[name].append(m.scalars["train/line_search_accepted"])
-    from run_preset import machine  # the machine string every result file carries
+    from metarl.app.bench.run import machine  # the machine string every result file carries
     second = float(np.median(times["second_order"]))
     result = {"batch_env_steps": 2 * 20 * args.episodes * 500, "episodes_per_task": args.episodes,
               "threads": args.threads, "repeats": args.repeats,
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
               "seconds_all": times, "ratio_to_second_order": {k: float(np.median(v)) / second for k, v in times.items()},
               "line_search_accepted": accepted, "machine": machine(),
               "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-              "git_commit": _git_commit()}
+              "git_commit": git_commit()}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("seconds_median", "ratio_to_second_order")}, indent=2))
     return 0

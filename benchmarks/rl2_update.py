@@ -42,8 +42,8 @@ def synthetic_batch(s: int, m: int, t: int, rng: np.random.Generator):
 def main(argv=None) -> int:
     from metarl.agents import AGENTS, make
     from metarl.training import config
-    from metarl.app.cli import _git_commit
-    from run_preset import machine
+    from metarl.training.run import git_commit
+    from metarl.app.bench.run import machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=str(ROOT / "configs" / "ml10_rl2_ppo.yaml"))
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     out = {"preset": Path(args.preset).stem, "batch": [agent_cfg.meta_batch, agent_cfg.episodes_per_task,
                                                         cfg.env.max_episode_steps],
            "rows": rows, "machine": machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-           "git_commit": _git_commit(), "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])}
+           "git_commit": git_commit(), "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]])}
     path = Path(args.out) if args.out else \
         ROOT / "benchmarks" / "results" / f"rl2_update_{Path(args.preset).stem}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -11,7 +11,7 @@ then over classes. 5,000 steps = the 10 adaptation episodes the meta-learners ge
 
 Needs the `baselines` extra: pip install -c constraints.txt -e '.[baselines]'.
 
-Writes benchmarks/results/scratch_baseline.{json,md}; benchmarks/report.py adds the table to
+Writes benchmarks/results/scratch_baseline.{json,md}; `metarl bench report` adds the table to
 results/README.md.
 """
 from __future__ import annotations
@@ -107,14 +107,14 @@ def main(argv=None) -> int:
                 by_class.setdefault(r["task"], []).append(r["success"])
         per_budget[str(b)] = {"success": float(np.mean([np.mean(v) for v in by_class.values()])),
                               "per_class": {k: float(np.mean(v)) for k, v in by_class.items()}}
-    from run_preset import machine  # the machine string every result file carries
-    from metarl.app.cli import _git_commit
+    from metarl.app.bench.run import machine  # the machine string every result file carries
+    from metarl.training.run import git_commit
     result = {"benchmark": "ML10", "split": "test", "algorithm": "SAC (stable-baselines3 defaults), one per goal",
               "goals_per_class": args.goals_per_class, "horizon": HORIZON, "evaluation_episodes": 3,
               "deterministic": True, "seed": args.seed, "budgets": budgets, "per_budget": per_budget, "rows": rows,
               "wall_seconds": time.time() - t0, "machine": machine(),
               "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-              "git_commit": _git_commit()}
+              "git_commit": git_commit()}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scratch_baseline.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -139,9 +139,7 @@ def test_resume_checkpoints_release_eval_and_plot(tmp_path, name, overrides):
     _cli("eval", str(straight), "--protocol", "metaworld", "--goals-per-class", "2", "--out", str(tmp_path / "mw"))
     assert (tmp_path / "mw" / "eval_metaworld.json").is_file()
     _cli("plot", str(straight), "--out", str(tmp_path / "p.png"))
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "release.py"), str(straight), f"toy_{name}",
-                        "--dest", str(tmp_path / "rel")], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
+    _cli("bench", "release", str(straight), f"toy_{name}", "--dest", str(tmp_path / "rel"))
     released = torch.load(tmp_path / "rel" / f"toy_{name}.pt", map_location="cpu", weights_only=True)
     assert released["agent"]["policy_only"]
     _cli("eval", str(tmp_path / "rel" / f"toy_{name}.pt"), "--protocol", "metaworld", "--goals-per-class", "2")

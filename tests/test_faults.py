@@ -209,7 +209,7 @@ def test_signal_to_the_process_group_stops_cleanly_and_still_evaluates(tmp_path,
     and its sampler workers, the trainer twice within a moment. The run must stop after the
     iteration, checkpoint, and run its final evaluation with the workers still alive."""
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, str(root / "benchmarks" / "run_preset.py"), str(root / "configs" / "toy_pearl.yaml"),
+    cmd = [sys.executable, "-m", "metarl.app.cli", "bench", "run", str(root / "configs" / "toy_pearl.yaml"),
            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
            "--set", "env.n_workers=2", "--set", "run.env_steps=4000000", "--set", "eval.every=0",
            "--set", "eval.final_tasks_per_class=4", "--set", "run.progress=false"]

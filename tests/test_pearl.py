@@ -504,14 +504,11 @@ def test_eval_pearl_context_is_a_validated_protocol_option_recorded_in_the_resul
         capsys.readouterr().err
 
 
-# ---- warm restart: a checkpoint without buffers (benchmarks/park_run.py) resumes by refilling them --------
+# ---- warm restart: a checkpoint without buffers (`metarl bench park`) resumes by refilling them ----------
 def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, capsys):
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("park_run", os.path.join(ROOT, "benchmarks", "park_run.py"))
-    park_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(park_run)
+    from metarl.app.bench import park as park_run
     common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=0",
               "--set", "eval.final_tasks_per_class=2", "--set", "eval.episodes_per_round=1",
               "--set", "agent.grad_steps_per_iteration=5", "--set", "agent.train_tasks_per_class=8"]
@@ -525,7 +522,7 @@ def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, ca
     assert size < newest.stat().st_size and light["agent"]["train_subset"] is not None
     from metarl.training.build import needs_warm_restart
     assert needs_warm_restart(light) and not needs_warm_restart(full)
-    checkpoint.write(newest, light)                      # as park_run parks it
+    checkpoint.write(newest, light)                      # as bench park parks it
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--set", "run.env_steps=1600"]) == 0
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Released policies (benchmarks/release.py, benchmarks/checkpoints/): policy only, loadable with
+"""Released policies (`metarl bench release`, benchmarks/checkpoints/): policy only, loadable with
 weights_only=True, listed in MANIFEST with their SHA-256, evaluable, never resumable."""
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(
                         "--set", "eval.every=0"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     dest = tmp_path / "rel"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "release.py"), str(run / "r"), "toy_rl2",
-                        "--dest", str(dest)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([*METARL, "bench", "release", str(run / "r"), "toy_rl2", "--dest", str(dest)],
+                       capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     f = dest / "toy_rl2.pt"
     payload = torch.load(f, map_location="cpu", weights_only=True)

@@ -1,24 +1,47 @@
-"""benchmarks/report.py: per-seed result files -> aggregate JSON (the issue's keys) and README."""
+"""`metarl bench report` (metarl/app/bench/report.py): per-seed result files -> aggregate JSON (the
+issue's keys) and README."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _report(d: Path) -> SimpleNamespace:
+    """`metarl bench report --results d` in this process: its exit code, stdout and stderr."""
+    from metarl.app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["bench", "report", "--results", str(d)])
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _complete(result: dict) -> dict:
+    """A per-seed result file as `metarl bench run` writes it, around the fields a test sets (the report
+    reads every result through metarl.app.bench.result.Result, which refuses a file missing a field)."""
+    seed = result["seeds"][0]
+    curve = {"success_by_round": [0.0, 0.5], "return_by_round": [0.0, 1.0], "n_tasks": 2}
+    return {"device": "cpu", "torch": "test", **result,
+            "meta_test": {**curve, "rounds": 1, "episodes_per_round": 1, "split": "test"},
+            "per_seed": [{"seed": seed, "run_dir": f"runs/bench/x-s{seed}", "env_steps": result["env_steps"],
+                          "wall_seconds": result["wall_seconds"], **curve}]}
+
+
 def _seed_files(d: Path, name: str, seed: int, final: float, pooled: float, history: list[float],
                 per_class: dict[str, float]):
-    (d / f"{name}.json").write_text(json.dumps({
+    (d / f"{name}.json").write_text(json.dumps(_complete({
         "preset": "ml10_maml_trpo", "agent": "maml_trpo", "benchmark": "ML10", "env_name": None, "seeds": [seed],
         "env_steps": 20_000_000, "stopped_early": False, "wall_seconds": 3600.0, "machine": "test cpu",
-        "command": "python benchmarks/run_preset.py ...", "git_commit": "abc", "per_seed": [{}],
-        "config": {"run": {"env_steps": 20_000_000}}}))
+        "command": "metarl bench run ...", "git_commit": "abc", "per_seed": [{}],
+        "config": {"run": {"env_steps": 20_000_000}}})))
     (d / f"{name}.eval_metaworld.json").write_text(json.dumps({
         "protocol": "metaworld", "adaptation_episodes": 10, "adaptation_steps": 1, "evaluation_episodes": 3,
         "adaptation_deterministic": False, "evaluation_deterministic": False, "pool_size": 4, "horizon": 500,
@@ -39,8 +62,7 @@ def test_report_aggregates_seeds_with_intervals_and_max_over_training(tmp_path):
     _seed_files(tmp_path, "ml10_maml_trpo_s1", 1, 0.30, 0.60, [0.1, 0.5, 0.2], {"a-v3": 0.2, "b-v3": 0.4})
     _seed_files(tmp_path, "ml10_maml_trpo_s2", 2, 0.40, 0.80, [0.2, 0.3], {"a-v3": 0.3, "b-v3": 0.5})
     _seed_files(tmp_path, "ml10_maml_trpo_s3", 3, 0.20, 0.40, [0.1, 0.1], {"a-v3": 0.1, "b-v3": 0.3})
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = _report(tmp_path)
     assert out.returncode == 0, out.stderr
     agg = json.loads((tmp_path / "ml10_maml_trpo.json").read_text())
     for key in ("preset", "agent", "benchmark", "horizon", "protocol", "seeds", "env_steps", "wall_seconds",
@@ -60,8 +82,7 @@ def test_report_aggregates_seeds_with_intervals_and_max_over_training(tmp_path):
 
 
 def test_report_refuses_a_missing_results_dir(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path / "x")],
-                         capture_output=True, text=True)
+    out = _report(tmp_path / "x")
     assert out.returncode == 2 and "no such directory" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -114,12 +135,12 @@ def _variant_files(d: Path, name: str, agent: str, agent_cfg: dict, pre: float, 
                    theta_success: list[float] | None, update_s: list[float], wall: float):
     """A per-seed result of one ML1 reach run. train: (pre, post) success per iteration (MAML's
     progress columns); theta_success: Reptile's only column (θ's episodes)."""
-    (d / f"{name}.json").write_text(json.dumps({
+    (d / f"{name}.json").write_text(json.dumps(_complete({
         "preset": name[:-3], "agent": agent, "benchmark": "ML1", "env_name": "reach-v3", "seeds": [1],
         "env_steps": 1_000_000, "stopped_early": False, "wall_seconds": wall, "machine": "test cpu",
-        "command": "python benchmarks/run_preset.py ...", "git_commit": "abc", "per_seed": [{}],
+        "command": "metarl bench run ...", "git_commit": "abc", "per_seed": [{}],
         "config": {"run": {"env_steps": 1_000_000}, "agent": {"name": agent, **agent_cfg},
-                   "eval": {"protocol": "metaworld"}}}))
+                   "eval": {"protocol": "metaworld"}}})))
     for suffix, steps, success in (("eval_metaworld", 1, after1), ("eval_metaworld_2steps", 2, after2)):
         if success is None:
             continue
@@ -175,8 +196,7 @@ def test_report_ml1_variants_section_compares_each_algorithm_with_maml_trpo(tmp_
                     w.writerow({"task": "reach-v3", "task_index": goal, "phase": phase, "episode": e,
                                 "success": v if e == 0 else 0.0, "return": 0.0, "length": 500})
     # no Meta-SGD files: its row is left out, not faked
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = _report(tmp_path)
     assert out.returncode == 0, out.stderr
     readme = (tmp_path / "README.md").read_text()
     table = _variant_table(readme)
@@ -205,8 +225,7 @@ def test_report_ml1_variants_section_compares_each_algorithm_with_maml_trpo(tmp_
         assert set(json.loads((tmp_path / f"{row}.json").read_text())) == keys
     # a hand-written reading of the curves, when present, goes under the table
     (tmp_path / "ml1_reach_variants.notes.md").write_text("Reptile's gap: see the dashed lines.\n")
-    assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                          capture_output=True, text=True).returncode == 0
+    assert _report(tmp_path).returncode == 0
     section = (tmp_path / "README.md").read_text().split("## ML1 reach-v3: MAML variants and Reptile", 1)[1]
     assert "Reptile's gap: see the dashed lines." in section
 
@@ -216,8 +235,7 @@ def test_report_ml1_variants_section_needs_the_baseline_and_a_second_row(tmp_pat
                    [(1_000_000, 1.0)], [(0.4, 1.0)], None, [4.0], 900.0)
     _variant_files(tmp_path, "ml1_reach_reptile_s1", "reptile", {}, 0.2, 0.7, None, [(1_000_000, 0.7)],
                    None, [0.2], [1.0], 600.0)
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = _report(tmp_path)
     assert out.returncode == 0, out.stderr
     readme = (tmp_path / "README.md").read_text()
     assert "MAML variants and Reptile" not in readme and not (tmp_path / "ml1_reach_variants.png").exists()
@@ -229,17 +247,15 @@ def test_report_refuses_a_two_step_file_that_is_not_two_steps(tmp_path):
         _variant_files(tmp_path, name, agent, {}, 0.4, 1.0, 1.0, [(1_000_000, 1.0)], None, [1.0], [1.0], 60.0)
     bad = tmp_path / "ml1_reach_reptile_s1.eval_metaworld_2steps.json"
     bad.write_text(bad.read_text().replace('"adaptation_steps": 2', '"adaptation_steps": 1'))
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = _report(tmp_path)
     assert out.returncode == 2 and "adaptation_steps 1, expected 2" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_agent_label_names_the_rl2_options_that_differ_from_the_preset():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from report import agent_label
+    from metarl.agents import AGENTS
 
-    def label(**agent):
-        return agent_label({"agent": "rl2_ppo", "config": {"agent": {"minibatches": 4, "epochs": 10, **agent}}})
+    def label(**agent):  # the report's label for a result whose config's agent section is this
+        return AGENTS["rl2_ppo"].label({"minibatches": 4, "epochs": 10, **agent})
 
     assert label() == label(std="param", baseline="value_head") == "RL²-PPO, 40 PPO steps/iteration"
     assert label(std="state") == "RL²-PPO, 40 PPO steps/iteration, state-dependent std"
@@ -269,8 +285,7 @@ def _rl2_seed(d: Path, name: str, seed: int, final: float, restart: float | None
 def test_report_shows_an_rl2_row_both_ways_when_both_files_exist(tmp_path):
     _rl2_seed(tmp_path, "ml10_rl2_ppo_s1", 1, 0.30, 0.60)
     _rl2_seed(tmp_path, "ml10_rl2_ppo_s2", 2, 0.40, 0.70)
-    run = lambda: subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"),  # noqa: E731
-                                  "--results", str(tmp_path)], capture_output=True, text=True)
+    run = lambda: _report(tmp_path)  # noqa: E731
     out = run()
     assert out.returncode == 0, out.stderr
     cont = json.loads((tmp_path / "ml10_rl2_ppo.json").read_text())
@@ -303,8 +318,7 @@ def test_report_shows_an_rl2_row_both_ways_when_both_files_exist(tmp_path):
 
 def test_report_without_restart_files_has_no_restart_row_or_note(tmp_path):
     _rl2_seed(tmp_path, "ml10_rl2_ppo_s1", 1, 0.30, None)
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = _report(tmp_path)
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / "ml10_rl2_ppo_restart.json").exists()
     readme = (tmp_path / "README.md").read_text()
@@ -327,11 +341,6 @@ def _pearl_seed(d: Path, name: str, seed: int, final: float, ctx: str | None, ot
         mw.update(pearl_context=v, success=other, success_metaworld_pooled=other,
                   per_class={c: {**x, "success": other} for c, x in mw["per_class"].items()})
         (d / f"{name}.eval_metaworld_ctx_{v}.json").write_text(json.dumps(mw))
-
-
-def _report(d: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results", str(d)],
-                          capture_output=True, text=True)
 
 
 def test_report_shows_a_pearl_row_with_both_posteriors_when_both_files_exist(tmp_path):

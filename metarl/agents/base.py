@@ -37,7 +37,7 @@ probes with `hasattr`:
 - `DISPLAY_NAME`, `label(fields)`, `ROLLOUTS_ARE_THETA`, `POSTERIOR_CONTEXT`: how a benchmark report
   (`metarl bench report`) names a run of the agent from its result file's `agent:` section and reads
   its logs; defaults: the registry name, False, False.
-- `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (benchmarks/release.py);
+- `RELEASE_KEYS`: the `state_dict()` keys acting and adapting need (metarl bench release);
   default: all of them.
 
 `train_iteration` returns an `UpdateResult`: the values the trainer acts on as typed fields

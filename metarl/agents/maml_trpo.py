@@ -215,7 +215,7 @@ class MAMLTRPO(PerTaskParamsAgent):
             out["inner_lr"] = {k: v.detach().cpu().clone() for k, v in self.inner_lrs.items()}
         return out
 
-    RELEASE_KEYS = ("policy", "inner_lr")  # what acting and adapting need (benchmarks/release.py)
+    RELEASE_KEYS = ("policy", "inner_lr")  # what acting and adapting need (metarl bench release)
     DISPLAY_NAME = "MAML-TRPO"
 
     @classmethod

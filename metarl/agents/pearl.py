@@ -30,7 +30,7 @@ Collection schedule per iteration (the paper's, counted in episodes):
   `utd_ratio` (and grad_steps_per_iteration null) round(utd_ratio x the env steps this
   iteration collected), at least 1.
 
-Warm restart: a checkpoint without buffers (benchmarks/park_run.py leaves them out to stay
+Warm restart: a checkpoint without buffers (metarl bench park leaves them out to stay
 committable) of an agent that has trained loads with `buffers` None; the next `train_iteration`
 refills them as the initial collection does (`num_initial_episodes` per kept task, z ~ prior),
 with the current policy, before any update. Not bit-exact with the run that kept its buffers.
@@ -385,7 +385,7 @@ class PEARL(MetaAgent[LatentState]):
         warm_restart = False
         if self.buffers is None:
             self._allocate(n_tasks, int(sampler.horizon))
-            # trained before, buffers not in the checkpoint it was loaded from (benchmarks/park_run.py):
+            # trained before, buffers not in the checkpoint it was loaded from (metarl bench park):
             # a warm restart refills them with the current policy before any update
             warm_restart = self.collected_initial
         buffers = self._buffers()
@@ -521,7 +521,7 @@ class PEARL(MetaAgent[LatentState]):
         out["buffers"] = None if self.buffers is None else self.buffers.state()
         return out
 
-    # what acting and adapting need (benchmarks/release.py): no critics, optimizers or buffers
+    # what acting and adapting need (metarl bench release): no critics, optimizers or buffers
     RELEASE_KEYS = ("encoder", "policy", "log_alpha", "collected_initial", "iterations")
     DISPLAY_NAME = "PEARL"
     POSTERIOR_CONTEXT = True  # eval.pearl_context: the evaluation's posterior from all the context or a training-size draw

@@ -60,7 +60,7 @@ class Reptile(PerTaskParamsAgent):
 
     Config = ReptileConfig
     cfg: ReptileConfig
-    RELEASE_KEYS = ("policy",)  # what acting and adapting need (benchmarks/release.py)
+    RELEASE_KEYS = ("policy",)  # what acting and adapting need (metarl bench release)
     DISPLAY_NAME = "Reptile"
     ROLLOUTS_ARE_THETA = True  # no inner step before its training episodes: their success is θ's
 

@@ -553,7 +553,7 @@ class RL2PPO(MetaAgent[RecurrentState]):
                 "opt": copy.deepcopy(self.opt.state_dict()), "value_scale": self.value_scale.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """A released policy (`policy_only`, benchmarks/release.py) has no optimizer state."""
+        """A released policy (`policy_only`, metarl bench release) has no optimizer state."""
         self.net.load_state_dict(state["net"])
         if not state.get("policy_only"):
             self.opt.load_state_dict(state["opt"])

@@ -314,6 +314,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--allow-config-change", action="store_true", help="resume even if training fields changed")
     t.set_defaults(func=cmd_train)
     add_eval_commands(sub)
+    from metarl.app.bench.cli import add_bench_commands  # metarl bench run | park | finish | release | report
+    add_bench_commands(sub)
     return p
 
 

@@ -52,7 +52,7 @@ def build(cfg: RunConfig, device: torch.device, bench: Benchmark | None = None
 
 def needs_warm_restart(payload: dict[str, Any]) -> bool:
     """Whether resuming this checkpoint is a warm restart: PEARL's, saved without its replay buffers
-    (benchmarks/park_run.py) after training began. The agent refills them with its current policy
+    (metarl bench park) after training began. The agent refills them with its current policy
     before it updates again (metarl/agents/pearl.py): the run goes on, not bit-exactly."""
     agent = payload.get("agent")
     return (isinstance(agent, dict) and "buffers" in agent and agent["buffers"] is None

@@ -227,11 +227,11 @@ def resolve(path_or_run: str | Path, *, registry: Registry) -> tuple[Path, dict[
     return p, payload
 
 
-MANIFEST = "MANIFEST"  # beside released checkpoints (benchmarks/release.py): `<sha256>  <file>  ...` per line
+MANIFEST = "MANIFEST"  # beside released checkpoints (metarl bench release): `<sha256>  <file>  ...` per line
 
 
 def sha256(path: Path) -> str:
-    """The file's SHA-256, hex (what MANIFEST lists; benchmarks/release.py writes it)."""
+    """The file's SHA-256, hex (what MANIFEST lists; metarl bench release writes it)."""
     import hashlib
 
     h = hashlib.sha256()
@@ -263,7 +263,7 @@ def check_manifest(path: str | Path) -> None:
                   if len(parts) >= 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0])}
         if p.name not in listed:
             raise ConfigError(f"checkpoint: {p} is not listed in {manifest}; allowed there: the released checkpoints "
-                              f"it lists (benchmarks/release.py adds them)")
+                              f"it lists (metarl bench release adds them)")
         try:
             actual = sha256(p)
         except OSError as e:
@@ -507,7 +507,7 @@ def validate(path: str | Path, payload: dict[str, Any], *, registry: Registry, r
     if not isinstance(policy_only, bool):
         raise _bad(path, f"agent.policy_only must be true or false, got {type(policy_only).__name__}")
     if resume and policy_only:
-        raise InvalidCheckpoint(f"--resume: {path} is a released policy (benchmarks/release.py: no optimizer "
+        raise InvalidCheckpoint(f"--resume: {path} is a released policy (metarl bench release: no optimizer "
                                 f"state or buffers); it can be evaluated with `metarl eval`, not resumed")
     obs_dim, act_dim = ENV_DIMS.get(cfg.env.benchmark, METAWORLD_DIMS)
     cls: Any = registry[cfg.agent.name]  # an agent class (agents.AGENTS), called as agents.make does
