@@ -38,7 +38,7 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig
-    from metarl.app.cli import _git_commit
+    from metarl.training.run import git_commit
 
     cfg = RL2PPOConfig()  # hidden 256, as configs/ml10_rl2_ppo.yaml
     agent = RL2PPO(cfg, 39, 4)
@@ -60,7 +60,7 @@ def main() -> int:
             "previous_act_us": _us(previous_act),
         }
     out.update(hidden_size=cfg.hidden_size, torch=torch.__version__, cores=os.cpu_count(),
-               command="python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]), git_commit=_git_commit())
+               command="python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]), git_commit=git_commit())
     path = ROOT / "benchmarks" / "results" / "rl2_act.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
     from metarl.envs import make_benchmark
-    from metarl.app.cli import _git_commit
+    from metarl.training.run import git_commit
     from throughput import _tasks
 
     bench = make_benchmark("ML10", seed=0)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ab = sampler_ab(bench, tasks, agent, args.rounds)
     out = {"cores": os.cpu_count(), "resets": resets, "worker": worker, "profile": shares, "sampler_2_workers": ab,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-           "git_commit": _git_commit(), "load_average_at_end": os.getloadavg()}
+           "git_commit": git_commit(), "load_average_at_end": os.getloadavg()}
     path = Path(args.out)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     full = sum(r["full_reset_ms"] for r in resets.values())

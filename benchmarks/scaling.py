@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from metarl.app.cli import _git_commit
+    from metarl.training.run import git_commit
 
     from throughput import _tasks, measure_limit
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
            "meta_batch": META_BATCH, "episodes_per_task": args.episodes, "steps_per_episode": args.steps,
            "policy": "MAML-TRPO GaussianMLPPolicy 2x100 (NumPy actor)", "fast_path": True,
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-           "git_commit": _git_commit(), "load_average_at_end": os.getloadavg()}
+           "git_commit": git_commit(), "load_average_at_end": os.getloadavg()}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")

@@ -167,7 +167,7 @@ def main(argv=None) -> int:
 
     from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
     from metarl.envs import TaskVectorEnv, fastpath, make_benchmark
-    from metarl.app.cli import _git_commit
+    from metarl.training.run import git_commit
     from metarl.training.sampler import Sampler
 
     bench = make_benchmark("ML10", seed=0, max_episode_steps=args.steps_per_env)
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         "sb3_subproc_steps_per_s": med.get("sb3_subproc"),
         "metarl_iteration_steps_per_s": med.get("metarl_iteration"),
         "all_repeats": results,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
         "load_average_at_end": os.getloadavg(),
     }

@@ -172,8 +172,8 @@ def test_missing_or_corrupt_checkpoint_is_refused(tmp_path, toy_config):
 
 
 def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path, toy_config):
-    from metarl.app.cli import resume_config
     from metarl.core.types import ConfigError
+    from metarl.training.run import resume_config
 
     assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
     path, payload = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)

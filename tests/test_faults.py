@@ -149,6 +149,8 @@ def test_non_finite_update_is_rejected_and_parameters_kept():
 
 def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config, monkeypatch):
     from metarl.training import config
+    from metarl.training.hooks import default_hooks
+    from metarl.training.loop import train
     from metarl.training.trainer import RunStopped, Trainer
 
     cfg = config.load(toy_config, ["run.progress=false", "run.max_rejected_streak=2"], registry=AGENTS)
@@ -162,7 +164,7 @@ def test_repeated_rejections_stop_the_run_with_a_checkpoint(tmp_path, toy_config
 
     monkeypatch.setattr(trainer.agent, "train_iteration", poisoned)
     with pytest.raises(RunStopped, match="2 iterations in a row"):
-        trainer.run()
+        train(trainer, default_hooks(cfg))
     assert checkpoint.load_latest(tmp_path, registry=AGENTS)[1]["counters"]["iteration"] == 2
 
 

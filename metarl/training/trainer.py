@@ -1,4 +1,7 @@
-"""The training loop: budget, evaluation cadence, logging, checkpoints, signals."""
+"""What is trained: the agent, its sampler, the counters, checkpoints, one training iteration and the
+evaluations, and the stop flag the signals set. The loop that drives it is metarl/training/loop.py,
+what happens around iterations (progress, evaluations, best.pt, final evaluation, video) the hooks of
+metarl/training/hooks.py, and the run dir's life metarl/training/run.py."""
 from __future__ import annotations
 
 import contextlib
@@ -9,25 +12,22 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
 
 from metarl.envs.vector import WorkerError
 from metarl.training import checkpoint, resources, runfiles
-from metarl.training.build import benchmark_for, build, needs_warm_restart, task_seed
+from metarl.training.build import build, needs_warm_restart
 from metarl.training.config import RunConfig
 from metarl.training.evaluation import MetaworldProtocol, evaluate, metaworld_evaluate, official_pool_size, select_tasks
-from metarl.training.runlog import RunLogger, TextProgress
-from metarl.training.sampler import Sampler
-from metarl.core.types import AdaptationCurve, ConfigError, StorageError
+from metarl.training.runlog import RunLogger
+from metarl.core.types import AdaptationCurve, ConfigError, StorageError, UpdateResult
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from metarl.agents.base import MetaAgent
-    from metarl.envs.suites import Benchmark
 
 
 def run_label(cfg: RunConfig, run_dir: Path) -> str:
@@ -42,13 +42,13 @@ class RunStopped(RuntimeError):
     """Training cannot go on (workers keep dying, updates keep going non-finite); a checkpoint was written."""
 
 
-class _StopFlag:
+class StopFlag:
     """SIGINT / SIGTERM ask the loop to stop after the current iteration (the final evaluation:
     after the chunk of tasks in progress); a second SIGINT at least ABORT_AFTER_S later aborts.
     Sooner it is the same request delivered twice: `timeout` signals its child and then the
     child's process group, which holds that child too. `metarl train` holds one from before the
     run dir is made, so a signal during start-up is kept for the loop, not lost in a half-made
-    run dir."""
+    run dir. Not entered (not installed), it is a flag nobody sets: `request()` sets it."""
 
     ABORT_AFTER_S = 1.0
 
@@ -66,6 +66,13 @@ class _StopFlag:
             self._latest = now
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
+
+    def request(self) -> None:
+        """Ask the loop to stop, as a signal does (from a hook, or from Python)."""
+        now = time.monotonic()
+        if not self.requested:
+            self.requested, self._first = True, now
+        self._latest = now
 
     def requested_since(self, t: float) -> bool:
         """Whether a stop was asked for at time.monotonic() `t` or later (the final evaluation
@@ -105,9 +112,46 @@ def _writer_thread_errors_surface_here():
         threading.excepthook = old
 
 
+@dataclass(frozen=True)
+class Iteration:
+    """One training iteration as the hooks see it (Hook.on_iteration): the agent's UpdateResult, the
+    env steps it took and its seconds (sampling and update)."""
+    update: UpdateResult
+    env_steps: int
+    seconds: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.env_steps / self.seconds
+
+
+class Display:
+    """Where a run shows what it does. This one shows only the agent's notes, one line each on
+    stderr; the Progress hook (metarl/training/hooks.py) puts one that draws a bar or prints lines
+    in `Trainer.display` when the run starts, and the evaluation hooks report through it."""
+
+    def note(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def phase(self, name: str) -> None:
+        """What the run does now ("train", "eval")."""
+
+    def evaluation(self, label: str, env_steps: int, curve: AdaptationCurve) -> None:
+        """An evaluation's result."""
+
+    def eval_progress(self, label: str, total: int) -> Callable[[int], None]:
+        """A callback for an evaluation of at most `total` env steps: called with the steps each chunk took."""
+        return lambda n: None
+
+
 class Trainer:
+    """The state of a run's training, which the loop and its hooks share: the config, the run dir,
+    the benchmark, sampler and agent, the counters (`iteration`, `env_steps`, `wall_seconds`), the
+    logs (`logger`, open while the loop runs), the stop flag, where progress goes (`display`), and
+    what the evaluations found (`best`, `final_curve`, `best_curve`, `protocol_summary`,
+    `final_eval_stopped`, `stopped_early`). Built from a checkpoint's payload (`resume`) it goes on
+    from there, bit-exactly."""
     resumed_from: int | None = None  # env steps of the checkpoint this run was resumed from
-    final_eval_stopped: tuple[int, int] | None = None  # (tasks done, planned): a signal stopped the final evaluation
     warm_restart = False  # resumed from a checkpoint without PEARL's buffers (needs_warm_restart)
 
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device,
@@ -126,10 +170,15 @@ class Trainer:
         self.wall_seconds = 0.0
         self.last_success = float("nan")
         self.rejected_streak = 0
-        self.stopped_early = False
+        self.stop = StopFlag()  # the loop puts the installed one here
+        self.display = Display()
+        self.logger: RunLogger | None = None
         self.best: dict[str, Any] | None = None  # eval.select_best: the best training-task evaluation so far
+        self.final_curve: AdaptationCurve | None = None  # the final held-out evaluation (the tasks done)
         self.best_curve: AdaptationCurve | None = None  # final held-out evaluation of checkpoints/best.pt
         self.protocol_summary: dict[str, Any] | None = None  # eval.protocol: metaworld, final evaluation
+        self.final_eval_stopped: tuple[int, int] | None = None  # (tasks done, planned): a signal stopped it
+        self.stopped_early = False  # the final evaluation ran on a policy a signal stopped before the budget
         if resume is not None:
             self._restore(resume)
 
@@ -154,14 +203,15 @@ class Trainer:
                               f"asks for {self.cfg.agent.name!r}; allowed: agent.name={payload.get('agent_name')}")
         buf = payload["agent"].get("buffers")
         if isinstance(buf, dict):  # PEARL: sized for this run's tasks and horizon, or refused before allocating
-            from metarl.agents.pearl import buffer_task_count
-            want = {"n_tasks": buffer_task_count(self.cfg.agent, self.bench.train_tasks),
+            from metarl.agents.pearl import PEARLConfig, buffer_task_count
+            pearl = cast(PEARLConfig, self.cfg.agent)  # only PEARL's checkpoints hold buffers (checkpoint.validate)
+            want = {"n_tasks": buffer_task_count(pearl, self.bench.train_tasks),
                     "horizon": self.bench.max_episode_steps}
             got = {k: buf.get(k) for k in want}
             if got != want:
                 raise ConfigError(f"--resume: the checkpoint's PEARL buffers are sized for {got} but this run has "
                                   f"{want}; allowed: buffers the run wrote")
-            cap = {"replay": self.cfg.agent.replay_capacity}
+            cap = {"replay": pearl.replay_capacity}
             for part in ("replay", "context"):
                 arrays = buf.get(part)
                 shapes = {k: tuple(v.shape) for k, v in arrays.items()} if isinstance(arrays, dict) and all(
@@ -185,12 +235,13 @@ class Trainer:
         self.warm_restart = needs_warm_restart(payload)
 
     def save_checkpoint(self) -> Path:
+        """checkpoints/ckpt_<iteration>.pt (the newest run.keep_checkpoints stay); StorageError when the disk refuses."""
         try:
             return checkpoint.save(self.run_dir, self.iteration, self._payload(), self.cfg.run.keep_checkpoints)
         except OSError as e:
-            raise self._write_failed(e) from None
+            raise self.write_failed(e) from None
 
-    def _write_failed(self, e: OSError, label: str = "checkpoints") -> ConfigError | StorageError:
+    def write_failed(self, e: OSError, label: str = "checkpoints") -> ConfigError | StorageError:
         """One line for a file of the run that cannot be written (a full or read-only disk, no
         permission; StorageError): the file, where the run stopped, the newest checkpoint on disk
         and how to go on. A directory standing at a checkpoint's name is named as such (ConfigError)."""
@@ -241,211 +292,84 @@ class Trainer:
             self.protocol_summary = summary
         return result.as_curve()
 
-    # ---- the loop -------------------------------------------------------------------
-    def run(self, final_eval_on_stop: bool = False, stop: _StopFlag | None = None) -> AdaptationCurve | None:
-        """Train to the budget, then evaluate on the held-out tasks. A SIGINT/SIGTERM stops after
-        the current iteration with a checkpoint and returns None, or, with `final_eval_on_stop`,
-        runs the final evaluation on the policy as it is (`stopped_early` is then True). A signal
-        during the final evaluation (with `final_eval_on_stop`, a second one) stops it after the chunk of tasks in progress: the tasks done
-        are kept (`final_eval_stopped`: done, planned). `stop`: a _StopFlag already installed (by
-        `metarl train`, before start-up), else one is installed here. A write that fails because
-        of the disk ends the run with one StorageError line."""
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_writer_thread_errors_surface_here())
-            flag = stop if stop is not None else stack.enter_context(_StopFlag())
-            try:
-                return self._run(final_eval_on_stop, flag)
-            except OSError as e:
-                if e.errno not in runfiles.DISK_ERRNOS:
-                    raise
-                raise self._write_failed(e, "run dir") from None
+    # ---- one iteration, the logs, the agent's notes --------------------------------------
+    @property
+    def budget_reached(self) -> bool:
+        return self.env_steps >= self.cfg.run.env_steps
 
-    def _run(self, final_eval_on_stop: bool, stop: _StopFlag) -> AdaptationCurve | None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def open_logs(self) -> RunLogger:
+        """progress.csv, eval.csv and TensorBoard (what a resume redoes is dropped from them)."""
+        self.logger = RunLogger(self.run_dir, run_label(self.cfg, self.run_dir), resume_step=self.resumed_from)
+        self.logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
+                           1 if self.cfg.eval.protocol == "metaworld" else self.cfg.eval.rounds)
+        return self.logger
 
-        cfg = self.cfg
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
-                   TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("success {task.fields[success]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn()]
-        final_curve = None
-        # no terminal to draw the bar on (a log file, a pipe): plain progress lines instead
-        from rich import get_console
-        text = TextProgress(run_label(cfg, self.run_dir), cfg.run.env_steps, self.env_steps) \
-            if cfg.run.progress and not (self.console or get_console()).is_terminal else None
-        logger: RunLogger | None = None
-        ended = False  # the body ran to its end: a failure to close the logs is then the run's error
-        self._show_notes(text)  # what the agent said while it was built and loaded
+    def close(self, logs_must_close: bool) -> None:
+        """Close the logs and the sampler's workers; a failure to close the logs is the run's
+        error only when `logs_must_close` (the loop ran to its end), else another error is on its way."""
         try:
-            logger = RunLogger(self.run_dir, run_label(cfg, self.run_dir), resume_step=self.resumed_from)
-            logger.layout(list(dict.fromkeys(t.name for t in self.bench.test_tasks)),
-                          1 if cfg.eval.protocol == "metaworld" else cfg.eval.rounds)
-            if stop.requested and not (checkpoint.checkpoint_dir(self.run_dir) / f"ckpt_{self.iteration:07d}.pt").is_file():
-                self.save_checkpoint()  # stopped during start-up: a checkpoint to resume from, not a bare run dir
-            with Progress(*columns, console=self.console, disable=not cfg.run.progress, transient=False) as bar:
-                job = bar.add_task("train", total=cfg.run.env_steps, completed=self.env_steps, sps=0.0,
-                                   success="-")
-                while self.env_steps < cfg.run.env_steps and not stop.requested:
-                    t0, steps0, sample0 = time.perf_counter(), self.sampler.env_steps, self.sampler.sample_seconds
-                    warn0 = self.sampler.sim_warnings
-                    rng_snapshot = (copy.deepcopy(self.rng.bit_generator.state), torch.get_rng_state())
-                    try:
-                        result = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
-                    except WorkerError as e:
-                        # nothing of this iteration was applied: rewind its random streams, then save
-                        self.rng.bit_generator.state = rng_snapshot[0]
-                        torch.set_rng_state(rng_snapshot[1])
-                        self.save_checkpoint()
-                        raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
-                                         f"metarl train --resume {self.run_dir}") from e
-                    self._show_notes(text)
-                    if result.rejected > 0:
-                        self.rejected_streak += 1
-                        if self.rejected_streak >= cfg.run.max_rejected_streak:
-                            self.iteration += 1
-                            self.env_steps += self.sampler.env_steps - steps0
-                            self.save_checkpoint()
-                            raise RunStopped(
-                                f"updates were rejected as non-finite in {self.rejected_streak} iterations in a row "
-                                f"(run.max_rejected_streak={cfg.run.max_rejected_streak}); checkpoint written at "
-                                f"iteration {self.iteration}. Lower the learning rate / step size and resume with "
-                                f"metarl train --resume {self.run_dir} --allow-config-change")
-                    else:
-                        self.rejected_streak = 0
-                    dt = time.perf_counter() - t0
-                    steps = self.sampler.env_steps - steps0
-                    sample_s = self.sampler.sample_seconds - sample0
-                    self.iteration += 1
-                    self.env_steps += steps
-                    self.wall_seconds += dt
-                    metrics = result.log_scalars()
-                    metrics.update({"rollout/sim_warnings": float(self.sampler.sim_warnings - warn0),
-                                    "time/sps": steps / dt, "time/sample_s": sample_s,
-                                    "time/update_s": dt - sample_s, "time/iteration": float(self.iteration)})
-                    logger.log(metrics, self.env_steps)
-                    self.last_success = result.success_rate
-                    bar.update(job, completed=self.env_steps, sps=steps / dt, success=f"{self.last_success:.0%}")
-                    if text:
-                        text.iteration(self.iteration, self.env_steps, self.last_success, steps / dt)
-                    done = self.env_steps >= cfg.run.env_steps
-                    if cfg.eval.every and self.iteration % cfg.eval.every == 0 and not done:
-                        bar.update(job, description="eval")
-                        t1 = time.perf_counter()
-                        if cfg.eval.select_best:
-                            self._select(logger)
-                        curve = self.evaluate(cfg.eval.tasks_per_class)
-                        self.wall_seconds += time.perf_counter() - t1
-                        logger.log_eval(curve, self.env_steps)
-                        if text:
-                            text.evaluation("periodic eval, held-out tasks", self.env_steps, curve)
-                        bar.update(job, description="train")
-                    if self.iteration % cfg.run.checkpoint_every == 0 or done or stop.requested:
-                        self.save_checkpoint()
-                finished = self.env_steps >= cfg.run.env_steps and not stop.requested
-                if finished or (stop.requested and final_eval_on_stop):
-                    final_curve = self._final_evaluation(logger, bar, text, stop, finished)
-            ended = True
+            if self.logger is not None:
+                self.logger.close()
+        except OSError:
+            if logs_must_close:
+                raise
         finally:
-            try:
-                if logger is not None:
-                    logger.close()
-            except OSError:
-                if ended:
-                    raise
-            finally:
-                self.sampler.vec_env.close()
-        return final_curve
+            self.sampler.vec_env.close()
 
-    def _show_notes(self, text: TextProgress | None) -> None:
-        """The agent's notes (MetaAgent.notes): progress lines when the output is not a terminal,
-        else one line each on stderr (above the progress bar)."""
-        for line in self.agent.notes():
-            if text is not None:
-                text.note(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
+    def has_checkpoint_here(self) -> bool:
+        """A checkpoint of the current iteration is on disk."""
+        return (checkpoint.checkpoint_dir(self.run_dir) / f"ckpt_{self.iteration:07d}.pt").is_file()
 
-    def _final_evaluation(self, logger: RunLogger, bar: Any, text: TextProgress | None, stop: _StopFlag,
-                          finished: bool) -> AdaptationCurve | None:
-        """The final held-out evaluation (and best.pt's, and the videos); a signal stops it after the
-        chunk of tasks in progress, keeping the tasks done (None: none were)."""
+    def train_iteration(self) -> Iteration:
+        """One meta-update, logged to progress.csv. A worker that keeps dying stops the run with a
+        checkpoint (the iteration's random streams rewound), and so do `run.max_rejected_streak`
+        non-finite updates in a row (RunStopped)."""
         cfg = self.cfg
-        tasks = select_tasks(self.bench.test_tasks, cfg.eval.final_tasks_per_class)
-        per_task = (cfg.eval.rounds + 1) * cfg.eval.episodes_per_round if cfg.eval.protocol == "curve" \
-            else MetaworldProtocol().adaptation_episodes + MetaworldProtocol().evaluation_episodes
-        total = len(tasks) * per_task * self.sampler.horizon
-        ev_job = bar.add_task("final eval", total=total, sps=0.0, success="-")
-        t1 = time.perf_counter()
-        started = time.monotonic()
+        assert self.logger is not None, "open_logs() first"
+        t0, steps0, sample0 = time.perf_counter(), self.sampler.env_steps, self.sampler.sample_seconds
+        warn0 = self.sampler.sim_warnings
+        rng_snapshot = (copy.deepcopy(self.rng.bit_generator.state), torch.get_rng_state())
+        try:
+            result = self.agent.train_iteration(self.sampler, self.bench.train_tasks, self.rng)
+        except WorkerError as e:
+            # nothing of this iteration was applied: rewind its random streams, then save
+            self.rng.bit_generator.state = rng_snapshot[0]
+            torch.set_rng_state(rng_snapshot[1])
+            self.save_checkpoint()
+            raise RunStopped(f"{e}. Checkpoint written at iteration {self.iteration}; resume with "
+                             f"metarl train --resume {self.run_dir}") from e
+        self.show_notes()
+        if result.rejected > 0:
+            self.rejected_streak += 1
+            if self.rejected_streak >= cfg.run.max_rejected_streak:
+                self.iteration += 1
+                self.env_steps += self.sampler.env_steps - steps0
+                self.save_checkpoint()
+                raise RunStopped(
+                    f"updates were rejected as non-finite in {self.rejected_streak} iterations in a row "
+                    f"(run.max_rejected_streak={cfg.run.max_rejected_streak}); checkpoint written at "
+                    f"iteration {self.iteration}. Lower the learning rate / step size and resume with "
+                    f"metarl train --resume {self.run_dir} --allow-config-change")
+        else:
+            self.rejected_streak = 0
+        dt = time.perf_counter() - t0
+        steps = self.sampler.env_steps - steps0
+        sample_s = self.sampler.sample_seconds - sample0
+        self.iteration += 1
+        self.env_steps += steps
+        self.wall_seconds += dt
+        metrics = result.log_scalars()
+        metrics.update({"rollout/sim_warnings": float(self.sampler.sim_warnings - warn0),
+                        "time/sps": steps / dt, "time/sample_s": sample_s,
+                        "time/update_s": dt - sample_s, "time/iteration": float(self.iteration)})
+        self.logger.log(metrics, self.env_steps)
+        self.last_success = result.success_rate
+        return Iteration(result, steps, dt)
 
-        def advance(n: int) -> None:
-            bar.advance(ev_job, n)
-            done_steps = bar.tasks[ev_job].completed
-            bar.update(ev_job, sps=done_steps / max(time.perf_counter() - t1, 1e-9))
-            if text:
-                text.eval_steps("final eval", int(done_steps), total)
-
-        # a signal now stops it (after the chunk in progress); with final_eval_on_stop (benchmarks/run_preset.py
-        # evaluates a run a signal stopped) that is a second signal, one after this evaluation began
-        asked = lambda: stop.requested_since(started)  # noqa: E731
-        final_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, final=True, should_stop=asked)
-        self.wall_seconds += time.perf_counter() - t1
-        cut = len(final_curve.tasks) < len(tasks)
-        if cut:
-            self.final_eval_stopped = (len(final_curve.tasks), len(tasks))
-            if not final_curve.tasks:
-                return None
-        # rows an earlier final evaluation of this checkpoint logged (one stopped, or cut short by a crash,
-        # then resumed) or a periodic one of the same policy: this evaluation replaces them, never doubles them
-        logger.eval_csv.drop_rows(lambda r: r.get("env_steps") == str(self.env_steps)
-                                  and r.get("eval") in ("eval", "eval_best"))
-        logger.log_eval(final_curve, self.env_steps)
-        if text:
-            label = "final eval" + (" (stopped early)" if not finished else "")
-            if cut:
-                label += f" (stopped by a signal: {len(final_curve.tasks)} of {len(tasks)} tasks)"
-            text.evaluation(label, self.env_steps, final_curve)
-        best_path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
-        if not cut and cfg.eval.select_best and self.best is not None and best_path.is_file():
-            bar.update(ev_job, description="final eval (best.pt)", completed=0)
-            self.agent.load_state_dict(checkpoint.load_file(best_path)["agent"])
-            t1 = time.perf_counter()
-            best_curve = self.evaluate(cfg.eval.final_tasks_per_class, progress=advance, should_stop=asked)
-            self.wall_seconds += time.perf_counter() - t1
-            if len(best_curve.tasks) < len(tasks):  # stopped: best.pt's half-done evaluation is not its result
-                self.final_eval_stopped = (len(final_curve.tasks), len(tasks))
-                cut = True
-            else:
-                self.best_curve = best_curve
-                logger.log_eval(self.best_curve, self.env_steps, tag="eval_best")
-                if text:
-                    text.evaluation("final eval of best.pt", self.env_steps, self.best_curve)
-        self._write_final(final_curve, stopped_early=not finished)
-        self.stopped_early = not finished
-        if cfg.eval.video_tasks and not cut:  # after final_eval.json, in its own process (metarl/training/video.py)
-            from metarl.training.video import film_final_evaluation
-            film_final_evaluation(cfg, self.run_dir, self.bench.test_tasks, self.iteration,
-                                  self.env_steps, final_curve, logger.tb)
-        return final_curve
-
-    def _select(self, logger: RunLogger) -> None:
-        """Evaluate on training tasks; keep checkpoints/best.pt when the mean success over the
-        adaptation rounds (1..K; round 0 when K = 0) beats the best so far, ties broken by return.
-        Held-out tasks play no part in the choice."""
-        curve = self.evaluate(self.cfg.eval.select_tasks_per_class, split="train")
-        logger.log_eval(curve, self.env_steps, tag="eval_train")
-        succ, ret = curve.success_by_round(), curve.return_by_round()
-        after = slice(1, None) if len(succ) > 1 else slice(0, None)
-        score = [float(np.mean(succ[after])), float(np.mean(ret[after]))]
-        if self.best is None or score > self.best["score"]:
-            self.best = {"score": score, "iteration": self.iteration, "env_steps": self.env_steps,
-                         "train_success_by_round": succ, "train_return_by_round": ret,
-                         "n_train_tasks": len(curve.tasks)}
-            try:
-                checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, self._payload())
-                runfiles.replace_text(self.run_dir / "best.json", json.dumps(self.best, indent=2))
-            except OSError as e:
-                raise self._write_failed(e) from None
+    def show_notes(self) -> None:
+        """The agent's notes (MetaAgent.notes), through the display."""
+        for line in self.agent.notes():
+            self.display.note(line)
 
     def selected(self) -> dict[str, Any] | None:
         """eval.select_best: the choice (best.json's fields) and best.pt's final held-out curve."""
@@ -453,18 +377,3 @@ class Trainer:
             return None
         return {**self.best, "success_by_round": self.best_curve.success_by_round(),
                 "return_by_round": self.best_curve.return_by_round()}
-
-    def _write_final(self, curve: AdaptationCurve, stopped_early: bool = False) -> None:
-        out = {"env_steps": self.env_steps, "stopped_early": stopped_early, "iterations": self.iteration, "wall_seconds": self.wall_seconds,
-               "n_tasks": len(curve.tasks), "success_by_round": curve.success_by_round(),
-               "return_by_round": curve.return_by_round(),
-               "by_class": {k: {"success_by_round": list(map(float, s)), "return_by_round": list(map(float, r))}
-                            for k, (s, r) in curve.by_class().items()}}
-        if self.final_eval_stopped is not None:  # a signal stopped it: the tasks done, of how many
-            out.update(final_eval_stopped=True, n_tasks_planned=self.final_eval_stopped[1])
-        selected = self.selected()
-        if selected is not None:
-            out["selected"] = selected
-        if self.protocol_summary is not None:
-            out["metaworld"] = self.protocol_summary
-        runfiles.replace_text(self.run_dir / "final_eval.json", json.dumps(out, indent=2))
