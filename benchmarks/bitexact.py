@@ -40,12 +40,14 @@ REPO = Path(__file__).resolve().parent.parent
 WORKTREE = "WORKTREE"  # the working tree as it is, uncommitted changes included
 # env steps per preset: a few iterations each (a preset not listed trains 1/5 of its budget)
 BUDGETS = {"toy_maml_trpo": 12_000, "toy_reptile": 6_000, "toy_rl2_ppo": 1_200, "toy_pearl": 2_800}
-# what the training process runs: refuse to go on if `metarl` is not the checkout's own
-BOOT = ("import sys, os, metarl, metarl.app.cli\n"
+# what the training process runs: refuse to go on if `metarl` is not the checkout's own; the CLI is
+# metarl.app.cli since the layered tree (metarl.cli before it), so revisions on both sides compare
+BOOT = ("import importlib, sys, os, metarl\n"
         "root = os.path.realpath(sys.argv[1])\n"
         "if not os.path.realpath(metarl.__file__).startswith(root + os.sep):\n"
         "    sys.exit(f'bitexact: metarl imported from {metarl.__file__}, not from {root}')\n"
-        "sys.exit(metarl.app.cli.main(sys.argv[2:]))\n")
+        "cli = 'metarl.app.cli' if os.path.isdir(os.path.join(root, 'metarl', 'app')) else 'metarl.cli'\n"
+        "sys.exit(importlib.import_module(cli).main(sys.argv[2:]))\n")
 
 
 def git(*args: str, cwd: Path = REPO) -> str:
