@@ -196,7 +196,7 @@ class Trainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         if isinstance(payload.get("agent"), dict) and payload["agent"].get("policy_only"):
-            raise ConfigError("--resume: the checkpoint is a released policy (benchmarks/release.py: no optimizer "
+            raise ConfigError("--resume: the checkpoint is a released policy (metarl bench release: no optimizer "
                               "state or buffers); it can be evaluated with `metarl eval`, not resumed")
         if payload.get("agent_name") != self.cfg.agent.name:
             raise ConfigError(f"--resume: the checkpoint holds a {payload.get('agent_name')!r} agent but the config "
