@@ -58,7 +58,7 @@ class BatchedGaussianActor(Actor[Params]):
     """The sampler's actor for a GaussianMLPPolicy whose per-slot parameters are the task
     state (MAML): the batched MLP in NumPy. For the sampler's small batches one step costs
     about half of the torch path, and it evicts less of the envs' data from the caches
-    (docs/design.md); its actions equal `GaussianMLPPolicy.batched`'s within float rounding.
+    (benchmarks/results/2026-12-06-history.md); its actions equal `GaussianMLPPolicy.batched`'s within float rounding.
     It holds no weights, so it is cheap to send to the sampler's workers."""
 
     # act never changes the task state: the sampler may run each episode as its own unit

@@ -78,7 +78,7 @@ class RayPool:
             if address is None:  # a local Ray: room for every actor even with more actors than cores
                 kw["num_cpus"] = max(os.cpu_count() or 1, n_workers)
                 # unit results (~170 KB for a 500-step ML10 episode) come back inline instead of
-                # through the object store (default threshold 100 KB); measured in docs/design.md
+                # through the object store (default threshold 100 KB); measured in benchmarks/results/2026-12-06-history.md
                 kw["_system_config"] = {"max_direct_call_object_size": INLINE_BYTES}
             ray.init(**kw)
         self.n_workers = n_workers
