@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -24,30 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def goal_of(task) -> np.ndarray:
-    data = pickle.loads(task.payload.data)
-    if "rand_vec" not in data:
-        raise SystemExit(f"goal_distance: task {task.label} has no rand_vec (not a Meta-World goal task)")
-    return np.asarray(data["rand_vec"], dtype=np.float64)[-3:]
-
-
-def measure(agent, sampler, tasks, rounds: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`metarl.training.evaluation.evaluate` with one episode per round, plus where each episode ends:
-    success [N, rounds + 1] (any step within the success radius), the hand's distance to the
-    goal at the episode's last step [N, rounds + 1] and the episode return [N, rounds + 1]."""
-    from metarl.training.evaluation import evaluate
-
-    goals = np.stack([goal_of(t) for t in tasks])
-    final = np.zeros((len(tasks), rounds + 1))
-
-    def record(rows: slice, k: int, batch) -> None:
-        final[rows, k] = np.linalg.norm(batch.next_obs[:, 0, -1, :3] - goals[rows], axis=-1)
-
-    curve = evaluate(agent, sampler, tasks, rounds, 1, rng, on_batch=record)
-    return curve.success == 1.0, final, curve.returns
-
-
 def main(argv=None) -> int:
     import torch
 
@@ -55,6 +30,7 @@ def main(argv=None) -> int:
     from metarl.training import checkpoint, config
     from metarl.core.types import ConfigError
     from metarl.training.build import build
+    from metarl.training.diagnostics import measure
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")

@@ -24,7 +24,7 @@ PACKAGES = ("metarl",)
 # the layer of each subpackage: a module imports only its own subpackage and lower layers
 LAYERS = {"metarl.core": 0, "metarl.agents": 1, "metarl.envs": 1, "metarl.training": 2, "metarl.app": 3}
 # the modules of metarl.training that build or drive agents and envs
-TOUCHES_AGENTS_ENVS = {"metarl.training.build", "metarl.training.trainer", "metarl.training.evaluation", "metarl.training.sampler",
+TOUCHES_AGENTS_ENVS = {"metarl.training.build", "metarl.training.diagnostics", "metarl.training.trainer", "metarl.training.evaluation", "metarl.training.sampler",
                        "metarl.training.video", "metarl.training.protocol", "metarl.training.run"}
 
 

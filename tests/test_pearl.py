@@ -250,18 +250,13 @@ def test_pearl_meta_learns_on_toy_semicircle_goals():
 
 
 def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
-    """benchmarks/goal_distance.py: the same episodes as `evaluate` (same rng draws), and the
+    """metarl.training.diagnostics.measure (benchmarks/goal_distance.py): the same episodes as `evaluate` (same rng draws), and the
     goal it reads from the task is the one Meta-World scores: an episode that never succeeded ends
     outside the 5 cm success radius around it."""
-    import importlib.util
-
-    from metarl.training.evaluation import evaluate
     from metarl.training.build import build
+    from metarl.training.diagnostics import goal_of, measure
+    from metarl.training.evaluation import evaluate
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("goal_distance", os.path.join(root, "benchmarks", "goal_distance.py"))
-    gd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gd)
     rc = main(["train", "configs/ml1_reach_pearl.yaml", "--set", "run.env_steps=1", "--set", "env.n_workers=0",
                "--set", "env.max_episode_steps=20", "--set", "agent.num_initial_episodes=1",
                "--set", "agent.grad_steps_per_iteration=2", "--set", "agent.utd_ratio=null",
@@ -277,7 +272,7 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
     try:
         agent.load_state_dict(payload["agent"])
         tasks = bench.tasks("test")[:20]
-        success, final, returns = gd.measure(agent, sampler, tasks, 2, np.random.default_rng(5))
+        success, final, returns = measure(agent, sampler, tasks, 2, np.random.default_rng(5))
         agent.load_state_dict(payload["agent"])     # the same protocol generator state again
         curve = evaluate(agent, sampler, tasks, 2, 1, np.random.default_rng(5))
     finally:
@@ -292,10 +287,10 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
         for t in tasks[:5]:                       # the goal read from the task is the env's own target
             env.set_task(t)
             env.reset()
-            np.testing.assert_allclose(gd.goal_of(t), env.env._target_pos)
+            np.testing.assert_allclose(goal_of(t), env.env._target_pos)
     finally:
         env.close()
-    assert len({tuple(gd.goal_of(t)) for t in tasks}) == 20     # one goal per held-out task
+    assert len({tuple(goal_of(t)) for t in tasks}) == 20     # one goal per held-out task
 
 
 # ---- issue 27: task subset, class-stratified draws, UTD ratio, α floor, context fields, eval context --------
