@@ -146,3 +146,82 @@ def sigterm_on_progress(evaluate):
                 on_progress(n)
         return evaluate(*a, on_progress=progress, **k)
     return wrapped
+
+
+# ---- the CLI in this process -----------------------------------------------------------------
+class CliResult:
+    """What `run_cli` gives back: the fields of subprocess.CompletedProcess that the tests read."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    import sys
+    import warnings
+
+    (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_cli(*args, cwd=None) -> CliResult:
+    """`python -m metarl.app.cli ARGS` run in this process, without the ~2 s a fresh interpreter takes to
+    import torch, MuJoCo and Meta-World: exit code, stdout and stderr as a subprocess would give them.
+
+    As in a fresh process: sys.argv is the command line (a run records it), warnings print to stderr under
+    Python's default filters (not pytest's recorder, so a test that counts stderr lines sees them),
+    resources' warn-once set starts empty, an uncaught exception is a traceback on stderr and exit code 1,
+    a SystemExit (argparse) its code. Put back afterwards: cwd, os.environ, sys.argv, signal handlers,
+    torch's thread count and RNG, numpy's global RNG. For what only a process shows (signals, a crash,
+    environment read at import, a lock held by another process, what worker processes print) keep a
+    subprocess."""
+    import contextlib
+    import io
+    import signal
+    import sys
+    import traceback
+    import warnings
+
+    from metarl.app import cli
+    from metarl.training import resources
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_env, old_argv = os.getcwd(), dict(os.environ), sys.argv
+    old_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_threads, old_torch_rng, old_np_rng = torch.get_num_threads(), torch.get_rng_state(), np.random.get_state()
+    old_warned = set(resources._warned)
+    resources._warned.clear()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.argv = [cli.__file__, *map(str, args)]
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.resetwarnings()  # a fresh interpreter's filters (python -W / PYTHONWARNINGS unset)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.showwarning = _print_warning
+            try:
+                rc = cli.main([str(a) for a in args])
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    rc = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    rc = 1
+            except Exception:
+                traceback.print_exc()
+                rc = 1
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        sys.argv = old_argv
+        for s, h in old_signals.items():
+            if h is not None:  # None: a handler not set from Python, which cannot be put back from here
+                signal.signal(s, h)
+        torch.set_num_threads(old_threads)
+        torch.set_rng_state(old_torch_rng)
+        np.random.set_state(old_np_rng)
+        resources._warned.clear()
+        resources._warned.update(old_warned)
+    return CliResult(rc, out.getvalue(), err.getvalue())

@@ -18,6 +18,7 @@ from metarl.envs.vector import WorkerError
 from metarl.training import checkpoint
 from metarl.training.sampler import Sampler
 from metarl.agents import AGENTS
+from helpers import run_cli
 
 
 def _collect(factory, n_workers, bench, **kw):
@@ -112,9 +113,8 @@ def test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes(tmp_path, toy
              "zombie" not in open(f"/proc/{c}/status").read().lower()]
     assert not alive, f"orphan processes: {alive}"
     # it resumes from there (and finishes once the budget is lowered)
-    r = subprocess.run([sys.executable, "-m", "metarl.app.cli", "train", "--resume", str(run),
-                        "--set", f"run.env_steps={payload['counters']['env_steps'] + 4000}",
-                        "--set", "eval.final_tasks_per_class=1"], capture_output=True, text=True, timeout=300)
+    r = run_cli("train", "--resume", str(run), "--set", f"run.env_steps={payload['counters']['env_steps'] + 4000}",
+                "--set", "eval.final_tasks_per_class=1")  # in-process: resuming needs no process of its own
     assert r.returncode == 0, r.stderr
     assert checkpoint.load_latest(run, registry=AGENTS)[1]["counters"]["iteration"] == payload["counters"]["iteration"] + 1
 
@@ -125,8 +125,7 @@ def test_resume_with_changed_training_config_is_refused(tmp_path, toy_config):
     assert main(["train", toy_config, "--set", f"run.out_dir={tmp_path}", "--set", "run.name=r",
                  "--set", "run.progress=false", "--set", "run.env_steps=4000",
                  "--set", "eval.final_tasks_per_class=1"]) == 0
-    r = subprocess.run([sys.executable, "-m", "metarl.app.cli", "train", "--resume", str(tmp_path / "r"),
-                        "--set", "agent.inner_lr=0.5"], capture_output=True, text=True, timeout=120)
+    r = run_cli("train", "--resume", str(tmp_path / "r"), "--set", "agent.inner_lr=0.5")
     assert r.returncode == 2 and "--allow-config-change" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 

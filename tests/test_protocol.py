@@ -209,22 +209,20 @@ def test_final_protocol_evaluation_is_reproduced_by_metarl_eval_on_the_checkpoin
     `metarl eval CHECKPOINT --protocol metaworld` give the same episodes, so a released
     checkpoint reproduces its table row."""
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from helpers import run_cli
+
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "metarl.app.cli"]
-    r = subprocess.run([*cmd, "train", str(root / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
-                        "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
-                        "--set", "eval.every=0", "--set", "eval.protocol=metaworld", "--set", "eval.final_tasks_per_class=0"],
-                       capture_output=True, text=True, cwd=root)
+    r = run_cli("train", str(root / "configs" / "toy_maml_trpo.yaml"), "--set", f"run.out_dir={tmp_path}",
+                "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=8000",
+                "--set", "eval.every=0", "--set", "eval.protocol=metaworld", "--set", "eval.final_tasks_per_class=0",
+                cwd=root)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "r"
     final = json.loads((run / "eval_metaworld.json").read_text())
     ckpt = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]
-    r = subprocess.run([*cmd, "eval", str(ckpt), "--protocol", "metaworld", "--out", str(tmp_path / "again")],
-                       capture_output=True, text=True, cwd=root)
+    r = run_cli("eval", str(ckpt), "--protocol", "metaworld", "--out", str(tmp_path / "again"), cwd=root)
     assert r.returncode == 0, r.stderr
     again = json.loads((tmp_path / "again" / "eval_metaworld.json").read_text())
     assert again["n_goals"] == final["n_goals"] == 40

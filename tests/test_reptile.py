@@ -3,8 +3,6 @@ margin), its outer step is θ + ε·mean(θ'_i − θ), and it runs through the 
 and the Meta-World protocol like the other agents."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import torch
 
 from metarl.agents.reptile import Reptile, ReptileConfig
 from metarl.envs import TaskVectorEnv, make_benchmark
-from helpers import train_seeds, train_toy_point_goals
+from helpers import run_cli, train_seeds, train_toy_point_goals
 from metarl.training.sampler import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,13 +57,10 @@ def test_outer_step_moves_theta_toward_the_mean_adapted_parameters():
 
 
 def test_reptile_trains_resumes_and_evaluates_through_the_cli(tmp_path):
-    cmd = [sys.executable, "-m", "metarl.app.cli"]
-    r = subprocess.run([*cmd, "train", str(ROOT / "configs" / "toy_reptile.yaml"), "--set", f"run.out_dir={tmp_path}",
-                        "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=4000",
-                        "--set", "eval.every=0", "--set", "eval.protocol=metaworld"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("train", str(ROOT / "configs" / "toy_reptile.yaml"), "--set", f"run.out_dir={tmp_path}",
+                "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=4000",
+                "--set", "eval.every=0", "--set", "eval.protocol=metaworld", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "r" / "eval_metaworld.json").is_file()
-    r = subprocess.run([*cmd, "train", "--resume", str(tmp_path / "r"), "--set", "run.env_steps=6000"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("train", "--resume", str(tmp_path / "r"), "--set", "run.env_steps=6000", cwd=ROOT)
     assert r.returncode == 0, r.stderr
