@@ -1,8 +1,7 @@
 """The CLI end to end on the toy preset: run dir, TensorBoard tags, eval, plot, resume, bad input."""
 import csv
 import json
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from metarl.training import checkpoint
 from metarl.app.cli import main
-from helpers import assert_same
+from helpers import assert_same, run_cli
 from metarl.agents import AGENTS
 
 
@@ -111,8 +110,7 @@ BAD_INPUTS = [
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "metarl.app.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return run_cli(*args, cwd=cwd)  # in-process: a subprocess would spend ~2 s importing torch and MuJoCo
 
 
 @pytest.mark.parametrize("extra,message", BAD_INPUTS)
@@ -124,8 +122,24 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path, toy_config
     assert not (tmp_path / "out").exists()
 
 
-def test_checkpoint_of_another_agent_is_refused(tmp_path, toy_config):
-    assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
+@pytest.fixture(scope="module")
+def one_iteration_run(tmp_path_factory):
+    """A toy MAML-TRPO run of one iteration (4,000 env steps), trained once for the tests below; each
+    takes a copy (`one_iteration_copy`)."""
+    out = tmp_path_factory.mktemp("one_iteration")
+    config = str(Path(__file__).resolve().parent.parent / "configs" / "toy_maml_trpo.yaml")
+    assert train(out, config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
+    return out / "r"
+
+
+@pytest.fixture
+def one_iteration_copy(one_iteration_run, tmp_path):
+    """tmp_path / "r": a copy of `one_iteration_run`, as `train(tmp_path, toy_config, ...)` leaves it."""
+    shutil.copytree(one_iteration_run, tmp_path / "r", symlinks=True)
+    return tmp_path / "r"
+
+
+def test_checkpoint_of_another_agent_is_refused(tmp_path, toy_config, one_iteration_copy):
     # through the CLI the agent's own config keys already refuse the switch ...
     r = _cli("train", "--resume", str(tmp_path / "r"), "--allow-config-change", "--set", "agent.name=rl2_ppo")
     assert r.returncode == 2 and "agent.hidden_sizes: unknown config key" in r.stderr, r.stderr
@@ -171,11 +185,10 @@ def test_missing_or_corrupt_checkpoint_is_refused(tmp_path, toy_config):
     assert r.returncode == 2 and "config: file not found" in r.stderr
 
 
-def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path, toy_config):
+def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path, one_iteration_copy):
     from metarl.core.types import ConfigError
     from metarl.training.run import resume_config
 
-    assert train(tmp_path, toy_config, "--set", "run.env_steps=4000", "--set", "eval.final_tasks_per_class=1") == 0
     path, payload = checkpoint.load_latest(tmp_path / "r", registry=AGENTS)
     del payload["config"]["env"]["fast_path"]  # as written by a version without that field
     payload["config_hash"] = "hash-of-an-older-version"

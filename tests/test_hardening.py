@@ -4,8 +4,6 @@ naming the field and what is allowed, exit code 2, and nothing written."""
 import csv
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +14,14 @@ import yaml
 from metarl.training import checkpoint
 from metarl.app.cli import main
 from metarl.agents import AGENTS
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RL2 = str(ROOT / "configs" / "toy_rl2_ppo.yaml")
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "metarl.app.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=180)
+    return run_cli(*args, cwd=cwd)  # in-process: a subprocess would spend ~2 s importing torch and MuJoCo
 
 
 def _one_line(stderr: str) -> str:
@@ -120,9 +118,19 @@ def _snapshot(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(scope="module")
+def one_iteration_run(tmp_path_factory):
+    """_train(..., "--set", "run.env_steps=4000"): a toy MAML-TRPO run of one iteration, trained once for
+    the tests that need one; each works on a copy."""
+    out = tmp_path_factory.mktemp("one_iteration")
+    assert _train(out, str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--set", "run.env_steps=4000") == 0
+    return out / "r"
+
+
 @pytest.mark.parametrize("other", ["another_agent", "another_config"])
-def test_checkpoint_copied_from_another_run_is_refused_by_eval_and_resume(tmp_path, toy_config, other):
-    assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000", name="mine") == 0
+def test_checkpoint_copied_from_another_run_is_refused_by_eval_and_resume(tmp_path, toy_config, other,
+                                                                         one_iteration_run):
+    shutil.copytree(one_iteration_run, tmp_path / "mine", symlinks=True)
     if other == "another_agent":
         assert _train(tmp_path, RL2, "--set", "run.env_steps=400", name="theirs") == 0
         expected = "holds a 'rl2_ppo' agent but its run dir's config.yaml asks for 'maml_trpo'"
@@ -309,11 +317,12 @@ def test_checkpoints_made_unwritable_mid_run_end_in_one_line_with_a_resume_hint(
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_0000001.pt"]  # no temp file left
 
 
-def test_a_directory_at_a_checkpoints_name_is_named_in_one_line_and_skipped_on_resume(tmp_path, toy_config, capsys):
+def test_a_directory_at_a_checkpoints_name_is_named_in_one_line_and_skipped_on_resume(tmp_path, capsys,
+                                                                                      one_iteration_run):
     """Defect 22 of the hardening round: a stray directory named checkpoints/ckpt_0000002.pt stopped
     every save with "make writable". Now: one line naming it and what to do; --resume skips it."""
-    assert _train(tmp_path, toy_config, "--set", "run.env_steps=4000") == 0
     run = tmp_path / "r"
+    shutil.copytree(one_iteration_run, run, symlinks=True)
     (run / "checkpoints" / "ckpt_0000002.pt").mkdir()
     capsys.readouterr()
     rc = main(["train", "--resume", str(run), "--set", "run.env_steps=16000"])
