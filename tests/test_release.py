@@ -3,18 +3,16 @@ weights_only=True, listed in MANIFEST with their SHA-256, evaluable, never resum
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from metarl.agents import AGENTS
+from helpers import run_cli  # `metarl ...` in this process: a subprocess would spend ~2 s importing torch and MuJoCo
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASED = ROOT / "benchmarks" / "checkpoints"
-METARL = [sys.executable, "-m", "metarl.app.cli"]
 
 
 def _manifest() -> dict[str, str]:
@@ -24,21 +22,19 @@ def _manifest() -> dict[str, str]:
 
 def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(tmp_path):
     run = tmp_path / "runs"
-    r = subprocess.run([*METARL, "train", str(ROOT / "configs" / "toy_rl2_ppo.yaml"), "--set", f"run.out_dir={run}",
-                        "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=2000",
-                        "--set", "eval.every=0"], capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("train", str(ROOT / "configs" / "toy_rl2_ppo.yaml"), "--set", f"run.out_dir={run}",
+                "--set", "run.name=r", "--set", "run.progress=false", "--set", "run.env_steps=2000",
+                "--set", "eval.every=0", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     dest = tmp_path / "rel"
-    r = subprocess.run([*METARL, "bench", "release", str(run / "r"), "toy_rl2", "--dest", str(dest)],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("bench", "release", str(run / "r"), "toy_rl2", "--dest", str(dest), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     f = dest / "toy_rl2.pt"
     payload = torch.load(f, map_location="cpu", weights_only=True)
     assert payload["agent"]["policy_only"] and "opt" not in payload["agent"]
     sha, name = (dest / "MANIFEST").read_text().split()[:2]
     assert name == "toy_rl2.pt" and sha == hashlib.sha256(f.read_bytes()).hexdigest()
-    r = subprocess.run([*METARL, "eval", str(f), "--protocol", "metaworld", "--goals-per-class", "3"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("eval", str(f), "--protocol", "metaworld", "--goals-per-class", "3", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert (dest / "toy_rl2_eval" / "eval_metaworld.json").is_file()
     # a released file copied into a run dir is not a way to resume training
@@ -46,7 +42,7 @@ def test_release_writes_a_policy_only_file_that_evaluates_and_cannot_be_resumed(
     for old in ck.glob("ckpt_*.pt"):
         old.unlink()
     (ck / "ckpt_9999999.pt").write_bytes(f.read_bytes())
-    r = subprocess.run([*METARL, "train", "--resume", str(run / "r")], capture_output=True, text=True, cwd=ROOT)
+    r = run_cli("train", "--resume", str(run / "r"), cwd=ROOT)
     assert r.returncode == 2 and "released policy" in r.stderr and "Traceback" not in r.stderr
 
 
