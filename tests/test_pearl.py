@@ -226,6 +226,7 @@ def train_pearl(seed, iterations=30, **over):
             "rejected": out["rejected"]}
 
 
+@pytest.mark.slow  # 85 s / 40 s of one test worker: over the default suite's 5-minute budget; make test-slow runs it
 def test_pearl_meta_learns_on_toy_semicircle_goals():
     """After meta-training, one round of context on a held-out goal beats acting with z from
     the prior by a clear margin. Before: one seed of 70 iterations of the toy preset, which an

@@ -116,6 +116,7 @@ def _train_toy_rl2(seed, iterations, horizon, toy_reward, init_log_std, over):
     return {"first": first, "last": last, "within": last - first, "meta": (last - first) - (last0 - first0)}
 
 
+@pytest.mark.slow  # 85 s / 40 s of one test worker: over the default suite's 5-minute budget; make test-slow runs it
 def test_rl2_meta_learns_within_a_trial_on_toy_tasks():
     """After meta-training, the second episode of a trial (same task, hidden state kept)
     beats the first by a clear margin: the GRU remembered where the goal was.
