@@ -1,5 +1,6 @@
 """`metarl bench report`: build benchmarks/results/README.md (and one aggregate JSON + figures per
-benchmark) from the per-seed result files that `metarl bench run` writes.
+benchmark) from the per-seed result files that `metarl bench run` writes. The aggregate is
+metarl.app.bench.result.Aggregate (`Aggregate.from_json` reads and validates one).
 
     metarl bench report [--results benchmarks/results]
 
@@ -52,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from metarl.agents import AGENTS
-from metarl.app.bench.result import MetaworldSummary, Result, ResultFileError
+from metarl.app.bench.result import (Aggregate, AggregateSeed, AggregateSplit, HistoryPoint, MetaworldSummary,
+                                     ProtocolSettings, Result, ResultFileError)
 from metarl.core.types import ConfigError
 
 __all__ = ["build", "load_seed", "aggregate", "agent_label", "display_name", "variants_section", "markdown",
@@ -265,50 +267,42 @@ def load_seed(results: Path, name: str, restart_file: bool = False, context_file
                            per_class={k: v.success for k, v in mw_train.per_class.items()} if mw_train else {}))
 
 
-PROTOCOL_SETTINGS = ("adaptation_episodes", "adaptation_steps", "evaluation_episodes", "adaptation_deterministic",
-                     "evaluation_deterministic", "evaluation_state", "pool_size", "pearl_context")
-
-
-def aggregate(row: str, seeds: list[SeedFigures]) -> dict[str, Any]:
+def aggregate(row: str, seeds: list[SeedFigures]) -> Aggregate:
     """A row's aggregate over its seeds (written as `<row>.json`)."""
     first = seeds[0].result
 
-    def split(key: str) -> dict[str, Any]:
+    def split(key: str) -> AggregateSplit:
         figs = [s.split(key) for s in seeds]
         finals = [f.final for f in figs if f.final is not None]
         maxes = [f.max for f in figs if f.max is not None]
         pooled = [f.pooled for f in figs if f.pooled is not None]
         if not finals:
-            return {"success_final": None, "success_max": None, "success_final_ci95": None,
-                    "success_max_ci95": None, "success_metaworld_pooled": None, "per_seed": [], "per_class": {}}
+            return AggregateSplit.empty()
         f_mean, f_ci = mean_ci(finals)
         m_mean, m_ci = mean_ci(maxes) if maxes else (None, None)
         classes = list(figs[0].per_class)
-        return {
-            "success_final": f_mean, "success_final_ci95": f_ci, "success_max": m_mean, "success_max_ci95": m_ci,
-            "success_metaworld_pooled": float(np.mean(pooled)) if pooled else None,
-            "success_pre_adaptation": float(np.mean([f.pre_adaptation for f in figs]))
-            if key == "test" else None,
-            "per_seed": [{"seed": s.seed, "success_final": f.final, "success_max": f.max,
-                          "success_metaworld_pooled": f.pooled,
-                          "history": [{"env_steps": e, "success": v} for e, v in f.history]}
-                         for s, f in zip(seeds, figs)],
-            "per_class": {c: float(np.mean([f.per_class.get(c, np.nan) for f in figs])) for c in classes},
-        }
+        pre = [f.pre_adaptation for f in figs if f.pre_adaptation is not None]  # every seed's, on "test"
+        return AggregateSplit(
+            success_final=f_mean, success_final_ci95=f_ci, success_max=m_mean, success_max_ci95=m_ci,
+            success_metaworld_pooled=float(np.mean(pooled)) if pooled else None,
+            success_pre_adaptation=float(np.mean(pre)) if key == "test" else None,
+            per_seed=tuple(AggregateSeed(seed=s.seed, success_final=f.final, success_max=f.max,
+                                         success_metaworld_pooled=f.pooled,
+                                         history=tuple(HistoryPoint(env_steps=e, success=v) for e, v in f.history))
+                           for s, f in zip(seeds, figs)),
+            per_class={c: float(np.mean([f.per_class.get(c, np.nan) for f in figs])) for c in classes})
 
-    mw = seeds[0].metaworld
-    written = mw.to_dict()  # evaluation_state and pearl_context as the file has them (absent: not listed)
-    return {
-        "preset": first.preset, "agent": first.agent, "benchmark": first.benchmark,
-        "env_name": first.env_name, "horizon": mw.horizon, "protocol": "metaworld",
-        "protocol_settings": {k: written[k] for k in PROTOCOL_SETTINGS if k in written},
-        "seeds": [s.seed for s in seeds], "env_steps": [s.env_steps for s in seeds],
-        "budget_env_steps": first.config_env_steps, "stopped_early": [s.stopped_early for s in seeds],
-        "wall_seconds": [s.wall_seconds for s in seeds], "machine": sorted({s.result.machine for s in seeds}),
-        "command": [s.result.command for s in seeds], "git_commit": [s.result.git_commit for s in seeds],
-        "meta_test": split("test"), "meta_train": split("train"), "result_files": [s.name for s in seeds],
-        "periodic_protocol": [s.periodic_protocol for s in seeds],
-    }
+    return Aggregate(
+        preset=first.preset, agent=first.agent, benchmark=first.benchmark,
+        env_name=first.env_name, horizon=seeds[0].metaworld.horizon, protocol="metaworld",
+        # evaluation_state and pearl_context as the first seed's file has them (absent: not listed)
+        protocol_settings=ProtocolSettings.of(seeds[0].metaworld),
+        seeds=tuple(s.seed for s in seeds), env_steps=tuple(s.env_steps for s in seeds),
+        budget_env_steps=first.config_env_steps, stopped_early=tuple(s.stopped_early for s in seeds),
+        wall_seconds=tuple(s.wall_seconds for s in seeds), machine=tuple(sorted({s.result.machine for s in seeds})),
+        command=tuple(s.result.command for s in seeds), git_commit=tuple(s.result.git_commit for s in seeds),
+        meta_test=split("test"), meta_train=split("train"), result_files=tuple(s.name for s in seeds),
+        periodic_protocol=tuple(s.periodic_protocol for s in seeds))
 
 
 @dataclass(frozen=True)
@@ -548,7 +542,7 @@ def pct(x: float | None, ci: float | None = None) -> str:
     return f"{100 * x:.1f}%" + (f" ± {100 * ci:.1f}" if ci is not None else "")
 
 
-def figures(results: Path, row: str, agg: dict[str, Any], seeds: list[SeedFigures]) -> list[str]:
+def figures(results: Path, row: str, agg: Aggregate, seeds: list[SeedFigures]) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -575,12 +569,12 @@ def figures(results: Path, row: str, agg: dict[str, Any], seeds: list[SeedFigure
     fig.savefig(results / f"{row}.curves.png", dpi=100)
     out.append(f"{row}.curves.png")
 
-    classes = list(agg["meta_test"]["per_class"])
+    classes = list(agg.meta_test.per_class)
     fig = Figure(figsize=(max(6, 1.2 * len(classes) + 2), 4))
     ax = fig.subplots()
     x = np.arange(len(classes))
     pre = [np.mean([s.test.per_class_pre[c] for s in seeds]) for c in classes]
-    post = [agg["meta_test"]["per_class"][c] for c in classes]
+    post = [agg.meta_test.per_class[c] for c in classes]
     ax.bar(x - 0.2, 100 * np.asarray(pre), 0.4, label="adaptation episodes (before the adaptation step)")
     ax.bar(x + 0.2, 100 * np.asarray(post), 0.4, label="evaluation episodes (after)")
     ax.set_xticks(x, classes, rotation=20, fontsize=8)
@@ -593,7 +587,7 @@ def figures(results: Path, row: str, agg: dict[str, Any], seeds: list[SeedFigure
     return out
 
 
-def markdown(rows: dict[str, dict[str, Any]], figs: dict[str, list[str]], others: list[str], extra: str = "",
+def markdown(rows: dict[str, Aggregate], figs: dict[str, list[str]], others: list[str], extra: str = "",
              labels: dict[str, str] | None = None) -> str:
     labels = labels or {}
     lines = ["# Benchmark results", "",
@@ -610,42 +604,42 @@ def markdown(rows: dict[str, dict[str, Any]], figs: dict[str, list[str]], others
              "`metalearning_evaluation` computes from the very same episodes: it counts only the first 3 episodes "
              "to *finish* among the envs of a class, so early successes count and slow failures do not "
              "(tests/test_protocol.py reproduces it exactly); published v3 numbers were computed that way.", ""]
-    for bench in sorted({r["benchmark"] for r in rows.values()}):
+    for bench in sorted({r.benchmark for r in rows.values()}):
         lines += [f"## {bench}", ""]
         lines += ["| agent | seeds | env steps | meta-train final | meta-train max | meta-test final | meta-test max "
                   "| meta-test before adaptation | meta-test pooled (metaworld 3.1.1) | wall time per seed | machine |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row, a in sorted(rows.items()):
-            if a["benchmark"] != bench:
+            if a.benchmark != bench:
                 continue
             steps = ", ".join((f"{e / 1e6:.1f}M" if e >= 1e5 else f"{e:,}") + (" (stopped)" if st else "")
-                              for e, st in zip(a["env_steps"], a["stopped_early"]))
-            mt, mtr = a["meta_test"], a["meta_train"]
-            label = labels.get(row, display_name(a["agent"])) + \
-                (f" ({a['env_name']})" if a.get("env_name") else "")
+                              for e, st in zip(a.env_steps, a.stopped_early))
+            mt, mtr = a.meta_test, a.meta_train
+            label = labels.get(row, display_name(a.agent)) + (f" ({a.env_name})" if a.env_name else "")
             lines.append(
-                f"| **{label}** (`{row}`) | {len(a['seeds'])} | {steps} | {pct(mtr['success_final'], mtr['success_final_ci95'])} "
-                f"| {pct(mtr['success_max'], mtr['success_max_ci95'])} | {pct(mt['success_final'], mt['success_final_ci95'])} "
-                f"| {pct(mt['success_max'], mt['success_max_ci95'])} | {pct(mt.get('success_pre_adaptation'))} "
-                f"| {pct(mt['success_metaworld_pooled'])} | {', '.join(f'{w / 3600:.1f} h' for w in a['wall_seconds'])} "
-                f"| {'; '.join(a['machine'])} |")
+                f"| **{label}** (`{row}`) | {len(a.seeds)} | {steps} | {pct(mtr.success_final, mtr.success_final_ci95)} "
+                f"| {pct(mtr.success_max, mtr.success_max_ci95)} | {pct(mt.success_final, mt.success_final_ci95)} "
+                f"| {pct(mt.success_max, mt.success_max_ci95)} | {pct(mt.success_pre_adaptation)} "
+                f"| {pct(mt.success_metaworld_pooled)} | {', '.join(f'{w / 3600:.1f} h' for w in a.wall_seconds)} "
+                f"| {'; '.join(a.machine)} |")
         for p in PUBLISHED.get(bench, []):
-            mt = f"{'~' if p.get('approx') else ''}{p['meta_test']:.1f}%"
-            mtr = "–" if p["meta_train"] is None else f"{p['meta_train']:.1f}%"
-            lines.append(f"| {display_name(p['agent'])} — *published: {p['source']}* | | | | {mtr} | | {mt} | | | | |")
+            pub_mt = f"{'~' if p.get('approx') else ''}{p['meta_test']:.1f}%"
+            pub_mtr = "–" if p["meta_train"] is None else f"{p['meta_train']:.1f}%"
+            lines.append(f"| {display_name(p['agent'])} — *published: {p['source']}* | | | | {pub_mtr} | | {pub_mt} "
+                         "| | | | |")
         lines.append("")
-        if any(a["benchmark"] == bench and a["protocol_settings"].get("evaluation_state") == "restart"
+        if any(a.benchmark == bench and a.protocol_settings.evaluation_state == "restart"
                for a in rows.values()):
             lines += [RESTART_NOTE, ""]
-        if any(a["benchmark"] == bench and row.endswith(tuple(f"_ctx_{v}" for v in CONTEXT_LABELS))
+        if any(a.benchmark == bench and row.endswith(tuple(f"_ctx_{v}" for v in CONTEXT_LABELS))
                for row, a in rows.items()):
             lines += [CONTEXT_NOTE, ""]
         for row, a in sorted(rows.items()):
-            if a["benchmark"] == bench:
+            if a.benchmark == bench:
                 if figs.get(row):
                     lines.append(f"`{row}`: " + " ".join(f"![{f}]({f})" for f in figs[row]))
                     lines.append("")
-                curve_seeds = [str(sd) for sd, pp in zip(a["seeds"], a["periodic_protocol"])
+                curve_seeds = [str(sd) for sd, pp in zip(a.seeds, a.periodic_protocol)
                                if pp not in ("metaworld", None)]
                 if curve_seeds:
                     lines.append(f"Seed(s) {', '.join(curve_seeds)} of `{row}` ran before `eval.protocol: metaworld` "
@@ -653,7 +647,7 @@ def markdown(rows: dict[str, dict[str, Any]], figs: dict[str, list[str]], others
                                  "same goals (10 episodes, one adaptation step, 10 more episodes), which estimates the "
                                  "same success for MAML-TRPO; their *final* figures come from the Meta-World protocol.")
                     lines.append("")
-                per_class = a["meta_test"]["per_class"]
+                per_class = a.meta_test.per_class
                 lines.append("Held-out classes (final, mean over seeds): " +
                              ", ".join(f"{c} {pct(v)}" for c, v in per_class.items()))
                 lines.append("")
@@ -742,7 +736,7 @@ def build(results: Path) -> list[str]:
             if s is not None:  # a row per evaluation semantics, so each row compares like with like
                 groups.setdefault(base + ("_restart" if s.evaluation_state == "restart" else "")
                                   + (f"_ctx_{s.pearl_context}" if s.context_file else ""), []).append(s)
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, Aggregate] = {}
     figs: dict[str, list[str]] = {}
     labels: dict[str, str] = {}
     for row, seeds in sorted(groups.items()):
@@ -756,7 +750,7 @@ def build(results: Path) -> list[str]:
         rows[row] = agg
         # a row made of one unsuffixed result (`metarl bench run`'s own <name>.json) must not overwrite it
         target = results / (f"{row}.json" if seeds[0].name != row else f"{row}_all_seeds.json")
-        target.write_text(json.dumps(agg, indent=2) + "\n")
+        target.write_text(agg.to_json())
         # a row from `--evaluation-state restart` files has no periodic evaluations of its own to plot
         figs[row] = figures(results, row, agg, seeds) if any(s.periodic_protocol for s in seeds) else []
     extras = []

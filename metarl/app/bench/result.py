@@ -1,7 +1,8 @@
 """The result file of a benchmark run, `benchmarks/results/<name>.json`, as frozen dataclasses that
 every writer and reader of the benchmark workflow shares (`metarl bench run | park | finish |
-release | report`), and the Meta-World-protocol summaries (`<name>.eval_metaworld*.json`) the
-report reads beside it.
+release | report`), the Meta-World-protocol summaries (`<name>.eval_metaworld*.json`) the
+report reads beside it, and the aggregate over a row's seeds that the report writes
+(`<row>.json` or `<row>_all_seeds.json`: `Aggregate`).
 
     result = Result.from_json(path)          # validated: types, sizes, finiteness
     path.write_text(result.to_json())        # the same layout, key for key
@@ -21,14 +22,20 @@ import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from metarl.core.types import ConfigError
 
 __all__ = ["ResultFileError", "Segment", "ClassSuccess", "MetaworldSummary", "Selected", "MetaTest",
-           "MetaTestSelected", "SeedResult", "Result", "read_json_object"]
+           "MetaTestSelected", "SeedResult", "Result", "ProtocolSettings", "HistoryPoint", "AggregateSeed",
+           "AggregateSplit", "Aggregate", "read_json_object"]
 
 R = TypeVar("R", bound="_Record")
+
+_NAN_OK = "nan_ok"
+# A number that may also be NaN (json writes it as NaN): an aggregate's mean over seeds of a class that
+# some seed has no figure for.
+FloatOrNaN = Annotated[float, _NAN_OK]
 
 
 class ResultFileError(ConfigError):
@@ -84,6 +91,10 @@ def _kind(value: Any) -> str:
 def _decode(tp: Any, value: Any, where: str) -> Any:
     """`value` (as json.loads gave it) as type `tp`, or _Invalid naming `where`."""
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        if _NAN_OK in args[1:] and isinstance(value, float) and math.isnan(value):
+            return value
+        return _decode(args[0], value, where)
     if tp is Any:
         _is_json(value, where)
         return value
@@ -158,7 +169,7 @@ class _Record:
 
     @classmethod
     def _fields(cls) -> list[tuple[dataclasses.Field[Any], str, Any]]:
-        hints = get_type_hints(cls)
+        hints = get_type_hints(cls, include_extras=True)  # FloatOrNaN keeps its mark
         return [(f, f.metadata.get("key", f.name), hints[f.name]) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                 if not f.metadata.get("internal")]
 
@@ -492,3 +503,178 @@ class Result(_Record):
         run = self.config.get("run", {})
         steps = run.get("env_steps") if isinstance(run, dict) else None
         return steps if isinstance(steps, int) else None
+
+
+# ---- the aggregate over a row's seeds (`metarl bench report`: metarl.app.bench.report.aggregate) --------
+@dataclass(frozen=True, kw_only=True)
+class ProtocolSettings(_Record):
+    """The settings of a row's Meta-World-protocol evaluation, as its first seed's file records them
+    (evaluation_state and pearl_context only where that file has them)."""
+
+    adaptation_episodes: int
+    adaptation_steps: int
+    evaluation_episodes: int
+    adaptation_deterministic: bool
+    evaluation_deterministic: bool
+    evaluation_state: str = opt("continue")
+    pool_size: int
+    pearl_context: str | None = opt(None, write_default=False)
+    omitted: frozenset[str] | None = _omitted()
+
+    @classmethod
+    def of(cls, mw: MetaworldSummary) -> ProtocolSettings:
+        """`mw`'s settings, each key written where `mw` writes it."""
+        written = mw.to_dict()
+        return cls.from_dict({k: written[k] for _, k, _ in cls._fields() if k in written}, "protocol settings")
+
+
+@dataclass(frozen=True)
+class HistoryPoint(_Record):
+    """A periodic evaluation: mean success after adaptation at `env_steps`."""
+
+    env_steps: int
+    success: float
+    omitted: frozenset[str] | None = _omitted()
+
+    def check(self, where: str) -> None:
+        _rate(self.success, _at(where, "success"))
+
+
+@dataclass(frozen=True)
+class AggregateSeed(_Record):
+    """One seed's figures on a split (null: not evaluated that way)."""
+
+    seed: int | None  # null: a result of several seeds without a seed suffix
+    success_final: float | None
+    success_max: float | None
+    success_metaworld_pooled: float | None
+    history: tuple[HistoryPoint, ...]
+    omitted: frozenset[str] | None = _omitted()
+
+    def check(self, where: str) -> None:
+        for k in ("success_final", "success_max", "success_metaworld_pooled"):
+            if getattr(self, k) is not None:
+                _rate(getattr(self, k), _at(where, k))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregateSplit(_Record):
+    """A row's figures on the held-out goals (`meta_test`) or the training goals (`meta_train`), over
+    its seeds: means, 95% Student-t intervals (null for one seed) and each seed's figures.
+
+    A split no seed was evaluated on (success_final null) has every figure null, no seeds, no classes
+    and no success_pre_adaptation key, and is written in the order of EMPTY_KEYS (as the report
+    always wrote it). success_pre_adaptation is null on meta_train."""
+
+    success_final: float | None
+    success_final_ci95: float | None
+    success_max: float | None
+    success_max_ci95: float | None
+    success_metaworld_pooled: float | None
+    success_pre_adaptation: float | None = opt(None)  # absent on an empty split
+    per_seed: tuple[AggregateSeed, ...]
+    per_class: dict[str, FloatOrNaN]  # NaN: a class some seed has no figure for
+    omitted: frozenset[str] | None = _omitted()
+
+    EMPTY_KEYS = ("success_final", "success_max", "success_final_ci95", "success_max_ci95",
+                  "success_metaworld_pooled", "per_seed", "per_class")
+
+    @classmethod
+    def empty(cls) -> AggregateSplit:
+        return cls(success_final=None, success_final_ci95=None, success_max=None, success_max_ci95=None,
+                   success_metaworld_pooled=None, per_seed=(), per_class={},
+                   omitted=frozenset({"success_pre_adaptation"}))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.success_final is None
+
+    def check(self, where: str) -> None:
+        if self.is_empty:
+            for k in ("success_final_ci95", "success_max", "success_max_ci95", "success_metaworld_pooled"):
+                if getattr(self, k) is not None:
+                    raise _Invalid(_at(where, k), "must be null where success_final is (no seed evaluated)")
+            if self.omitted is not None and "success_pre_adaptation" not in self.omitted:
+                raise _Invalid(_at(where, "success_pre_adaptation"),
+                               "must be absent where success_final is null (no seed evaluated)")
+            if self.per_seed or self.per_class:
+                raise _Invalid(_at(where, "per_seed" if self.per_seed else "per_class"),
+                               "must be empty where success_final is null (no seed evaluated)")
+            return
+        if self.omitted is not None and "success_pre_adaptation" in self.omitted:
+            raise _Invalid(_at(where, "success_pre_adaptation"), "missing")
+        if not self.per_seed:
+            raise _Invalid(_at(where, "per_seed"), "must hold one seed at least")
+        for k in ("success_final", "success_max", "success_metaworld_pooled", "success_pre_adaptation"):
+            if getattr(self, k) is not None:
+                _rate(getattr(self, k), _at(where, k))
+        for k in ("success_final_ci95", "success_max_ci95"):
+            ci = getattr(self, k)
+            if ci is not None and ci < 0:
+                raise _Invalid(_at(where, k), f"must be >= 0, got {ci}")
+        if self.success_max is None and self.success_max_ci95 is not None:
+            raise _Invalid(_at(where, "success_max_ci95"), "must be null where success_max is")
+        for c, v in self.per_class.items():
+            if not math.isnan(v):
+                _rate(v, _at(where, f"per_class.{c}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.is_empty:
+            return {k: _encode(getattr(self, k)) for k in self.EMPTY_KEYS}
+        return super().to_dict()
+
+
+@dataclass(frozen=True)
+class Aggregate(_Record):
+    """`benchmarks/results/<row>.json` (`<row>_all_seeds.json` where a result file has the row's name):
+    a benchmark row's Meta-World-protocol figures over its seeds, as `metarl bench report` writes it.
+    The lists from `seeds` on hold one entry per seed, in the order of `seeds` (`machine`: the
+    machines, sorted, each once)."""
+
+    preset: str
+    agent: str
+    benchmark: str
+    env_name: str | None
+    horizon: int
+    protocol: str
+    protocol_settings: ProtocolSettings
+    seeds: tuple[int | None, ...]
+    env_steps: tuple[int, ...]
+    budget_env_steps: int | None
+    stopped_early: tuple[bool, ...]
+    wall_seconds: tuple[float, ...]
+    machine: tuple[str, ...]
+    command: tuple[str, ...]
+    git_commit: tuple[str | None, ...]
+    meta_test: AggregateSplit
+    meta_train: AggregateSplit
+    result_files: tuple[str, ...]
+    periodic_protocol: tuple[str | None, ...]  # null: a second evaluation of the same checkpoint
+    omitted: frozenset[str] | None = _omitted()
+
+    PER_SEED = ("env_steps", "stopped_early", "wall_seconds", "command", "git_commit", "result_files",
+                "periodic_protocol")
+
+    def check(self, where: str) -> None:
+        if self.protocol != "metaworld":
+            raise _Invalid(_at(where, "protocol"), f"must be 'metaworld', got {self.protocol!r}")
+        if not self.seeds:
+            raise _Invalid(_at(where, "seeds"), "must hold one seed at least")
+        n = len(self.seeds)
+        for k in self.PER_SEED:
+            if len(getattr(self, k)) != n:
+                raise _Invalid(_at(where, k), f"must have one entry per seed ({n}), got {len(getattr(self, k))}")
+        if not self.machine:
+            raise _Invalid(_at(where, "machine"), "must name one machine at least")
+        if self.meta_test.is_empty:
+            raise _Invalid(_at(where, "meta_test.success_final"), "must be a number, got null")
+        for key in ("meta_test", "meta_train"):
+            split: AggregateSplit = getattr(self, key)
+            if split.is_empty:
+                continue
+            if len(split.per_seed) != n:
+                raise _Invalid(_at(where, f"{key}.per_seed"),
+                               f"must have one entry per seed ({n}), got {len(split.per_seed)}")
+            for i, (s, p) in enumerate(zip(self.seeds, split.per_seed)):
+                if p.seed != s:
+                    raise _Invalid(_at(where, f"{key}.per_seed[{i}].seed"), f"must be seeds[{i}] ({s}), got {p.seed}")
