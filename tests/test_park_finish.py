@@ -245,6 +245,9 @@ def test_the_committed_parked_runs_still_resume(parked):
     cfg, payload = resume_config(run, [])
     assert payload is not None and payload["counters"]["env_steps"] > 0 and cfg.run.env_steps > \
         payload["counters"]["env_steps"]
-    lines = [json.loads(x) for x in (run / "segments.jsonl").read_text().splitlines() if x.strip()]
-    segments = segments_of(lines, run / "segments.jsonl")
+    # the stretches as Run.stretches() reads them: the old scripts' segments.jsonl, then runs.jsonl
+    # (a parked run resumed by `metarl bench run --resume` and parked again has both)
+    lines = [json.loads(x) for name in ("segments.jsonl", "runs.jsonl") if (run / name).is_file()
+             for x in (run / name).read_text().splitlines() if x.strip()]
+    segments = segments_of(lines, run)
     assert segments and segments[-1].to_env_steps == payload["counters"]["env_steps"]
