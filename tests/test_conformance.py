@@ -34,6 +34,11 @@ CLI = [sys.executable, "-m", "metarl.app.cli"]
 CASES = [(n, ()) for n in NAMES] + [("maml_trpo", ("agent.first_order=true",)),
                                     ("maml_trpo", ("agent.learn_inner_lr=per_parameter",))]
 IDS = [n if not o else n + "[" + ",".join(o) + "]" for n, o in CASES]
+# the variants act through MAML-TRPO's own code (they differ in the update): their sampling cases are slow
+SAMPLING_CASES = [pytest.param(*c, marks=pytest.mark.slow) if c[1] else c for c in CASES]
+# first-order MAML keeps no state of its own (Meta-SGD keeps its step sizes): its resume case is slow
+RESUME_CASES = [pytest.param(*c, marks=pytest.mark.slow) if c[1] == ("agent.first_order=true",) else c
+                for c in CASES]
 
 
 
@@ -83,7 +88,7 @@ def test_protocol_verbs_and_task_state_shape(name, overrides):
         sampler.vec_env.close()
 
 
-@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+@pytest.mark.parametrize("name,overrides", SAMPLING_CASES, ids=IDS)
 def test_in_process_and_three_worker_sampling_are_identical(name, overrides):
     """Units (episodes or trials) run alone with batch-1 policy calls wherever they run: exact
     equality for every agent, whatever the worker count."""
@@ -115,7 +120,7 @@ def _train(tmp_path, name, run, *extra, overrides=()):
     return tmp_path / run
 
 
-@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+@pytest.mark.parametrize("name,overrides", RESUME_CASES, ids=IDS)
 def test_resume_checkpoints_release_eval_and_plot(tmp_path, name, overrides):
     cfg = config.load(str(_preset(name)), ["env.max_episode_steps=8", *overrides], seed=0, device="cpu",
                       registry=AGENTS)

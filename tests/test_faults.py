@@ -204,7 +204,9 @@ def test_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
     assert path.name == "ckpt_0000001.pt" and payload["counters"]["iteration"] == 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGTERM to the group is slow here: test_sigterm_writes_a_checkpoint_leaves_no_workers_and_resumes and
+# test_group_signal_mid_rollout_spends_no_worker_restarts[SIGTERM] cover it in the default suite
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGINT])
 def test_signal_to_the_process_group_stops_cleanly_and_still_evaluates(tmp_path, sig):
     """What `timeout -s SIG`, a batch scheduler or Ctrl-C do: the signal reaches the trainer
     and its sampler workers, the trainer twice within a moment. The run must stop after the
@@ -261,7 +263,9 @@ def _group(pgid: int) -> dict[int, tuple[str, int]]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+# SIGINT is slow here: test_signal_to_the_process_group_stops_cleanly_and_still_evaluates[SIGINT] covers it
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGINT"])
 def test_group_signal_mid_rollout_spends_no_worker_restarts(tmp_path, toy_config, sig):
     """`kill -TERM -- -PGID`, `timeout`, a batch scheduler or Ctrl-C signal the trainer, its workers and
     the multiprocessing forkserver that started them. The forkserver must survive it too: once it was
