@@ -48,7 +48,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -281,11 +281,15 @@ def aggregate(row: str, seeds: list[SeedFigures]) -> Aggregate:
         f_mean, f_ci = mean_ci(finals)
         m_mean, m_ci = mean_ci(maxes) if maxes else (None, None)
         classes = list(figs[0].per_class)
-        pre = [f.pre_adaptation for f in figs if f.pre_adaptation is not None]  # every seed's, on "test"
+        pre_mean = None
+        if key == "test":  # every seed's test figures carry it (MetaworldSummary always has one)
+            pre = [f.pre_adaptation for f in figs]
+            assert None not in pre, f"{row}: a seed's held-out figures lack success_pre_adaptation"
+            pre_mean = float(np.mean(cast("list[float]", pre)))
         return AggregateSplit(
             success_final=f_mean, success_final_ci95=f_ci, success_max=m_mean, success_max_ci95=m_ci,
             success_metaworld_pooled=float(np.mean(pooled)) if pooled else None,
-            success_pre_adaptation=float(np.mean(pre)) if key == "test" else None,
+            success_pre_adaptation=pre_mean,
             per_seed=tuple(AggregateSeed(seed=s.seed, success_final=f.final, success_max=f.max,
                                          success_metaworld_pooled=f.pooled,
                                          history=tuple(HistoryPoint(env_steps=e, success=v) for e, v in f.history))
