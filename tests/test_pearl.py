@@ -537,3 +537,19 @@ def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, ca
     assert main(["train", "--resume", str(run), "--set", "run.env_steps=1920"]) == 0
     assert "warm restart" not in capsys.readouterr().err
     assert "warm_restart" not in json.loads((run / "runs.jsonl").read_text().splitlines()[-1])
+
+
+def test_the_report_label_names_the_settings_pearls_ablations_vary():
+    """Rows of PEARL ablations on one benchmark differ in their label, not only in their name."""
+    from metarl.agents.pearl import PEARL
+
+    assert PEARL.label({}) == "PEARL"
+    base = {"name": "pearl", "train_tasks_per_class": 0, "num_prior_episodes": 2, "num_posterior_episodes": 0,
+            "num_extra_posterior_episodes": 2, "grad_steps_per_iteration": 500, "auto_entropy": True,
+            "alpha_min": 0.0, "reward_scale": 1.0, "embedding_batch_size": 100, "use_next_obs_in_context": True}
+    assert PEARL.label(base) == "PEARL (all goals, 2+0+2 episodes, 500 updates/iteration, auto α, context 100)"
+    assert PEARL.label({**base, "train_tasks_per_class": 20, "grad_steps_per_iteration": None, "utd_ratio": 0.1,
+                        "auto_entropy": False, "alpha": 0.2, "reward_scale": 5.0, "embedding_batch_size": 64,
+                        "use_next_obs_in_context": False}) == \
+        "PEARL (20 goals/class, 2+0+2 episodes, UTD 0.1, α 0.2, reward ×5, context 64 (s, a, r))"
+    assert PEARL.label({**base, "alpha_min": 0.1}).endswith("auto α ≥ 0.1, context 100)")

@@ -54,10 +54,11 @@ CPU generator (z and action noise), both saved by the trainer's checkpoints;
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -525,6 +526,29 @@ class PEARL(MetaAgent[LatentState]):
     RELEASE_KEYS = ("encoder", "policy", "log_alpha", "collected_initial", "iterations")
     DISPLAY_NAME = "PEARL"
     POSTERIOR_CONTEXT = True  # eval.pearl_context: the evaluation's posterior from all the context or a training-size draw
+
+    @classmethod
+    def label(cls, fields: Mapping[str, Any]) -> str:
+        """The settings PEARL's ablations vary, so that rows of one benchmark tell apart: training
+        goals, episodes per collected goal and iteration (prior + posterior + extra posterior),
+        gradient steps, the entropy regime, the context size and fields. A key an older result
+        lacks ran with PEARLConfig's default; no fields at all: the name alone."""
+        if not fields:
+            return cls.DISPLAY_NAME
+        d = {f.name: f.default for f in dataclasses.fields(PEARLConfig)}
+        get = lambda k: fields.get(k, d[k])  # noqa: E731
+        goals = "all goals" if not get("train_tasks_per_class") else f"{get('train_tasks_per_class')} goals/class"
+        eps = f"{get('num_prior_episodes')}+{get('num_posterior_episodes')}+{get('num_extra_posterior_episodes')} episodes"
+        steps = f"UTD {get('utd_ratio'):g}" if get("grad_steps_per_iteration") is None \
+            else f"{get('grad_steps_per_iteration')} updates/iteration"
+        if get("auto_entropy"):
+            alpha = "auto α" + (f" ≥ {get('alpha_min'):g}" if get("alpha_min") else "")
+        else:
+            alpha = f"α {get('alpha'):g}"
+        if get("reward_scale") != 1:
+            alpha += f", reward ×{get('reward_scale'):g}"
+        ctx = f"context {get('embedding_batch_size')}" + ("" if get("use_next_obs_in_context") else " (s, a, r)")
+        return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A released policy (`policy_only`) holds only RELEASE_KEYS: the critics keep their
