@@ -239,15 +239,13 @@ def test_the_committed_parked_runs_still_resume(parked):
     """Every run dir in benchmarks/inflight/ (parked by the old scripts: segments.jsonl, PEARL without its
     buffers) still gives a config and checkpoint to resume from, and its recorded stretches read as segments."""
     from metarl.app.bench.run import segments_of
-    from metarl.training.run import resume_config
+    from metarl.training.run import read_stretches, resume_config
 
     run = ROOT / "benchmarks" / "inflight" / parked
     cfg, payload = resume_config(run, [])
     assert payload is not None and payload["counters"]["env_steps"] > 0 and cfg.run.env_steps > \
         payload["counters"]["env_steps"]
-    # the stretches as Run.stretches() reads them: the old scripts' segments.jsonl, then runs.jsonl
-    # (a parked run resumed by `metarl bench run --resume` and parked again has both)
-    lines = [json.loads(x) for name in ("segments.jsonl", "runs.jsonl") if (run / name).is_file()
-             for x in (run / name).read_text().splitlines() if x.strip()]
-    segments = segments_of(lines, run)
+    # the old scripts' segments.jsonl, then runs.jsonl (a parked run resumed by `metarl bench run
+    # --resume` and parked again has both), read as Run.stretches() reads them
+    segments = segments_of(read_stretches(run), run)
     assert segments and segments[-1].to_env_steps == payload["counters"]["env_steps"]

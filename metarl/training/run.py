@@ -485,11 +485,16 @@ class Run:
                                         "run the command again") from None
 
     def stretches(self) -> list[dict[str, Any]]:
-        """Every stretch of training this run dir records, oldest first: an older run dir's
-        segments.jsonl (benchmarks/run_preset.py before runs.jsonl), then runs.jsonl. A stretch that
-        ended has to_env_steps and wall_seconds; one without (killed, or recorded by an older
-        version) has only its start."""
-        return _read_jsonl(self.dir / SEGMENTS) + _read_jsonl(self.dir / "runs.jsonl")
+        """Every stretch of training this run dir records (read_stretches)."""
+        return read_stretches(self.dir)
+
+
+def read_stretches(run_dir: Path) -> list[dict[str, Any]]:
+    """Every stretch of training `run_dir` records, oldest first: an older run dir's
+    segments.jsonl (benchmarks/run_preset.py before runs.jsonl), then runs.jsonl. A stretch that
+    ended has to_env_steps and wall_seconds; one without (killed, or recorded by an older
+    version) has only its start."""
+    return _read_jsonl(run_dir / SEGMENTS) + _read_jsonl(run_dir / "runs.jsonl")
 
 
 def _valid_result_name(name: str) -> bool:
@@ -497,4 +502,5 @@ def _valid_result_name(name: str) -> bool:
         and name not in (".", "..")
 
 
-__all__ = ["Run", "RunOutcome", "HookChoice", "allowed_changes", "git_commit", "resume_config", "final_eval_done"]
+__all__ = ["Run", "RunOutcome", "HookChoice", "allowed_changes", "git_commit", "resume_config", "final_eval_done",
+           "read_stretches"]
