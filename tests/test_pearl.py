@@ -553,3 +553,5 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
                         "use_next_obs_in_context": False}) == \
         "PEARL (20 goals/class, 2+0+2 episodes, UTD 0.1, α 0.2, reward ×5, context 64 (s, a, r))"
     assert PEARL.label({**base, "alpha_min": 0.1}).endswith("auto α ≥ 0.1, context 100)")
+    assert PEARL.label({**base, "kl_weight": 0.01}).endswith("context 100, KL ×0.01)")
+    assert PEARL.label({**base, "kl_weight": 0.1}) == PEARL.label(base)

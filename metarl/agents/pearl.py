@@ -531,7 +531,8 @@ class PEARL(MetaAgent[LatentState]):
     def label(cls, fields: Mapping[str, Any]) -> str:
         """The settings PEARL's ablations vary, so that rows of one benchmark tell apart: training
         goals, episodes per collected goal and iteration (prior + posterior + extra posterior),
-        gradient steps, the entropy regime, the context size and fields. A key an older result
+        gradient steps, the entropy regime, the context size and fields, and the KL weight where it is
+        not the default. A key an older result
         lacks ran with PEARLConfig's default; no fields at all: the name alone."""
         if not fields:
             return cls.DISPLAY_NAME
@@ -548,6 +549,8 @@ class PEARL(MetaAgent[LatentState]):
         if get("reward_scale") != 1:
             alpha += f", reward ×{get('reward_scale'):g}"
         ctx = f"context {get('embedding_batch_size')}" + ("" if get("use_next_obs_in_context") else " (s, a, r)")
+        if get("kl_weight") != d["kl_weight"]:
+            ctx += f", KL ×{get('kl_weight'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
