@@ -293,6 +293,29 @@ def test_goal_distance_diagnostic_agrees_with_the_evaluator_on_ml1(tmp_path):
         env.close()
     assert len({tuple(goal_of(t)) for t in tasks}) == 20     # one goal per held-out task
 
+    # benchmarks/pearl_inference.py on the same checkpoint: recording the posterior leaves the episodes as
+    # they were (its held-out success per round is evaluate's with the same seed), and its fit is exact on
+    # an affine map
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("pearl_inference", os.path.join(ROOT, "benchmarks", "pearl_inference.py"))
+    inference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inference)
+    out = tmp_path / "inference.json"
+    assert inference.main([str(tmp_path / "ml1"), "--rounds", "2", "--seed", "5", "--out", str(out)]) == 0
+    rounds = json.loads(out.read_text())["rounds"]
+    bench, sampler, agent = build(cfg, torch.device("cpu"))
+    try:
+        agent.load_state_dict(payload["agent"])
+        full = evaluate(agent, sampler, bench.tasks("test"), 2, 1, np.random.default_rng(5))
+    finally:
+        sampler.vec_env.close()
+    assert [r["heldout_success"] for r in rounds] == pytest.approx(list(full.success.mean(0)[1:]))
+    assert all(np.isfinite(r["posterior_to_goal_heldout_m"]) and r["z_to_hand_m"] >= 0 for r in rounds)
+    x = np.random.default_rng(0).normal(size=(40, 7))
+    a, b = np.random.default_rng(1).normal(size=(7, 3)), np.array([0.1, -0.2, 0.3])
+    np.testing.assert_allclose(inference.lstsq_predict(inference.lstsq_fit(x, x @ a + b), x), x @ a + b, atol=1e-3)
+
 
 # ---- issue 27: task subset, class-stratified draws, UTD ratio, α floor, context fields, eval context --------
 def _classed(tasks, n_classes):
