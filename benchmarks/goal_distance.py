@@ -24,13 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from metarl.agents import AGENTS
-    from metarl.training import checkpoint, config
     from metarl.core.types import ConfigError
-    from metarl.training.build import build
-    from metarl.training.diagnostics import measure
+    from metarl.training.diagnostics import load_ml1, measure
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
@@ -42,16 +37,9 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         raise SystemExit(f"goal_distance: --rounds must be >= 1, got {args.rounds}")
     try:
-        ckpt, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
+        ckpt, bench, sampler, agent = load_ml1(args.checkpoint, args.seed)
     except ConfigError as e:
         raise SystemExit(f"goal_distance: {e}")
-    cfg = config.from_dict(payload["config"], registry=AGENTS)
-    if cfg.env.benchmark != "ML1":
-        raise SystemExit(f"goal_distance: needs an ML1 run, got env.benchmark={cfg.env.benchmark!r}")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
-    bench, sampler, agent = build(cfg, torch.device("cpu"))
-    agent.load_state_dict(payload["agent"])
     tasks = bench.tasks(args.split)
     try:
         success, final, _ = measure(agent, sampler, tasks, args.rounds, np.random.default_rng(args.seed))

@@ -43,11 +43,8 @@ def median_dist(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv=None) -> int:
     import torch
 
-    from metarl.agents import AGENTS
     from metarl.core.types import ConfigError
-    from metarl.training import checkpoint, config
-    from metarl.training.build import build
-    from metarl.training.diagnostics import goal_of
+    from metarl.training.diagnostics import goal_of, load_ml1
     from metarl.training.evaluation import evaluate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,16 +56,9 @@ def main(argv=None) -> int:
     if not 1 <= args.rounds <= 10:
         raise SystemExit(f"pearl_inference: --rounds must be in 1..10, got {args.rounds}")
     try:
-        ckpt, payload = checkpoint.resolve(args.checkpoint, registry=AGENTS)
+        ckpt, bench, sampler, agent = load_ml1(args.checkpoint, args.seed, agent="pearl")
     except ConfigError as e:
         raise SystemExit(f"pearl_inference: {e}")
-    cfg = config.from_dict(payload["config"], registry=AGENTS)
-    if cfg.env.benchmark != "ML1" or cfg.agent.name != "pearl":
-        raise SystemExit(f"pearl_inference: needs an ML1 PEARL run, got {cfg.env.benchmark} {cfg.agent.name}")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
-    bench, sampler, agent = build(cfg, torch.device("cpu"))
-    agent.load_state_dict(payload["agent"])
     k_max, latent = args.rounds, agent.latent_dim
     data: dict[str, dict[str, np.ndarray]] = {}
     adapt = agent.adapt

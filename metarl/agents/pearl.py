@@ -532,8 +532,8 @@ class PEARL(MetaAgent[LatentState]):
         """The settings PEARL's ablations vary, so that rows of one benchmark tell apart: training
         goals, episodes per collected goal and iteration (prior + posterior + extra posterior),
         gradient steps, the entropy regime, the context size and fields, and the KL weight where it is
-        not the default. A key an older result
-        lacks ran with PEARLConfig's default; no fields at all: the name alone."""
+        not the default. A key an older result lacks ran with PEARLConfig's default; no fields at all:
+        the name alone."""
         if not fields:
             return cls.DISPLAY_NAME
         d = {f.name: f.default for f in dataclasses.fields(PEARLConfig)}
