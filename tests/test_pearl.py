@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import metarl.core.buffers as buffers_mod
 from metarl.core.buffers import ReplayAndContext
@@ -183,10 +184,12 @@ def test_buffers_actor_and_non_finite_updates():
     assert all(torch.equal(v, q_before[k]) for k, v in agent.q1.state_dict().items())
 
 
-def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
+@pytest.mark.parametrize("decoder", [False, True], ids=["paper", "reward_decoder"])
+def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path, decoder):
     common = ["--set", "run.progress=false", "--set", f"run.out_dir={tmp_path}", "--set", "eval.every=2",
               "--set", "eval.tasks_per_class=4", "--set", "eval.final_tasks_per_class=2",
-              "--set", "eval.episodes_per_round=1", "--set", "agent.grad_steps_per_iteration=20"]
+              "--set", "eval.episodes_per_round=1", "--set", "agent.grad_steps_per_iteration=20",
+              "--set", f"agent.reward_decoder_weight={1.0 if decoder else 0.0}"]
     # iteration 1: 40 tasks x 2 initial episodes + 10 tasks x 2 episodes, 20 steps each; then 400 steps each
     assert main(["train", TOY_PEARL, "--set", "run.env_steps=3600", "--set", "run.name=straight", *common]) == 0
     assert main(["train", TOY_PEARL, "--set", "run.env_steps=2400", "--set", "run.name=split", *common]) == 0
@@ -196,12 +199,37 @@ def test_resume_restores_parameters_optimizers_and_buffers_exactly(tmp_path):
     assert a["counters"]["iteration"] == b["counters"]["iteration"] == 5
     assert a["agent"]["buffers"]["replay"]["size"].sum() == 3600
     assert a["agent"]["optimizers"]["encoder"]["state"]  # Adam moments are there and compared
+    assert ("decoder" in a["agent"]) == ("decoder" in a["agent"]["optimizers"]) == decoder
     assert_same(a["agent"], b["agent"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["numpy"] == b["rng"]["numpy"]
     # load_state_dict restores the buffers into a fresh agent bit for bit
-    agent = PEARL(_toy_cfg(), 2, 2)
+    agent = PEARL(_toy_cfg(reward_decoder_weight=1.0 if decoder else 0.0), 2, 2)
     agent.load_state_dict(b["agent"])
     assert_same(agent.state_dict(), b["agent"])
+
+
+def test_reward_decoder_trains_the_encoder_and_learns_the_reward():
+    """agent.reward_decoder_weight > 0: the decoder's error reaches the encoder (through z) and
+    falls as it trains; 0 builds no decoder, and the encoder's gradient is the critic's alone."""
+    bench = make_benchmark("toy", seed=0, max_episode_steps=20, toy_tasks=8)
+    plain = PEARL(_toy_cfg(), bench.obs_dim, bench.act_dim)
+    assert plain.decoder is None and "decoder" not in plain.state_dict() and "reward_loss" not in plain.update_metrics
+    torch.manual_seed(0)
+    cfg = _toy_cfg(**{**FAST_TOY, "reward_decoder_weight": 1.0})
+    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=8, horizon=20)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 10), 20)
+    rng = np.random.default_rng(0)
+    losses = [agent.train_iteration(sampler, bench.train_tasks, rng).scalars["train/reward_loss"] for _ in range(8)]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
+    # the reward loss alone gives the encoder a gradient
+    ctx = agent._ctx_features(agent.buffers.context.sample(np.arange(4), 8, rng))
+    data = agent.buffers.replay.sample(np.arange(4), 8, rng)
+    mu, var = agent.posterior(ctx)
+    z = mu[:, None].expand(4, 8, agent.latent_dim)
+    obs, act, rew = (torch.from_numpy(data[k]) for k in ("obs", "actions", "rewards"))
+    loss = F.mse_loss(agent.decoder(torch.cat([obs, act, z], -1)).squeeze(-1), rew)
+    grads = torch.autograd.grad(loss, list(agent.encoder.parameters()))
+    assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
 # the toy preset made cheaper for a test (about 0.2 s an iteration on one core instead of 0.7):
@@ -343,6 +371,10 @@ def test_new_fields_are_validated():
     with pytest.raises(ConfigError, match=r"agent.alpha_min: must be <= agent.alpha \(the initial entropy weight, "
                                           r"0.1\), got 0.2"):
         PEARLConfig(alpha=0.1, alpha_min=0.2)
+    with pytest.raises(ConfigError, match=r"agent.reward_decoder_weight: must be a finite number >= 0, got -1"):
+        PEARLConfig(reward_decoder_weight=-1.0)
+    with pytest.raises(ConfigError, match=r"agent.reward_decoder_weight: must be a finite number >= 0, got inf"):
+        PEARLConfig(reward_decoder_weight=float("inf"))
     # and through a preset's --set, as every field
     with pytest.raises(ConfigError, match="agent.train_tasks_per_class: must be >= 0"):
         _toy_cfg(train_tasks_per_class=-2)
@@ -578,3 +610,5 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
     assert PEARL.label({**base, "alpha_min": 0.1}).endswith("auto α ≥ 0.1, context 100)")
     assert PEARL.label({**base, "kl_weight": 0.01}).endswith("context 100, KL ×0.01)")
     assert PEARL.label({**base, "kl_weight": 0.1}) == PEARL.label(base)
+    assert PEARL.label({**base, "reward_decoder_weight": 1.0}).endswith("context 100, reward decoder ×1)")
+    assert PEARL.label({**base, "reward_decoder_weight": 0.0}) == PEARL.label(base)

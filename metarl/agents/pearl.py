@@ -130,6 +130,10 @@ class PEARLConfig(AgentConfig):
     """Training goals kept per class, drawn once (0: all)."""
     task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
     """How iteration tasks and meta-batches are drawn: uniform or class_balanced."""
+    reward_decoder_weight: float = field(default=0.0, metadata=nonnegative(finite=True))
+    """Weight of a reward-prediction loss that also trains the encoder: a decoder predicts each
+    replay transition's reward from (s, a, z) with z from its task's posterior (0: none; the encoder
+    learns from the critic's loss and the KL alone, as in the references)."""
 
     def validate(self) -> None:
         super().validate()
@@ -212,8 +216,15 @@ class PEARL(MetaAgent[LatentState]):
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.auto_entropy)
+        # reward_decoder_weight > 0: r̂(s, a, z), whose error trains the encoder beside the critic's
+        self.decoder = mlp([obs_dim + act_dim + latent, *cfg.encoder_hidden, 1], activation=nn.ReLU).to(self.device) \
+            if cfg.reward_decoder_weight > 0 else None
+        self.nets = self._NETS + (("decoder",) if self.decoder is not None else ())
+        self.update_metrics = self.UPDATE_METRICS + (("reward_loss",) if self.decoder is not None else ())
 
         self.critic_params = [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()]
+        if self.decoder is not None:
+            self.critic_params += list(self.decoder.parameters())
         self.policy_params = list(self.policy.parameters())
         self.target_params: list[Tensor] = [*self.q1_target.parameters(), *self.q2_target.parameters()]
         self.source_params: list[Tensor] = [*self.q1.parameters(), *self.q2.parameters()]
@@ -222,6 +233,8 @@ class PEARL(MetaAgent[LatentState]):
             "q": torch.optim.Adam(self.source_params, lr=cfg.lr),
             "policy": torch.optim.Adam(self.policy_params, lr=cfg.lr),
         }
+        if self.decoder is not None:
+            self.optimizers["decoder"] = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr)
         if cfg.auto_entropy:
             self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
 
@@ -419,7 +432,7 @@ class PEARL(MetaAgent[LatentState]):
                 continue
             total = step_metrics if total is None else total + step_metrics
         accepted = max(grad_steps - rejected, 1)
-        sums = {} if total is None else dict(zip(self.UPDATE_METRICS, total.tolist()))
+        sums = {} if total is None else dict(zip(self.update_metrics, total.tolist()))
         self.iterations += 1
 
         def stats(batches: list[EpisodeBatch]) -> tuple[float, float]:
@@ -439,7 +452,7 @@ class PEARL(MetaAgent[LatentState]):
 
     def _update(self, rng: np.random.Generator) -> Tensor | None:
         """One SAC + encoder gradient step on `meta_batch` tasks: the step's metrics as one
-        tensor (order UPDATE_METRICS, left on the device), or None (nothing changed) when a
+        tensor (order update_metrics, left on the device), or None (nothing changed) when a
         loss or gradient is not finite."""
         cfg = self.cfg
         replay, context = self._buffers().replay, self._buffers().context
@@ -473,6 +486,12 @@ class PEARL(MetaAgent[LatentState]):
         q1, q2 = self.q1(q_input).squeeze(-1), self.q2(q_input).squeeze(-1)
         qf_loss = F.mse_loss(q1, q_target) + F.mse_loss(q2, q_target)
         critic_loss = qf_loss + cfg.kl_weight * kl.sum()  # KL summed over the meta-batch, as in the paper's code
+        extra: list[Tensor] = []
+        if self.decoder is not None:  # reward prediction from (s, a, z): its error reaches the encoder through z
+            r_hat = self.decoder(torch.cat([obs, actions, z_per_sample], -1)).squeeze(-1)
+            reward_loss = F.mse_loss(r_hat, rewards)
+            critic_loss = critic_loss + cfg.reward_decoder_weight * reward_loss
+            extra.append(reward_loss)
 
         # policy: maximise the twin-Q minimum plus entropy, on z detached
         new_action, new_logp = self.policy.sample(torch.cat([obs, z_detached], -1),
@@ -503,17 +522,17 @@ class PEARL(MetaAgent[LatentState]):
         with torch.no_grad():
             torch._foreach_lerp_(self.target_params, self.source_params, cfg.tau)
         return torch.stack([qf_loss, policy_loss, kl.mean(), alpha, q1.mean(), var.sqrt().mean(),
-                            -new_logp.mean()]).detach()
+                            -new_logp.mean(), *extra]).detach()
 
     # ---- checkpoints ------------------------------------------------------------------
-    _NETS = ("encoder", "policy", "q1", "q2", "q1_target", "q2_target")
+    _NETS = ("encoder", "policy", "q1", "q2", "q1_target", "q2_target")  # self.nets adds "decoder" where there is one
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, target networks, optimizers, log_alpha, counters and the buffers. Buffer
         entries are tensors that may share memory with the live arrays: serialise the state
         before training further."""
         out: dict[str, Any] = {k: {n: v.detach().cpu().clone() for n, v in getattr(self, k).state_dict().items()}
-                               for k in self._NETS}
+                               for k in self.nets}
         out["log_alpha"] = self.log_alpha.detach().cpu().clone()
         out["optimizers"] = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
         out["collected_initial"] = self.collected_initial
@@ -551,13 +570,15 @@ class PEARL(MetaAgent[LatentState]):
         ctx = f"context {get('embedding_batch_size')}" + ("" if get("use_next_obs_in_context") else " (s, a, r)")
         if get("kl_weight") != d["kl_weight"]:
             ctx += f", KL ×{get('kl_weight'):g}"
+        if get("reward_decoder_weight"):
+            ctx += f", reward decoder ×{get('reward_decoder_weight'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A released policy (`policy_only`) holds only RELEASE_KEYS: the critics keep their
         initial weights and the buffers stay empty; it can be evaluated, not trained on."""
         policy_only = bool(state.get("policy_only"))
-        for k in self._NETS:
+        for k in self.nets:
             if policy_only and k not in state:
                 continue
             getattr(self, k).load_state_dict(state[k])
