@@ -117,6 +117,17 @@ def test_park_a_stopped_run_resume_it_elsewhere_and_finish_it(tmp_path):
     assert (res / "README.md").is_file()
     assert not p.exists()  # the parked copy is gone
 
+    # a budget grown after the finish: the meta-train evaluation of the earlier checkpoint is not
+    # copied into the new result, and the copy from then goes
+    r = subprocess.run([*BENCH, "run", "--resume", str(resumed_run), "--results", str(res),
+                        "--set", f"run.env_steps={result['env_steps'] + 4000}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    grown = json.loads((res / "toy_s1.json").read_text())
+    assert grown["env_steps"] > result["env_steps"]
+    assert not (res / "toy_s1.eval_metaworld_train.json").exists()
+    assert (resumed_run / "eval_metaworld_train.json").is_file()  # the run dir keeps its own record
+
 
 def test_park_and_finish_refuse_what_is_not_a_run(tmp_path):
     for command in ("park", "finish"):

@@ -198,8 +198,13 @@ def write_result(per_seed: list[SeedResult], cfg: Any, name: str, results: Path,
         suffix = "" if len(per_seed) == 1 else f".s{r.seed}"
         run_dir = ROOT / r.run_dir  # (an absolute run_dir stays itself)
         for f in ("progress.csv", "eval.csv", "eval_metaworld.json", "eval_metaworld_train.json"):
-            if (run_dir / f).exists():
-                shutil.copyfile(run_dir / f, results / f"{name}{suffix}.{f}")
+            src, dst = run_dir / f, results / f"{name}{suffix}.{f}"
+            if f.startswith("eval_metaworld") and src.exists() and _evaluated_at(src) != r.env_steps:
+                # an evaluation of an earlier checkpoint (`bench finish` before a resume that grew the
+                # budget): not this result's; a copy of it from then goes too
+                dst.unlink(missing_ok=True)
+            elif src.exists():
+                shutil.copyfile(src, dst)
     (results / f"{name}.json").write_text(result.to_json())
     curves = {f"seed {r.seed}": (list(r.success_by_round), list(r.return_by_round)) for r in per_seed}
     if len(per_seed) > 1:
@@ -214,3 +219,12 @@ def write_result(per_seed: list[SeedResult], cfg: Any, name: str, results: Path,
            if result.stopped_early else "") + ":\n\n"
         f"{_table(succ, ret)}\n\n" + sel_md + _commands(per_seed, command, git))
     return result
+
+
+def _evaluated_at(path: Path) -> int | None:
+    """The env_steps an evaluation file of a run dir records (None: unreadable or absent)."""
+    try:
+        steps = json.loads(path.read_text()).get("env_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
