@@ -67,11 +67,35 @@ from torch import Tensor, nn
 
 from metarl.agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, TaskSampling, draw_meta_batch
 from metarl.core.buffers import FIELDS, ReplayAndContext
-from metarl.core.fields import finite, in_range, layer_sizes, nonnegative, positive
+from metarl.core.fields import Choice, finite, in_range, layer_sizes, nonnegative, one_of, positive
 from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
 from metarl.core.types import EpisodeBatch, LatentState, Task, UpdateResult
 
 MIN_VAR = 1e-7
+
+
+class ContextAggregation(Choice):
+    """How the context encoder turns a set of transitions into q(z | context) (`context_aggregation`)."""
+    PRODUCT = "product"  # one Gaussian factor per transition, multiplied (the paper's encoder)
+    MEAN = "mean"        # deep sets: per-transition features, their mean, then a network to (mu, var)
+
+
+class MeanPoolEncoder(nn.Module):
+    """A set encoder that is not a product of Gaussians: phi embeds each transition (the
+    encoder_hidden layers, ReLU), the embeddings are averaged over the set, and rho maps the
+    average to the posterior's mean and variance. Invariant to the order of the transitions; an
+    average of features can express what no single Gaussian factor can (a goal on a sphere
+    around the hand, intersected over transitions)."""
+
+    def __init__(self, ctx_dim: int, hidden: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.phi = nn.Sequential(mlp([ctx_dim, *hidden]), nn.ReLU())
+        self.rho = mlp([hidden[-1], hidden[-1], 2 * latent_dim], activation=nn.ReLU)
+
+    def forward(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """ctx [..., N, F] (N >= 1) -> mu, var [..., L]."""
+        mu, raw = self.rho(self.phi(ctx).mean(-2)).chunk(2, -1)
+        return mu, F.softplus(raw).clamp_min(MIN_VAR)
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,10 @@ class PEARLConfig(AgentConfig):
     """Training goals kept per class, drawn once (0: all)."""
     task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
     """How iteration tasks and meta-batches are drawn: uniform or class_balanced."""
+    context_aggregation: ContextAggregation = field(default=ContextAggregation.PRODUCT,
+                                                    metadata=one_of(ContextAggregation, what="context aggregation"))
+    """q(z | context) as the product of per-transition Gaussian factors (product, the paper's), or
+    from the mean of per-transition features (mean: MeanPoolEncoder)."""
     reward_decoder_weight: float = field(default=0.0, metadata=nonnegative(finite=True))
     """Weight of a reward-prediction loss that also trains the encoder: a decoder predicts each
     replay transition's reward from (s, a, z) with z from its task's posterior (0: none; the encoder
@@ -209,7 +237,10 @@ class PEARL(MetaAgent[LatentState]):
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
 
         latent, hidden = cfg.latent_dim, cfg.hidden_sizes
-        self.encoder = mlp([self.ctx_dim, *cfg.encoder_hidden, 2 * latent], activation=nn.ReLU).to(self.device)
+        self.encoder: nn.Module = (
+            mlp([self.ctx_dim, *cfg.encoder_hidden, 2 * latent], activation=nn.ReLU)
+            if cfg.context_aggregation == ContextAggregation.PRODUCT
+            else MeanPoolEncoder(self.ctx_dim, cfg.encoder_hidden, latent)).to(self.device)
         self.policy = TanhGaussianPolicy(obs_dim + latent, act_dim, hidden).to(self.device)
         self.q1 = mlp([obs_dim + latent + act_dim, *hidden, 1], activation=nn.ReLU).to(self.device)
         self.q2 = mlp([obs_dim + latent + act_dim, *hidden, 1], activation=nn.ReLU).to(self.device)
@@ -287,13 +318,18 @@ class PEARL(MetaAgent[LatentState]):
         return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32, copy=False)).to(self.device)
 
     def factors(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-transition Gaussian factors: ctx [..., N, F] -> mu, var [..., N, L]."""
+        """Per-transition Gaussian factors (context_aggregation product): ctx [..., N, F] -> mu, var [..., N, L]."""
         mu, raw = self.encoder(ctx).chunk(2, -1)
         return mu, F.softplus(raw).clamp_min(MIN_VAR)
 
     def posterior(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | context) for ctx [S, N, F]: mean and variance [S, L] (the prior when N = 0)."""
-        return product_of_gaussians(*self.factors(ctx))
+        if self.cfg.context_aggregation == ContextAggregation.PRODUCT:
+            return product_of_gaussians(*self.factors(ctx))
+        if ctx.shape[-2] == 0:
+            shape = ctx.shape[:-2] + (self.latent_dim,)
+            return ctx.new_zeros(shape), ctx.new_ones(shape)
+        return self.encoder(ctx)
 
     def _randn(self, *shape: int, rng: np.random.Generator | None = None) -> Tensor:
         """Standard normal on the device: from `rng` (the protocol's verbs), else from torch's
@@ -570,6 +606,8 @@ class PEARL(MetaAgent[LatentState]):
         ctx = f"context {get('embedding_batch_size')}" + ("" if get("use_next_obs_in_context") else " (s, a, r)")
         if get("kl_weight") != d["kl_weight"]:
             ctx += f", KL ×{get('kl_weight'):g}"
+        if get("context_aggregation") == ContextAggregation.MEAN:
+            ctx += ", mean-pooled encoder"
         if get("reward_decoder_weight"):
             ctx += f", reward decoder ×{get('reward_decoder_weight'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
