@@ -8,11 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from helpers import train_seeds, train_toy_point_goals
+from helpers import perturb_, train_seeds, train_toy_point_goals
 from test_learning import toy_maml
 
 
@@ -20,10 +19,7 @@ def make(kw, perturb):
     def f(bench):
         a = toy_maml(bench, **kw)
         if perturb:
-            g = torch.Generator().manual_seed(123)
-            with torch.no_grad():
-                for p in a.policy.parameters():
-                    p.mul_(1 + 1e-6 * torch.randn(p.shape, generator=g))
+            perturb_(a.policy.parameters(), 1e-6, 123)
         return a
     return f
 

@@ -34,6 +34,15 @@ def assert_same(a, b, path="agent"):
 # median-of-k. Anything exact compares two runs on the same machine instead.
 
 
+def perturb_(params, rel, seed):
+    """Multiply every tensor of `params` in place by 1 + rel * N(0, 1), drawn from a generator
+    seeded with `seed`: a learning sweep's stand-in for another CPU's rounding (rel ~ 1e-6)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.mul_(1 + rel * torch.randn(p.shape, generator=g))
+
+
 class SeedRuns:
     """Per-seed metrics of one learning setup: `runs[i]` is the dict `train_one(seeds[i])` returned."""
 

@@ -17,7 +17,7 @@ from metarl.app.cli import main
 from metarl.training.evaluation import evaluate
 from metarl.training.sampler import Sampler
 from metarl.core.types import ConfigError, EpisodeBatch
-from helpers import assert_same, train_seeds, train_toy_point_goals
+from helpers import assert_same, perturb_, train_seeds, train_toy_point_goals
 from metarl.agents import AGENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,11 +247,7 @@ def decoder_fit(seed, iterations=8, perturb=0.0):
     cfg = _toy_cfg(**{**FAST_TOY, "reward_decoder_weight": 1.0})
     agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=8, horizon=20)
     if perturb:
-        g = torch.Generator().manual_seed(10_000 + seed)
-        with torch.no_grad():
-            for name in agent.nets:
-                for p in getattr(agent, name).parameters():
-                    p.mul_(1 + perturb * torch.randn(p.shape, generator=g))
+        perturb_([p for name in agent.nets for p in getattr(agent, name).parameters()], perturb, 10_000 + seed)
     sampler = Sampler(TaskVectorEnv(bench.env_factory, 10), 20)
     rng = np.random.default_rng(seed)
     losses = [agent.train_iteration(sampler, bench.train_tasks, rng).scalars["train/reward_loss"]

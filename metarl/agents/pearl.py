@@ -89,11 +89,15 @@ class MeanPoolEncoder(nn.Module):
 
     def __init__(self, ctx_dim: int, hidden: Sequence[int], latent_dim: int):
         super().__init__()
+        self.latent_dim = latent_dim
         self.phi = nn.Sequential(mlp([ctx_dim, *hidden]), nn.ReLU())
         self.rho = mlp([hidden[-1], hidden[-1], 2 * latent_dim], activation=nn.ReLU)
 
     def forward(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
-        """ctx [..., N, F] (N >= 1) -> mu, var [..., L]."""
+        """ctx [..., N, F] -> mu, var [..., L]; no transitions (N = 0) give the prior N(0, I)."""
+        if ctx.shape[-2] == 0:
+            shape = ctx.shape[:-2] + (self.latent_dim,)
+            return ctx.new_zeros(shape), ctx.new_ones(shape)
         mu, raw = self.rho(self.phi(ctx).mean(-2)).chunk(2, -1)
         return mu, F.softplus(raw).clamp_min(MIN_VAR)
 
@@ -326,9 +330,6 @@ class PEARL(MetaAgent[LatentState]):
         """q(z | context) for ctx [S, N, F]: mean and variance [S, L] (the prior when N = 0)."""
         if self.cfg.context_aggregation == ContextAggregation.PRODUCT:
             return product_of_gaussians(*self.factors(ctx))
-        if ctx.shape[-2] == 0:
-            shape = ctx.shape[:-2] + (self.latent_dim,)
-            return ctx.new_zeros(shape), ctx.new_ones(shape)
         return self.encoder(ctx)
 
     def _randn(self, *shape: int, rng: np.random.Generator | None = None) -> Tensor:
