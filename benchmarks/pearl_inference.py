@@ -7,7 +7,12 @@ where the hand ended. Then it fits, by least squares:
 - posterior mean -> goal, on the training goals, scored on the held-out goals: how much of the goal the
   encoder's posterior carries (compared with predicting the mean training goal for every goal);
 - acting z -> final hand position, on all goals: how closely the policy goes where its z points;
-- goal -> final hand position: the per-axis slope (1 = the hand follows the goal, 0 = ignores it).
+- goal -> final hand position: the per-axis slope (1 = the hand follows the goal, 0 = ignores it);
+- per axis: the spread (std) of the final hand positions in each round, round 0 (z from the prior)
+  included, and the median |hand - goal|;
+- held-out success split by the goal's x: within 5 cm of the training goals' mean x, or farther. The
+  hand starts on that plane, so a context whose hand positions stay near it cannot tell +x from -x
+  goals (a reward is a distance): a policy that never resolves x succeeds only on the near half.
 
 A precise z -> hand fit with a poor posterior -> goal fit says the encoder is the bottleneck.
 
@@ -94,6 +99,7 @@ def main(argv=None) -> int:
     tr, te = data["train"], data["test"]
     rows = []
     both = {k: np.r_[tr[k], te[k]] for k in tr}
+    near = np.abs(te["goal"][:, 0] - tr["goal"][:, 0].mean()) < 0.05
     for k in range(1, k_max + 1):
         w = lstsq_fit(tr["mu"][:, k], tr["goal"])
         w_hand = lstsq_fit(both["z"][:, k], both["hand"][:, k])
@@ -106,7 +112,12 @@ def main(argv=None) -> int:
             "z_to_hand_m": median_dist(lstsq_predict(w_hand, both["z"][:, k]), both["hand"][:, k]),
             "goal_to_hand_slope_xyz": [round(float(v), 3) for v in np.diag(w_goal[:3])],
             "hand_to_goal_heldout_m": median_dist(te["hand"][:, k], te["goal"]),
+            "hand_to_goal_heldout_abs_xyz_m": [round(float(v), 4) for v in
+                                               np.median(np.abs(te["hand"][:, k] - te["goal"]), 0)],
+            "heldout_success_goal_x_near": float(te["success"][near, k].mean()) if near.any() else None,
+            "heldout_success_goal_x_far": float(te["success"][~near, k].mean()) if (~near).any() else None,
         })
+    spread = [[round(float(v), 4) for v in both["hand"][:, k].std(0)] for k in range(k_max + 1)]
     baseline = median_dist(tr["goal"].mean(0), te["goal"])
     print(f"{ckpt}: {len(tr['goal'])} training and {len(te['goal'])} held-out goals; "
           f"mean-training-goal guess: {baseline:.3f} m from a held-out goal (median)")
@@ -114,9 +125,17 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['round']:>5}  {r['heldout_success'] * 100:15.0f}%  {r['posterior_to_goal_heldout_m']:14.3f} / "
               f"{r['posterior_to_goal_train_m']:.3f} m  {r['z_to_hand_m']:6.3f} m  {r['goal_to_hand_slope_xyz']}")
+    print(f"held-out goals with |x - mean training x| < 5 cm: {int(near.sum())} of {len(near)}; success near / far "
+          "by round: " + ", ".join(f"{r['heldout_success_goal_x_near'] * 100:.0f}% / "
+                                   f"{r['heldout_success_goal_x_far'] * 100:.0f}%" for r in rows if near.any() and (~near).any()))
+    print("final hand position std (x, y, z) by round, 0 = prior z: " + "; ".join(str(v) for v in spread)
+          + f"; goals: {[round(float(v), 4) for v in both['goal'].std(0)]}")
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": str(ckpt), "seed": args.seed,
-                                              "mean_goal_guess_m": baseline, "rounds": rows}, indent=2) + "\n")
+                                              "mean_goal_guess_m": baseline, "heldout_goals_x_near": int(near.sum()),
+                                              "hand_std_xyz_by_round": spread,
+                                              "goal_std_xyz": [round(float(v), 4) for v in both["goal"].std(0)],
+                                              "rounds": rows}, indent=2) + "\n")
     return 0
 
 

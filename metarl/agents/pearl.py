@@ -80,6 +80,12 @@ class ContextAggregation(Choice):
     MEAN = "mean"        # deep sets: per-transition features, their mean, then a network to (mu, var)
 
 
+class ContextSource(Choice):
+    """Which buffer training draws a task's context from (`context_source`)."""
+    RECENT = "recent"  # the context buffer: the task's latest collection (the paper's)
+    REPLAY = "replay"  # the task's whole replay buffer: every episode kept, the initial ones included
+
+
 class MeanPoolEncoder(nn.Module):
     """A set encoder that is not a product of Gaussians: phi embeds each transition (the
     encoder_hidden layers, ReLU), the embeddings are averaged over the set, and rho maps the
@@ -162,6 +168,11 @@ class PEARLConfig(AgentConfig):
                                                     metadata=one_of(ContextAggregation, what="context aggregation"))
     """q(z | context) as the product of per-transition Gaussian factors (product, the paper's), or
     from the mean of per-transition features (mean: MeanPoolEncoder)."""
+    context_source: ContextSource = field(default=ContextSource.RECENT,
+                                          metadata=one_of(ContextSource, what="context source"))
+    """Where training draws each task's context from, for the updates and for the posterior
+    episodes: the context buffer, refilled at each collection (recent, the paper's), or the task's
+    replay buffer (replay), whose older episodes reach where the current policy no longer goes."""
     reward_decoder_weight: float = field(default=0.0, metadata=nonnegative(finite=True))
     """Weight of a reward-prediction loss that also trains the encoder: a decoder predicts each
     replay transition's reward from (s, a, z) with z from its task's posterior (0: none; the encoder
@@ -315,6 +326,11 @@ class PEARL(MetaAgent[LatentState]):
         return out
 
     # ---- context and posterior --------------------------------------------------------
+    def _context_buffer(self):
+        """The buffer training contexts come from (agent.context_source)."""
+        buffers = self._buffers()
+        return buffers.replay if self.cfg.context_source == ContextSource.REPLAY else buffers.context
+
     def _ctx_features(self, data: dict[str, np.ndarray]) -> Tensor:
         """Context transitions [..., F] from transition fields [..., *] (rewards unscaled)."""
         parts = [data["obs"], data["actions"], data["rewards"][..., None]]
@@ -349,7 +365,7 @@ class PEARL(MetaAgent[LatentState]):
     def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> LatentState:
         """Task state for collection: z from the posterior of a context sampled from the
         tasks' context buffers (the prior where they are empty)."""
-        context = self._buffers().context
+        context = self._context_buffer()
         if int(context.size[positions].min()) == 0:
             return self._prior_state(len(positions))
         ctx = self._ctx_features(context.sample(positions, self.cfg.embedding_batch_size, rng))
@@ -492,12 +508,12 @@ class PEARL(MetaAgent[LatentState]):
         tensor (order update_metrics, left on the device), or None (nothing changed) when a
         loss or gradient is not finite."""
         cfg = self.cfg
-        replay, context = self._buffers().replay, self._buffers().context
+        replay = self._buffers().replay
         if cfg.task_sampling == "uniform":
             tasks = rng.choice(replay.n_tasks, size=cfg.meta_batch, replace=replay.n_tasks < cfg.meta_batch)
         else:
             tasks = self._draw_positions(cfg.meta_batch, rng)
-        ctx_data = context.sample(tasks, cfg.embedding_batch_size, rng)
+        ctx_data = self._context_buffer().sample(tasks, cfg.embedding_batch_size, rng)
         sac_data = replay.sample(tasks, cfg.batch_size, rng)
         ctx = self._ctx_features(ctx_data)
         obs, actions, next_obs, rewards = (torch.from_numpy(sac_data[k]).to(self.device)
@@ -609,6 +625,8 @@ class PEARL(MetaAgent[LatentState]):
             ctx += f", KL ×{get('kl_weight'):g}"
         if get("context_aggregation") == ContextAggregation.MEAN:
             ctx += ", mean-pooled encoder"
+        if get("context_source") == ContextSource.REPLAY:
+            ctx += " from replay"
         if get("reward_decoder_weight"):
             ctx += f", reward decoder ×{get('reward_decoder_weight'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
