@@ -133,6 +133,31 @@ def test_mean_pooled_encoder_prior_posterior_and_gradient():
         PEARLConfig(context_aggregation="max")
 
 
+@pytest.mark.parametrize("source", ["recent", "replay"])
+def test_training_contexts_come_from_the_buffer_context_source_names(source, monkeypatch):
+    """context_source: the updates and the posterior episodes draw each task's context from the
+    context buffer (recent) or from the task's replay buffer (replay), and from nowhere else."""
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    small = {**SMALL, "embedding_batch_size": 6}  # not batch_size (8), so the SAC draws from replay do not count
+    agent = PEARL(PEARLConfig(**small, context_source=source), bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    rng = np.random.default_rng(0)
+    drawn = {"replay": 0, "context": 0}
+    for name in drawn:
+        buf = getattr(agent.buffers, name)
+        monkeypatch.setattr(buf, "sample", lambda tasks, n, rng, buf=buf, name=name, orig=buf.sample:
+                            (drawn.__setitem__(name, drawn[name] + (n == 6)), orig(tasks, n, rng))[1])
+    m = agent.train_iteration(sampler, bench.train_tasks, rng)
+    assert m.rejected == 0 and np.isfinite(m.scalars["train/kl"])
+    # one context draw per gradient step, one per posterior collection (1 posterior + 1 extra episode)
+    expected = SMALL["grad_steps_per_iteration"] + 2
+    assert drawn == ({"replay": expected, "context": 0} if source == "replay" else {"replay": 0, "context": expected})
+    assert PEARLConfig(**SMALL).context_source == "recent"
+    with pytest.raises(ConfigError, match=r"agent.context_source: unknown context source 'all'; allowed: recent, replay"):
+        PEARLConfig(context_source="all")
+
+
 def test_config_fields_are_validated():
     with pytest.raises(ConfigError, match=r"agent.tasks_per_iteration: must be <= agent.meta_batch \(4"):
         PEARLConfig(**{**SMALL, "tasks_per_iteration": 5})
@@ -683,3 +708,5 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
     assert PEARL.label({**base, "reward_decoder_weight": 0.0}) == PEARL.label(base)
     assert PEARL.label({**base, "context_aggregation": "mean"}).endswith("context 100, mean-pooled encoder)")
     assert PEARL.label({**base, "context_aggregation": "product"}) == PEARL.label(base)
+    assert PEARL.label({**base, "context_source": "replay"}).endswith("context 100 from replay)")
+    assert PEARL.label({**base, "context_source": "recent"}) == PEARL.label(base)
