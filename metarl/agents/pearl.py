@@ -364,7 +364,7 @@ class PEARL(MetaAgent[LatentState]):
 
     def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> LatentState:
         """Task state for collection: z from the posterior of a context sampled from the
-        tasks' context buffers (the prior where they are empty)."""
+        tasks' buffers that agent.context_source names (the prior where they are empty)."""
         context = self._context_buffer()
         if int(context.size[positions].min()) == 0:
             return self._prior_state(len(positions))
