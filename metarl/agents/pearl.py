@@ -11,7 +11,8 @@ loss sees z detached.
 Data (metarl.core.buffers.ReplayAndContext, per training task, preallocated and RAM-checked): the
 replay buffer (ring, `replay_capacity` transitions a task) feeds the SAC batches; the context
 buffer holds the task's most recent prior- and posterior-z episodes and feeds the encoder; it
-is cleared whenever the task is collected on again.
+is cleared whenever the task is collected on again. With `context_source: replay` the encoder's
+training contexts come from the replay buffer instead (the context buffer is then unread).
 
 Training tasks: every training task, or with `train_tasks_per_class` k a fixed subset of k
 goals of each env class (all of a smaller class), drawn once from the run's generator on the
