@@ -41,6 +41,10 @@ def lstsq_predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.c_[x, np.ones(len(x))] @ w
 
 
+def rounded(v: np.ndarray, digits: int = 4) -> list[float]:
+    return [round(float(x), digits) for x in v]
+
+
 def median_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(a - b, axis=-1)))
 
@@ -100,6 +104,7 @@ def main(argv=None) -> int:
     rows = []
     both = {k: np.r_[tr[k], te[k]] for k in tr}
     near = np.abs(te["goal"][:, 0] - tr["goal"][:, 0].mean()) < 0.05
+    split = bool(near.any() and (~near).any())
     for k in range(1, k_max + 1):
         w = lstsq_fit(tr["mu"][:, k], tr["goal"])
         w_hand = lstsq_fit(both["z"][:, k], both["hand"][:, k])
@@ -110,14 +115,14 @@ def main(argv=None) -> int:
             "posterior_to_goal_heldout_m": median_dist(lstsq_predict(w, te["mu"][:, k]), te["goal"]),
             "posterior_to_goal_train_m": median_dist(lstsq_predict(w, tr["mu"][:, k]), tr["goal"]),
             "z_to_hand_m": median_dist(lstsq_predict(w_hand, both["z"][:, k]), both["hand"][:, k]),
-            "goal_to_hand_slope_xyz": [round(float(v), 3) for v in np.diag(w_goal[:3])],
+            "goal_to_hand_slope_xyz": rounded(np.diag(w_goal[:3]), 3),
             "hand_to_goal_heldout_m": median_dist(te["hand"][:, k], te["goal"]),
-            "hand_to_goal_heldout_abs_xyz_m": [round(float(v), 4) for v in
-                                               np.median(np.abs(te["hand"][:, k] - te["goal"]), 0)],
+            "hand_to_goal_heldout_abs_xyz_m": rounded(np.median(np.abs(te["hand"][:, k] - te["goal"]), 0)),
             "heldout_success_goal_x_near": float(te["success"][near, k].mean()) if near.any() else None,
             "heldout_success_goal_x_far": float(te["success"][~near, k].mean()) if (~near).any() else None,
         })
-    spread = [[round(float(v), 4) for v in both["hand"][:, k].std(0)] for k in range(k_max + 1)]
+    spread = [rounded(both["hand"][:, k].std(0)) for k in range(k_max + 1)]
+    goal_std = rounded(both["goal"].std(0))
     baseline = median_dist(tr["goal"].mean(0), te["goal"])
     print(f"{ckpt}: {len(tr['goal'])} training and {len(te['goal'])} held-out goals; "
           f"mean-training-goal guess: {baseline:.3f} m from a held-out goal (median)")
@@ -127,14 +132,14 @@ def main(argv=None) -> int:
               f"{r['posterior_to_goal_train_m']:.3f} m  {r['z_to_hand_m']:6.3f} m  {r['goal_to_hand_slope_xyz']}")
     print(f"held-out goals with |x - mean training x| < 5 cm: {int(near.sum())} of {len(near)}; success near / far "
           "by round: " + ", ".join(f"{r['heldout_success_goal_x_near'] * 100:.0f}% / "
-                                   f"{r['heldout_success_goal_x_far'] * 100:.0f}%" for r in rows if near.any() and (~near).any()))
+                                   f"{r['heldout_success_goal_x_far'] * 100:.0f}%" for r in rows if split))
     print("final hand position std (x, y, z) by round, 0 = prior z: " + "; ".join(str(v) for v in spread)
-          + f"; goals: {[round(float(v), 4) for v in both['goal'].std(0)]}")
+          + f"; goals: {goal_std}")
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": str(ckpt), "seed": args.seed,
                                               "mean_goal_guess_m": baseline, "heldout_goals_x_near": int(near.sum()),
                                               "hand_std_xyz_by_round": spread,
-                                              "goal_std_xyz": [round(float(v), 4) for v in both["goal"].std(0)],
+                                              "goal_std_xyz": goal_std,
                                               "rounds": rows}, indent=2) + "\n")
     return 0
 

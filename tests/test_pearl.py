@@ -144,10 +144,16 @@ def test_training_contexts_come_from_the_buffer_context_source_names(source, mon
     sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
     rng = np.random.default_rng(0)
     drawn = {"replay": 0, "context": 0}
+
+    def counting(name, sample):
+        def wrapped(tasks, n, rng):
+            drawn[name] += n == 6  # a context draw (embedding_batch_size)
+            return sample(tasks, n, rng)
+        return wrapped
+
     for name in drawn:
         buf = getattr(agent.buffers, name)
-        monkeypatch.setattr(buf, "sample", lambda tasks, n, rng, buf=buf, name=name, orig=buf.sample:
-                            (drawn.__setitem__(name, drawn[name] + (n == 6)), orig(tasks, n, rng))[1])
+        monkeypatch.setattr(buf, "sample", counting(name, buf.sample))
     m = agent.train_iteration(sampler, bench.train_tasks, rng)
     assert m.rejected == 0 and np.isfinite(m.scalars["train/kl"])
     # one context draw per gradient step, one per posterior collection (1 posterior + 1 extra episode)
