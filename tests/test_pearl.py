@@ -1,5 +1,6 @@
 """PEARL: posterior math, permutation invariance, the KL term, buffers and their RAM
 check, non-finite updates, resume with buffers, and meta-learning on the toy semicircle goals."""
+import copy
 import os
 import pickle
 
@@ -579,6 +580,63 @@ def test_context_fields_with_and_without_next_obs(next_obs):
     assert m.rejected == 0 and np.isfinite(m.scalars["train/qf_loss"])
 
 
+@pytest.mark.parametrize("next_obs", [False, True])
+def test_reward_change_in_context_is_the_same_in_training_and_in_adaptation(next_obs):
+    """use_reward_change_in_context: the buffers keep each step's previous reward within its episode,
+    and the context a training update draws holds exactly the transitions `adapt` builds from the
+    same episodes, Δr = r_t - r_{t-1} last (0 at an episode's first step)."""
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    cfg = PEARLConfig(**{**SMALL, "use_next_obs_in_context": next_obs, "use_reward_change_in_context": True})
+    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+    assert agent.ctx_dim == 2 + 2 + 1 + (2 if next_obs else 0) + 1          # (s, a, r[, s'], Δr)
+    assert agent.encoder[0].in_features == agent.ctx_dim
+    rng = np.random.default_rng(0)
+    S, M, T = 2, 2, 5                                   # two episodes a task: the context buffer holds 10
+    eps = EpisodeBatch(rng.normal(size=(S, M, T, 2)).astype(np.float32),
+                       rng.uniform(-1, 1, size=(S, M, T, 2)).astype(np.float32),
+                       rng.normal(size=(S, M, T)).astype(np.float32),
+                       rng.normal(size=(S, M, T, 2)).astype(np.float32), np.zeros((S, M, T), bool), [None] * S)
+    slots = np.array([0, 3])
+    agent.buffers.add(slots, eps, to_context=True)
+    ctx = agent.buffers.context
+    assert ctx.size[slots].tolist() == [M * T] * S
+    prev = ctx.arrays["prev_rewards"][slots].reshape(S, M, T)
+    np.testing.assert_array_equal(prev[..., 0], eps.rewards[..., 0])       # an episode's first step: its own
+    np.testing.assert_array_equal(prev[..., 1:], eps.rewards[..., :-1])    # never the other episode's last
+    np.testing.assert_array_equal(agent.buffers.replay.arrays["prev_rewards"][slots, :M * T], prev.reshape(S, -1))
+    trained = agent._ctx_features({k: a[slots] for k, a in ctx.arrays.items()})
+    adapted = agent.adapt(agent.initial_task_state(S, rng), eps, rng)["ctx"]
+    assert torch.equal(adapted, trained)
+    dr = trained[..., -1].reshape(S, M, T).numpy()
+    assert (dr[..., 0] == 0).all()
+    np.testing.assert_array_equal(dr[..., 1:], eps.rewards[..., 1:] - eps.rewards[..., :-1])
+    plain = PEARL(PEARLConfig(**{**SMALL, "use_next_obs_in_context": next_obs}), bench.obs_dim, bench.act_dim)
+    assert torch.equal(plain._ctx_features({k: a[slots] for k, a in ctx.arrays.items()}), trained[..., :-1])
+    # it trains: one iteration with finite losses
+    sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+    m = agent.train_iteration(sampler, bench.train_tasks, rng)
+    assert m.rejected == 0 and np.isfinite(m.scalars["train/qf_loss"])
+
+
+def test_buffers_written_before_prev_rewards_existed_load_with_no_reward_change():
+    from metarl.core.buffers import TaskRingBuffers, previous_rewards
+    rewards = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(previous_rewards(rewards), [[0, 0, 1, 2, 3, 4], [6, 6, 7, 8, 9, 10]])
+    buf = TaskRingBuffers(2, 8, 3, 2)
+    data = {"obs": np.ones((6, 3), np.float32), "actions": np.ones((6, 2), np.float32), "rewards": rewards[0],
+            "next_obs": np.ones((6, 3), np.float32), "prev_rewards": previous_rewards(rewards[0])}
+    buf.add(1, data)
+    state = buf.state()
+    old = {k: v for k, v in state.items() if k != "prev_rewards"}
+    fresh = TaskRingBuffers(2, 8, 3, 2)
+    fresh.load(state)
+    np.testing.assert_array_equal(fresh.arrays["prev_rewards"], buf.arrays["prev_rewards"])
+    fresh.load(old)
+    np.testing.assert_array_equal(fresh.arrays["prev_rewards"], fresh.arrays["rewards"])
+    np.testing.assert_array_equal(fresh.arrays["rewards"], buf.arrays["rewards"])
+
+
 def test_eval_context_train_size_draws_the_posterior_from_a_training_size_context():
     from metarl.agents.pearl import EVAL_CONTEXTS
     torch.manual_seed(0)
@@ -692,6 +750,22 @@ def test_resume_without_buffers_is_a_warm_restart_that_refills_them(tmp_path, ca
     assert main(["train", "--resume", str(run), "--set", "run.env_steps=1920"]) == 0
     assert "warm restart" not in capsys.readouterr().err
     assert "warm_restart" not in json.loads((run / "runs.jsonl").read_text().splitlines()[-1])
+    # a checkpoint written before the buffers kept prev_rewards resumes with its buffers; a
+    # prev_rewards of another shape than the rewards' is refused in one line
+    newest = checkpoint.list_checkpoints(run)[-1]
+    state = checkpoint.load_file(newest)
+    bad = copy.deepcopy(state)
+    bad["agent"]["buffers"]["context"]["prev_rewards"] = bad["agent"]["buffers"]["context"]["prev_rewards"][:, :3]
+    checkpoint.write(newest, bad)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "run.env_steps=2240"]) != 0
+    assert "--resume: the checkpoint's PEARL context buffer does not have this run's shape (8 tasks)" in \
+        capsys.readouterr().err
+    for part in ("replay", "context"):
+        del state["agent"]["buffers"][part]["prev_rewards"]
+    checkpoint.write(newest, state)
+    assert main(["train", "--resume", str(run), "--set", "run.env_steps=2240"]) == 0
+    assert "warm restart" not in capsys.readouterr().err
 
 
 def test_the_report_label_names_the_settings_pearls_ablations_vary():
@@ -716,3 +790,7 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
     assert PEARL.label({**base, "context_aggregation": "product"}) == PEARL.label(base)
     assert PEARL.label({**base, "context_source": "replay"}).endswith("context 100 from replay)")
     assert PEARL.label({**base, "context_source": "recent"}) == PEARL.label(base)
+    assert PEARL.label({**base, "use_reward_change_in_context": True}).endswith("context 100 (s, a, r, Δr, s'))")
+    assert PEARL.label({**base, "use_reward_change_in_context": True, "use_next_obs_in_context": False}) \
+        .endswith("context 100 (s, a, r, Δr))")
+    assert PEARL.label({**base, "use_reward_change_in_context": False}) == PEARL.label(base)

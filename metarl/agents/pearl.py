@@ -44,9 +44,10 @@ with z ~ prior and an empty context; `adapt` appends the new episodes' transitio
 context and samples z from the posterior of all of it, or, with `eval_context` "train_size"
 (eval.pearl_context), of `embedding_batch_size` transitions drawn from it with replacement, as
 training draws its contexts. Context transitions are (s, a, r), or (s, a, r, s') with
-`use_next_obs_in_context`. Rewards enter the context unscaled; `reward_scale`
-multiplies them in the critic target only. Episodes are truncated, never terminal: the critic
-always bootstraps from the next observation.
+`use_next_obs_in_context`, each with Δr = r_t - r_{t-1} (the change of the reward since the
+previous step of the episode, 0 at its first) appended with `use_reward_change_in_context`.
+Rewards enter the context unscaled; `reward_scale` multiplies them in the critic target only.
+Episodes are truncated, never terminal: the critic always bootstraps from the next observation.
 
 Randomness: training draws from `rng` (tasks, minibatches, sampler seeds) and torch's global
 CPU generator (z and action noise), both saved by the trainer's checkpoints;
@@ -67,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, TaskSampling, draw_meta_batch
-from metarl.core.buffers import FIELDS, ReplayAndContext
+from metarl.core.buffers import FIELDS, ReplayAndContext, previous_rewards
 from metarl.core.fields import Choice, finite, in_range, layer_sizes, nonnegative, one_of, positive
 from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
 from metarl.core.types import EpisodeBatch, LatentState, Task, UpdateResult
@@ -161,6 +162,11 @@ class PEARLConfig(AgentConfig):
     """Transitions kept per task (a ring buffer)."""
     use_next_obs_in_context: bool = False
     """Context transitions are (s, a, r, s') instead of (s, a, r)."""
+    use_reward_change_in_context: bool = False
+    """Context transitions also hold Δr = r_t - r_{t-1}, the change of the reward since the previous
+    step of the episode (0 at its first step). A reward that tells only a distance cannot tell on
+    which side of the hand the goal lies; with s and s' (use_next_obs_in_context), Δr tells whether
+    the move the transition made went towards it."""
     train_tasks_per_class: int = field(default=0, metadata=nonnegative())
     """Training goals kept per class, drawn once (0: all)."""
     task_sampling: TaskSampling = field(default=TaskSampling.UNIFORM, metadata=TASK_SAMPLING)
@@ -249,7 +255,8 @@ class PEARL(MetaAgent[LatentState]):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = torch.device(device)
         self.latent_dim = cfg.latent_dim
-        self.ctx_dim = obs_dim + act_dim + 1 + (obs_dim if cfg.use_next_obs_in_context else 0)
+        self.ctx_dim = (obs_dim + act_dim + 1 + (obs_dim if cfg.use_next_obs_in_context else 0)
+                        + (1 if cfg.use_reward_change_in_context else 0))
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
 
         latent, hidden = cfg.latent_dim, cfg.hidden_sizes
@@ -333,9 +340,12 @@ class PEARL(MetaAgent[LatentState]):
         return buffers.replay if self.cfg.context_source == ContextSource.REPLAY else buffers.context
 
     def _ctx_features(self, data: dict[str, np.ndarray]) -> Tensor:
-        """Context transitions [..., F] from transition fields [..., *] (rewards unscaled)."""
+        """Context transitions [..., F] from transition fields [..., *] (rewards unscaled):
+        s, a, r[, s'][, Δr = rewards - prev_rewards]."""
         parts = [data["obs"], data["actions"], data["rewards"][..., None]]
         parts += [data["next_obs"]] if self.cfg.use_next_obs_in_context else []
+        if self.cfg.use_reward_change_in_context:
+            parts.append((data["rewards"] - data["prev_rewards"])[..., None])
         return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32, copy=False)).to(self.device)
 
     def factors(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
@@ -394,8 +404,9 @@ class PEARL(MetaAgent[LatentState]):
               rng: np.random.Generator) -> LatentState:
         """Append the episodes' transitions to each task's context; z ~ the new posterior (from `rng`)."""
         s, m, t = episodes.rewards.shape
-        new = self._ctx_features({k: getattr(episodes, k).reshape(s, m * t, *getattr(episodes, k).shape[3:])
-                                  for k in FIELDS})
+        fields = {k: getattr(episodes, k) for k in FIELDS}
+        fields["prev_rewards"] = previous_rewards(np.asarray(episodes.rewards))
+        new = self._ctx_features({k: v.reshape(s, m * t, *v.shape[3:]) for k, v in fields.items()})
         ctx = torch.cat([task_state["ctx"].to(self.device), new], 1)
         used = ctx
         if self.eval_context == "train_size":  # embedding_batch_size transitions, drawn as in training
@@ -621,7 +632,11 @@ class PEARL(MetaAgent[LatentState]):
             alpha = f"α {get('alpha'):g}"
         if get("reward_scale") != 1:
             alpha += f", reward ×{get('reward_scale'):g}"
-        ctx = f"context {get('embedding_batch_size')}" + ("" if get("use_next_obs_in_context") else " (s, a, r)")
+        if get("use_reward_change_in_context"):
+            fields_ = " (s, a, r, Δr, s')" if get("use_next_obs_in_context") else " (s, a, r, Δr)"
+        else:
+            fields_ = "" if get("use_next_obs_in_context") else " (s, a, r)"
+        ctx = f"context {get('embedding_batch_size')}{fields_}"
         if get("kl_weight") != d["kl_weight"]:
             ctx += f", KL ×{get('kl_weight'):g}"
         if get("context_aggregation") == ContextAggregation.MEAN:

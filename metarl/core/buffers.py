@@ -4,6 +4,11 @@ One ring buffer per task, all tasks in preallocated NumPy arrays [n_tasks, capac
 the memory a run needs is known before anything is allocated: `bytes_needed` sizes them and
 `check_ram` refuses, with one line naming the config field, what the machine cannot hold.
 `state()` / `load()` turn a buffer into tensors for weights-only checkpoints and back.
+
+Besides the EpisodeBatch fields (FIELDS) each transition keeps `prev_rewards`, the reward of the
+previous step of its episode (its own reward at the episode's first step; see `previous_rewards`),
+so a context can hold the change of the reward along the move a transition made. Checkpoints
+written before that field existed load with prev_rewards = rewards (no change).
 """
 from __future__ import annotations
 
@@ -17,7 +22,17 @@ from metarl.core.machine import available_ram_bytes
 from metarl.core.types import ConfigError, EpisodeBatch
 
 GIB = 1024 ** 3
-FIELDS = ("obs", "actions", "rewards", "next_obs")
+FIELDS = ("obs", "actions", "rewards", "next_obs")   # an EpisodeBatch's transition fields
+BUFFER_FIELDS = FIELDS + ("prev_rewards",)           # what a buffer keeps per transition
+
+
+def previous_rewards(rewards: np.ndarray) -> np.ndarray:
+    """rewards [..., T] of whole episodes -> the reward of each step's previous step [..., T]; at
+    the first step (no previous one) the step's own reward, so r_t - r_{t-1} is 0 there."""
+    out = np.empty_like(rewards)
+    out[..., 0] = rewards[..., 0]
+    out[..., 1:] = rewards[..., :-1]
+    return out
 
 
 class TaskRingBuffers:
@@ -30,13 +45,14 @@ class TaskRingBuffers:
             "actions": np.zeros((n_tasks, capacity, act_dim), np.float32),
             "rewards": np.zeros((n_tasks, capacity), np.float32),
             "next_obs": np.zeros((n_tasks, capacity, obs_dim), np.float32),
+            "prev_rewards": np.zeros((n_tasks, capacity), np.float32),
         }
         self.ptr = np.zeros(n_tasks, np.int64)
         self.size = np.zeros(n_tasks, np.int64)
 
     @staticmethod
     def bytes_needed(n_tasks: int, capacity: int, obs_dim: int, act_dim: int) -> int:
-        return 4 * n_tasks * capacity * (2 * obs_dim + act_dim + 1) + 16 * n_tasks
+        return 4 * n_tasks * capacity * (2 * obs_dim + act_dim + 2) + 16 * n_tasks
 
     @property
     def nbytes(self) -> int:
@@ -47,7 +63,8 @@ class TaskRingBuffers:
         self.size[task] = 0
 
     def add(self, task: int, data: dict[str, np.ndarray]) -> None:
-        """data[field]: [n, ...] transitions in order; the oldest are overwritten when full."""
+        """data[field] for each of BUFFER_FIELDS: [n, ...] transitions in order; the oldest are
+        overwritten when full."""
         n = len(data["rewards"])
         c = self.capacity
         start = int(self.ptr[task])
@@ -55,7 +72,7 @@ class TaskRingBuffers:
             data = {k: v[n - c:] for k, v in data.items()}
             start, n = (start + n - c) % c, c
         pos = (start + np.arange(n)) % c
-        for k in FIELDS:
+        for k in BUFFER_FIELDS:
             self.arrays[k][task, pos] = data[k]
         self.ptr[task] = (start + n) % c
         self.size[task] = min(int(self.size[task]) + n, c)
@@ -76,10 +93,12 @@ class TaskRingBuffers:
         return out
 
     def load(self, state: dict[str, Any]) -> None:
+        """A `state()`; one without prev_rewards (written before the field existed) loads with
+        prev_rewards = rewards."""
         m = state["obs"].shape[1]
         for k, a in self.arrays.items():
             a.fill(0)
-            a[:, :m] = _numpy(state[k])
+            a[:, :m] = _numpy(state[k if k in state else "rewards"])
         self.ptr[:] = _numpy(state["ptr"])
         self.size[:] = _numpy(state["size"])
 
@@ -143,7 +162,8 @@ def add_episodes(buffers: list[TaskRingBuffers], positions: np.ndarray, batch: E
     """Append slot i's episodes of `batch` ([S, M, T, ...], in order) to task positions[i] of each buffer."""
     s, m, t = batch.rewards.shape
     flat = {"obs": batch.obs.reshape(s, m * t, -1), "actions": batch.actions.reshape(s, m * t, -1),
-            "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1)}
+            "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1),
+            "prev_rewards": previous_rewards(np.asarray(batch.rewards)).reshape(s, m * t)}
     for i, p in enumerate(positions):
         data = {k: v[i] for k, v in flat.items()}
         for buf in buffers:

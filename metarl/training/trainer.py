@@ -216,7 +216,9 @@ class Trainer:
                 arrays = buf.get(part)
                 shapes = {k: tuple(v.shape) for k, v in arrays.items()} if isinstance(arrays, dict) and all(
                     isinstance(v, torch.Tensor) for v in arrays.values()) else None
-                if (shapes is None or set(shapes) != {"obs", "actions", "rewards", "next_obs", "ptr", "size"}
+                if (shapes is None  # prev_rewards: absent from checkpoints written before it existed
+                        or set(shapes) - {"prev_rewards"} != {"obs", "actions", "rewards", "next_obs", "ptr", "size"}
+                        or shapes.get("prev_rewards", shapes["rewards"]) != shapes["rewards"]
                         or shapes["ptr"] != (want["n_tasks"],) or shapes["size"] != (want["n_tasks"],)
                         or any(shapes[k][0] != want["n_tasks"] or shapes[k][1] > cap.get(part, shapes[k][1])
                                or shapes[k][1] != shapes["obs"][1] for k in ("obs", "actions", "rewards", "next_obs"))
