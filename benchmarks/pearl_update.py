@@ -51,7 +51,8 @@ def time_steps(preset: str, device: str, steps: int) -> float:
             buf.add(t, {"obs": rng.standard_normal((n, OBS_DIM), np.float32),
                         "actions": rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
                         "rewards": rng.uniform(0, 10, n).astype(np.float32),
-                        "next_obs": rng.standard_normal((n, OBS_DIM), np.float32)})
+                        "next_obs": rng.standard_normal((n, OBS_DIM), np.float32),
+                        "prev_rewards": rng.uniform(0, 10, n).astype(np.float32)})
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(20):
         agent._update(rng)
