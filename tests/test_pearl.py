@@ -183,16 +183,16 @@ def test_absurd_replay_capacity_is_refused(monkeypatch, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"^agent.replay_capacity: buffers need [\d,.]+ GiB but only [\d,.]+ GiB "
                                           r"of RAM is available; lower agent.replay_capacity"):
         PEARL(PEARLConfig(**{**SMALL, "replay_capacity": 10**12}), obs_dim=39, act_dim=4)
-    # with a known count: 40 tasks x 10M transitions x 28 B = 10.4 GiB > 1 GiB
+    # with a known count: 40 tasks x 10M transitions x 32 B (s, a, r, s', previous r) = 11.9 GiB > 1 GiB
     monkeypatch.setattr(buffers_mod, "available_ram_bytes", lambda: 2**30)
     cfg = PEARLConfig(**{**SMALL, "replay_capacity": 10**7})
-    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 10.43 GiB but only 1.00 GiB"):
+    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 11.92 GiB but only 1.00 GiB"):
         PEARL(cfg, obs_dim=2, act_dim=2, n_train_tasks=40, horizon=20)
     # sized lazily: the same refusal on the first iteration, before any sampling
     agent = PEARL(cfg, obs_dim=2, act_dim=2)
     bench = make_benchmark("toy", seed=0, max_episode_steps=20)
     sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 20)
-    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 10.43 GiB"):
+    with pytest.raises(ConfigError, match="agent.replay_capacity: buffers need 11.92 GiB"):
         agent.train_iteration(sampler, bench.train_tasks, np.random.default_rng(0))
     assert sampler.env_steps == 0
     monkeypatch.undo()
