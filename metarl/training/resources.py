@@ -76,7 +76,7 @@ def param_count(agent_cfg: Any, obs_dim: int, act_dim: int, override: dict[str, 
     name = getattr(agent_cfg, "name", "")
     if name == "pearl":
         latent = int(o.get("latent_dim", getattr(agent_cfg, "latent_dim", 1)))
-        ctx = 2 * obs_dim + act_dim + 1
+        ctx = 2 * obs_dim + act_dim + 2  # the widest context transition: s, a, r, s', Δr
         return (_chain([ctx, *enc, 2 * latent]) + _chain([obs_dim + latent, *hidden, 2 * act_dim])
                 + 4 * _chain([obs_dim + latent + act_dim, *hidden, 1]))
     if name == "rl2_ppo":
