@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, TaskSampling, draw_meta_batch
-from metarl.core.buffers import FIELDS, ReplayAndContext, previous_rewards
+from metarl.core.buffers import ReplayAndContext, episode_transitions
 from metarl.core.fields import Choice, finite, in_range, layer_sizes, nonnegative, one_of, positive
 from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
 from metarl.core.types import EpisodeBatch, LatentState, Task, UpdateResult
@@ -403,10 +403,8 @@ class PEARL(MetaAgent[LatentState]):
     def adapt(self, task_state: LatentState, episodes: EpisodeBatch,
               rng: np.random.Generator) -> LatentState:
         """Append the episodes' transitions to each task's context; z ~ the new posterior (from `rng`)."""
-        s, m, t = episodes.rewards.shape
-        fields = {k: getattr(episodes, k) for k in FIELDS}
-        fields["prev_rewards"] = previous_rewards(np.asarray(episodes.rewards))
-        new = self._ctx_features({k: v.reshape(s, m * t, *v.shape[3:]) for k, v in fields.items()})
+        s = episodes.rewards.shape[0]
+        new = self._ctx_features(episode_transitions(episodes))
         ctx = torch.cat([task_state["ctx"].to(self.device), new], 1)
         used = ctx
         if self.eval_context == "train_size":  # embedding_batch_size transitions, drawn as in training

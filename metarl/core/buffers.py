@@ -158,12 +158,18 @@ class ReplayAndContext:
         self.context.load(state["context"])
 
 
+def episode_transitions(batch: EpisodeBatch) -> dict[str, np.ndarray]:
+    """Each slot's episodes of `batch` ([S, M, T, ...]) as one sequence of transitions in order:
+    field -> [S, M * T, ...] for each of BUFFER_FIELDS (prev_rewards from `previous_rewards`)."""
+    s, m, t = batch.rewards.shape
+    fields = {k: np.asarray(getattr(batch, k)) for k in FIELDS}
+    fields["prev_rewards"] = previous_rewards(fields["rewards"])
+    return {k: v.reshape(s, m * t, *v.shape[3:]) for k, v in fields.items()}
+
+
 def add_episodes(buffers: list[TaskRingBuffers], positions: np.ndarray, batch: EpisodeBatch) -> None:
     """Append slot i's episodes of `batch` ([S, M, T, ...], in order) to task positions[i] of each buffer."""
-    s, m, t = batch.rewards.shape
-    flat = {"obs": batch.obs.reshape(s, m * t, -1), "actions": batch.actions.reshape(s, m * t, -1),
-            "rewards": batch.rewards.reshape(s, m * t), "next_obs": batch.next_obs.reshape(s, m * t, -1),
-            "prev_rewards": previous_rewards(np.asarray(batch.rewards)).reshape(s, m * t)}
+    flat = episode_transitions(batch)
     for i, p in enumerate(positions):
         data = {k: v[i] for k, v in flat.items()}
         for buf in buffers:
