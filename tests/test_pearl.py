@@ -561,6 +561,27 @@ def test_alpha_min_floors_the_automatic_entropy_weight():
     assert floored == pytest.approx(0.8, rel=1e-6) and mean_used >= 0.8 - 1e-6
 
 
+def test_encoder_lr_sets_the_encoders_step_size_alone():
+    """One update: Adam's first step moves each parameter by its step size times g / (|g| + eps), so
+    the largest move of the encoder's parameters is encoder_lr and that of the critics' is lr."""
+    def largest_moves(encoder_lr):
+        torch.manual_seed(0)
+        bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+        cfg = PEARLConfig(**{**SMALL, "grad_steps_per_iteration": 1, "lr": 1e-3, "encoder_lr": encoder_lr})
+        agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+        before = {k: [p.detach().clone() for p in getattr(agent, k).parameters()] for k in ("encoder", "q1")}
+        m = agent.train_iteration(Sampler(TaskVectorEnv(bench.env_factory, 4), 5), bench.train_tasks,
+                                  np.random.default_rng(0))
+        assert m.rejected == 0
+        return {k: max(float((p.detach() - b).abs().max()) for p, b in zip(getattr(agent, k).parameters(), before[k]))
+                for k in before}
+    same, faster = largest_moves(None), largest_moves(1e-2)
+    assert same["encoder"] == pytest.approx(1e-3, rel=1e-2) and same["q1"] == pytest.approx(1e-3, rel=1e-2)
+    assert faster["encoder"] == pytest.approx(1e-2, rel=1e-2) and faster["q1"] == pytest.approx(1e-3, rel=1e-2)
+    with pytest.raises(ConfigError, match=r"agent.encoder_lr: must be a finite number > 0 or null, got 0"):
+        PEARLConfig(encoder_lr=0.0)
+
+
 @pytest.mark.parametrize("next_obs", [False, True])
 def test_context_fields_with_and_without_next_obs(next_obs):
     torch.manual_seed(0)
@@ -794,3 +815,5 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
     assert PEARL.label({**base, "use_reward_change_in_context": True, "use_next_obs_in_context": False}) \
         .endswith("context 100 (s, a, r, Δr))")
     assert PEARL.label({**base, "use_reward_change_in_context": False}) == PEARL.label(base)
+    assert PEARL.label({**base, "encoder_lr": 0.003}).endswith("context 100, encoder lr 0.003)")
+    assert PEARL.label({**base, "encoder_lr": None}) == PEARL.label(base)

@@ -127,7 +127,11 @@ class PEARLConfig(AgentConfig):
     embedding_batch_size: int = field(default=100, metadata=positive())
     """Context transitions per task per gradient step."""
     lr: float = field(default=3e-4, metadata=positive(finite=True))
-    """Adam step size of every network."""
+    """Adam step size of every network (the encoder's: encoder_lr where given)."""
+    encoder_lr: float | None = field(default=None, metadata=positive(finite=True, nullable=True))
+    """Adam step size of the context encoder; null: lr. The encoder learns only through the critic's
+    loss (and the KL, and the reward decoder where there is one), so a larger step size makes the
+    posterior move faster than the critics that read it."""
     kl_weight: float = field(default=0.1, metadata=nonnegative(finite=True))
     """Weight of KL(q(z | context) || prior) in the encoder's loss."""
     reward_scale: float = field(default=10.0, metadata=positive(finite=True))
@@ -283,7 +287,8 @@ class PEARL(MetaAgent[LatentState]):
         self.target_params: list[Tensor] = [*self.q1_target.parameters(), *self.q2_target.parameters()]
         self.source_params: list[Tensor] = [*self.q1.parameters(), *self.q2.parameters()]
         self.optimizers = {
-            "encoder": torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr),
+            "encoder": torch.optim.Adam(self.encoder.parameters(),
+                                        lr=cfg.lr if cfg.encoder_lr is None else cfg.encoder_lr),
             "q": torch.optim.Adam(self.source_params, lr=cfg.lr),
             "policy": torch.optim.Adam(self.policy_params, lr=cfg.lr),
         }
@@ -643,6 +648,8 @@ class PEARL(MetaAgent[LatentState]):
             ctx += " from replay"
         if get("reward_decoder_weight"):
             ctx += f", reward decoder ×{get('reward_decoder_weight'):g}"
+        if get("encoder_lr") is not None and get("encoder_lr") != get("lr"):
+            ctx += f", encoder lr {get('encoder_lr'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
