@@ -582,6 +582,37 @@ def test_encoder_lr_sets_the_encoders_step_size_alone():
         PEARLConfig(encoder_lr=0.0)
 
 
+@pytest.mark.parametrize("critic_trains_encoder", [True, False])
+def test_critic_trains_encoder_false_cuts_the_critics_path_to_the_encoder(critic_trains_encoder):
+    """The critics' input in an update reaches the encoder's parameters only with
+    critic_trains_encoder (the paper's); without it the encoder still learns (decoder and KL)."""
+    torch.manual_seed(0)
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+    cfg = PEARLConfig(**{**SMALL, "grad_steps_per_iteration": 1, "reward_decoder_weight": 1.0,
+                         "critic_trains_encoder": critic_trains_encoder})
+    agent = PEARL(cfg, bench.obs_dim, bench.act_dim, n_train_tasks=6, horizon=5)
+    reaches: list[bool] = []
+
+    def critic_input_reaches_the_encoder(module, args):
+        (inp,) = args
+        if not reaches and inp.requires_grad:  # the first Q call of an update is the critic's
+            grads = torch.autograd.grad(inp.sum(), list(agent.encoder.parameters()), allow_unused=True,
+                                        retain_graph=True)
+            reaches.append(any(g is not None and bool(g.abs().sum() > 0) for g in grads))
+        elif not reaches:
+            reaches.append(False)
+
+    agent.q1.register_forward_pre_hook(critic_input_reaches_the_encoder)
+    before = [p.detach().clone() for p in agent.encoder.parameters()]
+    m = agent.train_iteration(Sampler(TaskVectorEnv(bench.env_factory, 4), 5), bench.train_tasks,
+                              np.random.default_rng(0))
+    assert m.rejected == 0 and reaches == [critic_trains_encoder]
+    assert any(not torch.equal(p.detach(), b) for p, b in zip(agent.encoder.parameters(), before))
+    if not critic_trains_encoder:
+        with pytest.raises(ConfigError, match=r"agent.critic_trains_encoder: false needs agent.reward_decoder_weight > 0"):
+            PEARLConfig(critic_trains_encoder=False)
+
+
 @pytest.mark.parametrize("next_obs", [False, True])
 def test_context_fields_with_and_without_next_obs(next_obs):
     torch.manual_seed(0)
@@ -817,3 +848,6 @@ def test_the_report_label_names_the_settings_pearls_ablations_vary():
     assert PEARL.label({**base, "use_reward_change_in_context": False}) == PEARL.label(base)
     assert PEARL.label({**base, "encoder_lr": 0.003}).endswith("context 100, encoder lr 0.003)")
     assert PEARL.label({**base, "encoder_lr": None}) == PEARL.label(base)
+    assert PEARL.label({**base, "reward_decoder_weight": 1.0, "critic_trains_encoder": False}) \
+        .endswith("context 100, reward decoder ×1, critic does not train the encoder)")
+    assert PEARL.label({**base, "critic_trains_encoder": True}) == PEARL.label(base)

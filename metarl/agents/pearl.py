@@ -5,8 +5,9 @@ c_n = (s, a, r[, s']) to a Gaussian factor N(mu_n, sigma_n^2); the posterior ove
 product, in closed form (metarl.core.nn.product_of_gaussians), so it does not depend on the order
 of the transitions; with no context it is the prior N(0, I). SAC (twin Q + target twin Q,
 tanh-Gaussian policy, automatic or fixed entropy weight) acts and learns on [obs, z]. The
-encoder is trained through the critic loss plus kl_weight * KL(q(z|c) || N(0, I)); the policy
-loss sees z detached.
+encoder is trained through the critic loss plus kl_weight * KL(q(z|c) || N(0, I)) (plus a reward
+decoder's error with `reward_decoder_weight`; with `critic_trains_encoder: false` the critics
+see z detached and the decoder and the KL alone train it); the policy loss sees z detached.
 
 Data (metarl.core.buffers.ReplayAndContext, per training task, preallocated and RAM-checked): the
 replay buffer (ring, `replay_capacity` transitions a task) feeds the SAC batches; the context
@@ -188,6 +189,11 @@ class PEARLConfig(AgentConfig):
     """Weight of a reward-prediction loss that also trains the encoder: a decoder predicts each
     replay transition's reward from (s, a, z) with z from its task's posterior (0: none; the encoder
     learns from the critic's loss and the KL alone, as in the references)."""
+    critic_trains_encoder: bool = True
+    """The critics' Bellman error trains the encoder through z (the paper's). false: the critics read
+    z detached, and the encoder learns from the reward decoder's error and the KL alone (as VariBAD
+    trains its encoder), so z is trained to tell the reward, not to lower a noisy Bellman error;
+    needs reward_decoder_weight > 0."""
 
     def validate(self) -> None:
         super().validate()
@@ -206,6 +212,9 @@ class PEARLConfig(AgentConfig):
         if self.alpha_min > 0 and not self.auto_entropy:
             raise self.refuse("alpha_min", f"is a floor for the automatic entropy weight (agent.auto_entropy: true); "
                               f"with a fixed one, set agent.alpha, got alpha_min {self.alpha_min}")
+        if not self.critic_trains_encoder and self.reward_decoder_weight == 0:
+            raise self.refuse("critic_trains_encoder", "false needs agent.reward_decoder_weight > 0 (else the "
+                              "encoder learns from the KL alone and z tells nothing), got reward_decoder_weight 0")
         if self.alpha < self.alpha_min:
             raise self.refuse("alpha_min", f"must be <= agent.alpha (the initial entropy weight, {self.alpha}), "
                               f"got {self.alpha_min}")
@@ -550,7 +559,8 @@ class PEARL(MetaAgent[LatentState]):
             next_input = torch.cat([next_obs, z_detached, next_action], -1)
             q_next = torch.min(self.q1_target(next_input), self.q2_target(next_input)).squeeze(-1)
             q_target = cfg.reward_scale * rewards + cfg.discount * (q_next - alpha * next_logp)
-        q_input = torch.cat([obs, z_per_sample, actions], -1)
+        z_critic = z_per_sample if cfg.critic_trains_encoder else z_detached
+        q_input = torch.cat([obs, z_critic, actions], -1)
         q1, q2 = self.q1(q_input).squeeze(-1), self.q2(q_input).squeeze(-1)
         qf_loss = F.mse_loss(q1, q_target) + F.mse_loss(q2, q_target)
         critic_loss = qf_loss + cfg.kl_weight * kl.sum()  # KL summed over the meta-batch, as in the paper's code
@@ -648,6 +658,8 @@ class PEARL(MetaAgent[LatentState]):
             ctx += " from replay"
         if get("reward_decoder_weight"):
             ctx += f", reward decoder ×{get('reward_decoder_weight'):g}"
+        if not get("critic_trains_encoder"):
+            ctx += ", critic does not train the encoder"
         if get("encoder_lr") is not None and get("encoder_lr") != get("lr"):
             ctx += f", encoder lr {get('encoder_lr'):g}"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
