@@ -130,9 +130,8 @@ class PEARLConfig(AgentConfig):
     lr: float = field(default=3e-4, metadata=positive(finite=True))
     """Adam step size of every network (the encoder's: encoder_lr where given)."""
     encoder_lr: float | None = field(default=None, metadata=positive(finite=True, nullable=True))
-    """Adam step size of the context encoder; null: lr. The encoder learns only through the critic's
-    loss (and the KL, and the reward decoder where there is one), so a larger step size makes the
-    posterior move faster than the critics that read it."""
+    """Adam step size of the context encoder; null: lr. A larger one makes the posterior move faster
+    than the critics that read it."""
     kl_weight: float = field(default=0.1, metadata=nonnegative(finite=True))
     """Weight of KL(q(z | context) || prior) in the encoder's loss."""
     reward_scale: float = field(default=10.0, metadata=positive(finite=True))
