@@ -216,6 +216,51 @@ def test_a_signal_during_bench_runs_final_evaluation_stops_it_and_the_result_say
     assert segment["final_eval_stopped"] == [10, 40]
 
 
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="bench park finds live runs in /proc")
+def test_a_run_at_its_budget_whose_final_evaluation_was_cut_is_parked_and_resumes_to_evaluate_in_full(
+        tmp_path, monkeypatch):
+    """A run that reached its budget, its final evaluation cut by a signal (an ML10 one takes an hour, and a
+    session may end during it): `bench park` takes it, and its resume on the next machine trains nothing
+    and runs the whole final evaluation; then `bench finish` takes it."""
+    import metarl.training.trainer as trainer
+    from helpers import sigterm_on_progress
+    from metarl.app.cli import main
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", sigterm_on_progress(real))
+    runs, res, parked, rel = (tmp_path / d for d in ("runs", "res", "inflight", "rel"))
+    assert main(["bench", "run", str(ROOT / "configs" / "toy_maml_trpo.yaml"), "--runs", str(runs),
+                 "--results", str(res), "--name", "cut_s1", "--set", "run.env_steps=4000", "--set", "eval.every=0",
+                 "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=0",
+                 "--set", "run.progress=false"]) == 0
+    monkeypatch.setattr(trainer, "evaluate", real)
+    run = next(runs.iterdir())
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["stopped_early"] is False and final["final_eval_stopped"] is True  # at budget, evaluation cut
+    steps = final["env_steps"]
+    assert json.loads((res / "cut_s1.json").read_text())["stopped_early"] is True
+    r = _bench("finish", run, "--results", res, "--checkpoints", rel, "--inflight", parked)
+    assert r.returncode == 2 and "stopped_early" in r.stderr and not rel.exists()
+
+    r = _bench("park", run, "--dest", parked, "--results", res)
+    assert r.returncode == 0, r.stderr
+    assert "final evaluation cut by a signal after 10 of 40 held-out tasks" in r.stdout
+    p = parked / run.name
+    assert (p / "results" / "cut_s1.json").is_file() and not list(res.glob("cut_s1.*"))
+
+    resumed_run, parked_steps, r = _resume_elsewhere(p, res, tmp_path, 0)
+    assert r.returncode == 0, r.stderr
+    assert parked_steps == steps
+    result = json.loads((res / "cut_s1.json").read_text())
+    seed = result["per_seed"][0]
+    assert result["stopped_early"] is False and seed["final_eval_stopped"] is None
+    assert seed["n_tasks"] == 40 and result["env_steps"] == steps  # evaluated in full; trained nothing more
+    assert seed["segments"][-1]["from_env_steps"] == seed["segments"][-1]["to_env_steps"] == steps
+    r = _bench("finish", resumed_run, "--results", res, "--checkpoints", rel, "--inflight", parked,
+               "--goals-per-class", "2")
+    assert r.returncode == 0, r.stderr
+    assert (rel / "cut_s1.pt").is_file() and not p.exists()
+
+
 def test_a_run_dir_from_before_runs_jsonl_resumes_and_its_segments_count(tmp_path):
     """Run dirs started before runs.jsonl recorded the stretches (benchmarks/inflight/ holds some) have a
     segments.jsonl instead: `metarl bench run --resume` continues them, and the result counts those stretches."""

@@ -13,6 +13,10 @@ policy before updates go on (metarl/agents/pearl.py; recorded in runs.jsonl and 
 in the result). It continues the run, not bit-exactly; a run whose own checkpoints (with buffers)
 are still on disk resumes bit-exactly from them instead.
 
+A run that reached its budget but whose final evaluation a signal cut short (final_eval.json:
+"final_eval_stopped"; on ML10 that evaluation takes an hour) is parked the same way: its resume
+runs the final evaluation again, in full, and trains nothing.
+
 It refuses, and writes nothing, when the run has not stopped early (a run still training, or one
 that finished: finish that one with `metarl bench finish`), or when a checkpoint (PEARL's without
 its buffers) is larger than --max-mib. Parking the same run again replaces its folder. Resume, on
@@ -116,7 +120,8 @@ def _stretch_ends(run: Path) -> list[Any]:
 
 
 def stopped_run(run: Path) -> tuple[Path, str, dict[str, Any]]:
-    """The newest checkpoint, result name and final_eval of a run that stopped early; ParkError else."""
+    """The newest checkpoint, result name and final_eval of a run that stopped early, or of one at its
+    budget whose final evaluation a signal cut short (final_eval_stopped); ParkError else."""
     ckpt, iteration = newest_checkpoint(run)
     try:
         final = json.loads((run / "final_eval.json").read_text())
@@ -125,9 +130,10 @@ def stopped_run(run: Path) -> tuple[Path, str, dict[str, Any]]:
                         f"SIGTERM to `metarl bench run` and wait for its stopped_early evaluation") from None
     if not isinstance(final, dict):
         raise ParkError(f"RUN_DIR: {run}/final_eval.json must hold a JSON object")
-    if not final.get("stopped_early"):
-        raise ParkError(f"RUN_DIR: {run} did not stop early (final_eval.json: stopped_early is false); "
-                        f"a finished run is finished with `metarl bench finish`, not parked")
+    if not (final.get("stopped_early") or final.get("final_eval_stopped")):
+        raise ParkError(f"RUN_DIR: {run} did not stop early (final_eval.json: stopped_early is false, and its "
+                        f"final evaluation ran in full); a finished run is finished with `metarl bench finish`, "
+                        f"not parked")
     if final.get("iterations") != iteration:
         raise ParkError(f"RUN_DIR: the newest checkpoint {ckpt.name} is not the one final_eval.json was written "
                         f"at (iteration {final.get('iterations')}); is the run still training?")
@@ -228,8 +234,11 @@ def summary(run: Path, dest: Path) -> str:
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = shown(dest)
     warm = any(needs_warm_restart(load_file(c)) for c in sorted((dest / "checkpoints").glob("ckpt_*.pt")))
+    cut = (f"final evaluation cut by a signal after {final.get('n_tasks')} of {final.get('n_tasks_planned')} "
+           f"held-out tasks (the resume runs it again in full), partial" if final.get("final_eval_stopped")
+           else "stopped_early")
     return (f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
-            f"stopped_early meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
+            f"{cut} meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
             + ("Its checkpoint holds no replay buffers: the resume refills them with the current policy (a warm "
                "restart, not bit-exact).\n" if warm else "") +
             f"Commit it, note it in benchmarks/inflight/README.md, and resume with:\n"
