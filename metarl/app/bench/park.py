@@ -234,9 +234,10 @@ def summary(run: Path, dest: Path) -> str:
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = shown(dest)
     warm = any(needs_warm_restart(load_file(c)) for c in sorted((dest / "checkpoints").glob("ckpt_*.pt")))
-    cut = (f"final evaluation cut by a signal after {final.get('n_tasks')} of {final.get('n_tasks_planned')} "
-           f"held-out tasks (the resume runs it again in full), partial" if final.get("final_eval_stopped")
-           else "stopped_early")
+    cut = f"after {final.get('n_tasks')} of {final.get('n_tasks_planned')} held-out tasks"
+    cut = ("stopped_early" if not final.get("final_eval_stopped") else f"stopped_early (evaluation cut {cut}), partial"
+           if final.get("stopped_early") else
+           f"final evaluation cut by a signal {cut} (the resume trains nothing and runs it again in full), partial")
     return (f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
             f"{cut} meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
             + ("Its checkpoint holds no replay buffers: the resume refills them with the current policy (a warm "
