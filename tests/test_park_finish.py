@@ -299,8 +299,12 @@ def test_the_committed_parked_runs_still_resume(parked):
 
     run = ROOT / "benchmarks" / "inflight" / parked
     cfg, payload = resume_config(run, [])
-    assert payload is not None and payload["counters"]["env_steps"] > 0 and cfg.run.env_steps > \
-        payload["counters"]["env_steps"]
+    steps = payload["counters"]["env_steps"] if payload is not None else 0
+    assert steps > 0
+    # left to train, or at its budget with the final evaluation a signal cut (the resume evaluates in full)
+    final = json.loads((run / "final_eval.json").read_text())
+    assert cfg.run.env_steps > steps or (cfg.run.env_steps == steps and final["final_eval_stopped"] is True
+                                         and final["env_steps"] == steps)
     # the old scripts' segments.jsonl, then runs.jsonl (a parked run resumed by `metarl bench run
     # --resume` and parked again has both), read as Run.stretches() reads them
     segments = segments_of(read_stretches(run), run)
