@@ -234,12 +234,15 @@ def summary(run: Path, dest: Path) -> str:
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = shown(dest)
     warm = any(needs_warm_restart(load_file(c)) for c in sorted((dest / "checkpoints").glob("ckpt_*.pt")))
-    cut = f"after {final.get('n_tasks')} of {final.get('n_tasks_planned')} held-out tasks"
-    cut = ("stopped_early" if not final.get("final_eval_stopped") else f"stopped_early (evaluation cut {cut}), partial"
-           if final.get("stopped_early") else
-           f"final evaluation cut by a signal {cut} (the resume trains nothing and runs it again in full), partial")
+    tasks = f"after {final.get('n_tasks')} of {final.get('n_tasks_planned')} held-out tasks"
+    if not final.get("final_eval_stopped"):
+        state = "stopped_early"
+    elif final.get("stopped_early"):
+        state = f"stopped_early (evaluation cut {tasks}), partial"
+    else:
+        state = f"final evaluation cut by a signal {tasks} (the resume trains nothing and runs it again in full), partial"
     return (f"parked {run.name} at {final['env_steps']:,} env steps in {rel} ({size:.1f} MiB); "
-            f"{cut} meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
+            f"{state} meta-test success {100 * final['success_by_round'][-1]:.1f}%.\n"
             + ("Its checkpoint holds no replay buffers: the resume refills them with the current policy (a warm "
                "restart, not bit-exact).\n" if warm else "") +
             f"Commit it, note it in benchmarks/inflight/README.md, and resume with:\n"
