@@ -165,6 +165,75 @@ def test_training_contexts_come_from_the_buffer_context_source_names(source, mon
         PEARLConfig(context_source="all")
 
 
+def test_latent_act_probing_slots_act_uniformly_from_the_noise_and_the_others_with_the_policy():
+    """A probing slot's action is erf(noise / sqrt 2), uniform on [-1, 1] and blind to obs and z;
+    a slot without the flag acts with the policy, as without any flag."""
+    from metarl.core.nn import TanhGaussianPolicy, latent_act
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(5 + 3, 2, (16,))
+    obs, z, noise = torch.randn(4, 5), torch.randn(4, 3), torch.randn(4, 2)
+    probe = torch.tensor([True, False, True, False])
+    mixed = latent_act(policy, obs, {"z": z, "ctx": torch.zeros(4, 0, 1), "probe": probe}, False, noise)
+    plain = latent_act(policy, obs, {"z": z, "ctx": torch.zeros(4, 0, 1)}, False, noise)
+    assert torch.equal(plain, policy.act(obs, z, False, noise))
+    assert torch.equal(mixed[~probe], plain[~probe])
+    assert torch.allclose(mixed[probe], torch.erf(noise[probe] / 2 ** 0.5))
+    assert not torch.allclose(mixed[probe], plain[probe])
+    everyone = latent_act(policy, obs * 7, {"z": -z, "ctx": torch.zeros(4, 0, 1), "probe": probe | True}, False, noise)
+    assert torch.allclose(everyone, torch.erf(noise / 2 ** 0.5))
+    # the distribution: uniform on [-1, 1] (mean 0, variance 1/3)
+    u = latent_act(policy, torch.zeros(20000, 5), {"z": torch.zeros(20000, 3), "ctx": torch.zeros(20000, 0, 1),
+                                                   "probe": torch.ones(20000, dtype=torch.bool)},
+                   False, torch.randn(20000, 2))
+    assert u.abs().max() <= 1 and abs(float(u.mean())) < 0.02 and abs(float(u.var()) - 1 / 3) < 0.01
+
+
+@pytest.mark.parametrize("prior_actions", ["policy", "uniform"])
+def test_prior_actions_uniform_makes_every_prior_z_episode_a_probe_the_policy_does_not_drive(prior_actions):
+    """prior_actions uniform: the initial collection's and each iteration's z ~ prior episodes act
+    the same whatever the policy's weights (uniformly at random), the posterior episodes do not;
+    an evaluation's first state probes and adapt's does not. policy: every episode is the policy's."""
+    bench = make_benchmark("toy", seed=0, max_episode_steps=5, toy_tasks=6)
+
+    def collected(rel):
+        torch.manual_seed(0)
+        agent = PEARL(PEARLConfig(**SMALL, prior_actions=prior_actions), bench.obs_dim, bench.act_dim,
+                      n_train_tasks=6, horizon=5)
+        perturb_(agent.policy.parameters(), rel, seed=1)
+        sampler = Sampler(TaskVectorEnv(bench.env_factory, 4), 5)
+        calls, sample = [], sampler.sample
+
+        def spy(agent_, tasks, state, n, rng, *args, **kw):
+            batch, out = sample(agent_, tasks, state, n, rng, *args, **kw)
+            calls.append(("probe" in state, batch.actions.copy()))
+            return batch, out
+        sampler.sample = spy
+        agent.train_iteration(sampler, bench.train_tasks, np.random.default_rng(0))
+        return agent, calls
+
+    agent, base = collected(0.0)
+    _, other = collected(0.5)
+    assert len(base) == len(other) == 2 + 3  # initial (6 tasks, 4 slots: 2 calls), prior, posterior, extra
+    probing = [p for p, _ in base]
+    assert probing == ([True, True, True, False, False] if prior_actions == "uniform" else [False] * 5)
+    for (p, a), (_, b) in zip(base, other):
+        assert np.array_equal(a, b) == p  # the same actions exactly when the policy does not drive them
+    if prior_actions == "uniform":
+        probe_actions = np.concatenate([a.reshape(-1) for p, a in base if p])
+        assert probe_actions.min() < -0.5 and probe_actions.max() > 0.5 and np.abs(probe_actions).max() <= 1
+    rng = np.random.default_rng(0)
+    state = agent.initial_task_state(3, rng)
+    assert ("probe" in state) == (prior_actions == "uniform")
+    if "probe" in state:
+        assert state["probe"].dtype == torch.bool and bool(state["probe"].all())
+    batch, _ = Sampler(TaskVectorEnv(bench.env_factory, 3), 5).sample(agent, bench.test_tasks[:3], state, 1, rng)
+    assert "probe" not in agent.adapt(state, batch, rng)
+    assert PEARLConfig(**SMALL).prior_actions == "policy"
+    with pytest.raises(ConfigError, match=r"agent.prior_actions: unknown prior actions 'random'; allowed: policy, uniform"):
+        PEARLConfig(prior_actions="random")
+    assert ("prior ones uniform random" in PEARL.label({"prior_actions": prior_actions})) == (prior_actions == "uniform")
+
+
 def test_config_fields_are_validated():
     with pytest.raises(ConfigError, match=r"agent.tasks_per_iteration: must be <= agent.meta_batch \(4"):
         PEARLConfig(**{**SMALL, "tasks_per_iteration": 5})

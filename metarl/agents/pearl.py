@@ -21,6 +21,10 @@ first iteration and saved in checkpoints (`train_subset`); buffers exist for tho
 `task_sampling` draws the tasks collected on each iteration and each gradient step's meta-batch
 uniformly, or class_balanced (metarl.agents.base.draw_meta_batch: n // C of each of the C classes).
 
+With `prior_actions: uniform` every episode with z ~ prior below (and an evaluation's adaptation
+episodes, whose state comes from `initial_task_state`) acts uniformly at random instead: a probing
+episode (LatentState["probe"]).
+
 Collection schedule per iteration (the paper's, counted in episodes):
 - once, before the first update: `num_initial_episodes` per kept training task, z ~ prior;
 - `tasks_per_iteration` training tasks sampled; on each (their context cleared):
@@ -71,7 +75,7 @@ from torch import Tensor, nn
 from metarl.agents.base import DISCOUNT, TASK_SAMPLING, AgentConfig, MetaAgent, SamplerLike, TaskSampling, draw_meta_batch
 from metarl.core.buffers import ReplayAndContext, episode_transitions
 from metarl.core.fields import Choice, finite, in_range, layer_sizes, nonnegative, one_of, positive
-from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, mlp, product_of_gaussians
+from metarl.core.nn import LatentActor, TanhGaussianPolicy, kl_to_prior, latent_act, mlp, product_of_gaussians
 from metarl.core.types import EpisodeBatch, LatentState, Task, UpdateResult
 
 MIN_VAR = 1e-7
@@ -81,6 +85,12 @@ class ContextAggregation(Choice):
     """How the context encoder turns a set of transitions into q(z | context) (`context_aggregation`)."""
     PRODUCT = "product"  # one Gaussian factor per transition, multiplied (the paper's encoder)
     MEAN = "mean"        # deep sets: per-transition features, their mean, then a network to (mu, var)
+
+
+class PriorActions(Choice):
+    """What acts in the episodes with z ~ prior (`prior_actions`)."""
+    POLICY = "policy"    # the policy on z ~ prior: posterior sampling (the paper's)
+    UNIFORM = "uniform"  # uniform random actions in [-1, 1]: a fixed probing episode
 
 
 class ContextSource(Choice):
@@ -179,6 +189,15 @@ class PEARLConfig(AgentConfig):
                                                     metadata=one_of(ContextAggregation, what="context aggregation"))
     """q(z | context) as the product of per-transition Gaussian factors (product, the paper's), or
     from the mean of per-transition features (mean: MeanPoolEncoder)."""
+    prior_actions: PriorActions = field(default=PriorActions.POLICY,
+                                        metadata=one_of(PriorActions, what="prior actions"))
+    """What acts in every episode with z ~ prior: the initial collection, num_prior_episodes, the
+    warm restart's refill and an evaluation's adaptation episodes. policy (the paper's): the policy
+    on z ~ prior. uniform: uniform random actions in [-1, 1], a fixed probing episode whose hand
+    wanders in every direction, so that its rewards tell where the goal lies on each axis (a policy
+    that stays on the goal box's middle plane yields rewards symmetric about it); the context
+    buffer then holds probing episodes (with num_posterior_episodes 0, only those), as an
+    evaluation's context does, and "before adaptation" is a random policy's success."""
     context_source: ContextSource = field(default=ContextSource.RECENT,
                                           metadata=one_of(ContextSource, what="context source"))
     """Where training draws each task's context from, for the updates and for the posterior
@@ -383,8 +402,12 @@ class PEARL(MetaAgent[LatentState]):
         return mu + var.sqrt() * self._randn(*mu.shape, rng=rng)
 
     def _prior_state(self, n_tasks: int, rng: np.random.Generator | None = None) -> LatentState:
-        return {"z": self._randn(n_tasks, self.latent_dim, rng=rng),
-                "ctx": torch.zeros(n_tasks, 0, self.ctx_dim, device=self.device)}
+        """z ~ prior, empty context; with prior_actions uniform every slot probes (acts uniformly)."""
+        state: LatentState = {"z": self._randn(n_tasks, self.latent_dim, rng=rng),
+                              "ctx": torch.zeros(n_tasks, 0, self.ctx_dim, device=self.device)}
+        if self.cfg.prior_actions == PriorActions.UNIFORM:
+            state["probe"] = torch.ones(n_tasks, dtype=torch.bool, device=self.device)
+        return state
 
     def _posterior_state(self, positions: np.ndarray, rng: np.random.Generator) -> LatentState:
         """Task state for collection: z from the posterior of a context sampled from the
@@ -399,14 +422,15 @@ class PEARL(MetaAgent[LatentState]):
 
     # ---- MetaAgent protocol -----------------------------------------------------------
     def initial_task_state(self, n_tasks: int, rng: np.random.Generator) -> LatentState:
-        """z ~ the prior N(0, I) (drawn from `rng`), empty context."""
+        """z ~ the prior N(0, I) (drawn from `rng`), empty context (probing with prior_actions uniform)."""
         return self._prior_state(n_tasks, rng)
 
     def act(self, obs: Tensor, task_state: LatentState, *, deterministic: bool,
             noise: Tensor | None = None) -> tuple[Tensor, LatentState]:
-        """tanh-Gaussian action on [obs, z]; `noise` [S, A] standard normal; deterministic: tanh(mean)."""
+        """tanh-Gaussian action on [obs, z]; `noise` [S, A] standard normal; deterministic: tanh(mean);
+        uniform random actions in probing slots (metarl.core.nn.latent_act)."""
         with torch.no_grad():
-            action = self.policy.act(obs, task_state["z"], deterministic, noise)
+            action = latent_act(self.policy, obs, task_state, deterministic, noise)
         return action.to(task_state["z"].device), task_state
 
     def actor(self) -> LatentActor:
@@ -661,6 +685,8 @@ class PEARL(MetaAgent[LatentState]):
             ctx += ", critic does not train the encoder"
         if get("encoder_lr") is not None and get("encoder_lr") != get("lr"):
             ctx += f", encoder lr {get('encoder_lr'):g}"
+        if get("prior_actions") == PriorActions.UNIFORM:
+            eps += " (prior ones uniform random)"
         return f"{cls.DISPLAY_NAME} ({goals}, {eps}, {steps}, {alpha}, {ctx})"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -159,7 +159,30 @@ class LatentActor(Actor[LatentState]):
 
     def act(self, obs: Tensor, task_state: LatentState, *, deterministic: bool,
             noise: Tensor | None = None) -> tuple[Tensor, LatentState]:
-        return self.policy.act(obs, task_state["z"], deterministic, noise), task_state
+        return latent_act(self.policy, obs, task_state, deterministic, noise), task_state
+
+
+def uniform_actions(shape: torch.Size | tuple[int, ...], noise: Tensor | None, device: torch.device) -> Tensor:
+    """Actions uniform on [-1, 1]: erf(noise / sqrt 2) = 2 Phi(noise) - 1 of standard-normal `noise`
+    [S, A] (so the sampler's noise streams drive them), or torch.rand where there is none."""
+    if noise is None:
+        return torch.rand(shape).to(device) * 2.0 - 1.0
+    return torch.erf(noise.to(device, torch.float32) * (1.0 / math.sqrt(2.0)))
+
+
+def latent_act(policy: TanhGaussianPolicy, obs: Tensor, task_state: LatentState, deterministic: bool,
+               noise: Tensor | None) -> Tensor:
+    """PEARL's action for each slot: the policy on [obs, z], or uniform random actions
+    (`uniform_actions`) in the slots whose task_state["probe"] is true (a probing episode)."""
+    probe = task_state.get("probe")
+    if probe is not None and bool(probe.all()):
+        dev = next(policy.parameters()).device
+        return uniform_actions((obs.shape[0], policy.act_dim), noise, dev)
+    action = policy.act(obs, task_state["z"], deterministic, noise)
+    if probe is not None and bool(probe.any()):
+        action = torch.where(probe.to(action.device)[:, None],
+                             uniform_actions(action.shape, noise, action.device), action)
+    return action
 
 
 def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ early, they are truncated at the horizon), D = observation size, A = action size
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TypedDict, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, NotRequired, Protocol, TypedDict, TypeVar, Union
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class LatentState(TypedDict):
 
     z: Tensor    # [S, L] the latent the policy is conditioned on
     ctx: Tensor  # [S, N, F] context transitions (N = 0 before the task was seen)
+    probe: NotRequired[Tensor]  # [S] bool, only with agent.prior_actions uniform: the slot acts uniformly at random
 
 
 # every agent's state is one of these; a new agent with another kind of state adds it here
