@@ -7,7 +7,7 @@ early, they are truncated at the horizon), D = observation size, A = action size
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, NotRequired, Protocol, TypedDict, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TypedDict, TypeVar, Union
 
 import numpy as np
 
@@ -35,12 +35,15 @@ class RecurrentState(TypedDict):
     prev_d: Tensor  # [S, 1] 1.0 right after an episode ended
 
 
-class LatentState(TypedDict):
-    """PEARL (metarl/agents/pearl.py): the task's context so far and a sample of z from its posterior."""
-
+class _LatentRequired(TypedDict):
     z: Tensor    # [S, L] the latent the policy is conditioned on
     ctx: Tensor  # [S, N, F] context transitions (N = 0 before the task was seen)
-    probe: NotRequired[Tensor]  # [S] bool, only with agent.prior_actions uniform: the slot acts uniformly at random
+
+
+class LatentState(_LatentRequired, total=False):
+    """PEARL (metarl/agents/pearl.py): the task's context so far and a sample of z from its posterior."""
+
+    probe: Tensor  # [S] bool, only with agent.prior_actions uniform: the slot acts uniformly at random
 
 
 # every agent's state is one of these; a new agent with another kind of state adds it here
