@@ -309,3 +309,29 @@ def test_the_committed_parked_runs_still_resume(parked):
     # --resume` and parked again has both), read as Run.stretches() reads them
     segments = segments_of(read_stretches(run), run)
     assert segments and segments[-1].to_env_steps == payload["counters"]["env_steps"]
+
+
+def test_bench_runs_started_in_the_same_second_get_run_dirs_of_their_own(tmp_path, monkeypatch):
+    """Two `metarl bench run` of one preset and seed in the same second (a shell loop over settings):
+    the second gets <preset>-s<seed>-<time>-2, not a refusal; a start refused before it wrote anything
+    leaves no run dir behind."""
+    import metarl.app.bench.run as bench_run
+
+    monkeypatch.setattr(bench_run.time, "strftime", lambda fmt, *a: "20260101-000000")
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    common = [ROOT / "configs" / "toy_maml_trpo.yaml", "--runs", runs, "--results", res, "--set", "run.env_steps=1",
+              "--set", "eval.every=0", "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=1",
+              "--set", "run.progress=false"]
+    for name in ("a_s1", "b_s1"):
+        r = _bench("run", *common, "--name", name)
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["toy_maml_trpo-s1-20260101-000000",
+                                                      "toy_maml_trpo-s1-20260101-000000-2"]
+    assert (runs / "toy_maml_trpo-s1-20260101-000000-2" / "result_name").read_text().strip() == "b_s1"
+    from metarl.core.machine import cpu_cores
+    from metarl.training.resources import MAX_THREADS_PER_CORE
+
+    too_many = MAX_THREADS_PER_CORE * cpu_cores() + 1  # refused by Run.create, after the dir was claimed
+    r = _bench("run", *common, "--name", "c_s1", "--set", f"run.torch_threads={too_many}")
+    assert r.returncode == 2 and "run.torch_threads" in r.stderr and "Traceback" not in r.stderr
+    assert len(list(runs.iterdir())) == 2
