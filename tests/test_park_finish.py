@@ -328,6 +328,10 @@ def test_bench_runs_started_in_the_same_second_get_run_dirs_of_their_own(tmp_pat
     assert sorted(p.name for p in runs.iterdir()) == ["toy_maml_trpo-s1-20260101-000000",
                                                       "toy_maml_trpo-s1-20260101-000000-2"]
     assert (runs / "toy_maml_trpo-s1-20260101-000000-2" / "result_name").read_text().strip() == "b_s1"
+    from metarl.app.bench.park import result_name
+
+    (runs / "toy_maml_trpo-s1-20260101-000000-2" / "result_name").unlink()  # a run without --name: the preset's
+    assert result_name(runs / "toy_maml_trpo-s1-20260101-000000-2") == "toy_maml_trpo"
     from metarl.core.machine import cpu_cores
     from metarl.training.resources import MAX_THREADS_PER_CORE
 

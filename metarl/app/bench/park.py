@@ -61,11 +61,11 @@ def newest_checkpoint(run: Path) -> tuple[Path, int]:
 
 def result_name(run: Path) -> str:
     """The stem of the run's result files: RUN/result_name, else `metarl bench run`'s default, the
-    preset name (the run dir's name up to "-s<seed>-<date>-<time>")."""
+    preset name (the run dir's name up to "-s<seed>-<date>-<time>[-<n>]")."""
     f = run / "result_name"
     name = f.read_text().strip() if f.is_file() else ""
     if not name:
-        name = re.sub(r"-s\d+-\d{8}-\d{6}$", "", run.name)
+        name = re.sub(r"-s\d+-\d{8}-\d{6}(-\d+)?$", "", run.name)
     if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}", name) or name in (".", ".."):
         raise ParkError(f"RUN_DIR: {f} names the result {name[:60]!r}; allowed: letters, digits, '.', '_', '-'")
     return name
