@@ -162,3 +162,39 @@ def test_bad_input_to_evaluate_is_one_line(tmp_path):
         metarl.evaluate(tmp_path, rounds=5000)
     with pytest.raises(ConfigError, match="checkpoint: "):
         metarl.evaluate(tmp_path / "nothing.pt")
+
+
+def test_runs_without_a_name_started_in_the_same_second_each_claim_a_run_dir(tmp_path, monkeypatch):
+    """run.name null: <preset>-s<seed>-<time>, then -2, -3, ... claimed atomically; a start refused after
+    the claim removes its own dir and never one another run claimed."""
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
+    preset = str(ROOT / "configs" / "toy_maml_trpo.yaml")
+    sets = [s for s in _sets(tmp_path / "out", "x", 4000) if not s.startswith("run.name=")]
+    cfg = config.load(preset, sets, registry=AGENTS)
+    assert cfg.run.name is None
+    first, second = Run.create(cfg), Run.create(cfg)  # both open (locked) at once
+    try:
+        assert (first.dir.name, second.dir.name) == ("toy_maml_trpo-s0-20260101-000000",
+                                                     "toy_maml_trpo-s0-20260101-000000-2")
+    finally:
+        first.close()
+        second.close()
+    # a start refused after its claim (a link planted where the lock goes) leaves the others as they were
+    base = tmp_path / "out" / "toy_maml_trpo-s0-20260101-000000"
+    (tmp_path / "elsewhere").mkdir()
+    taken = {p.name for p in (tmp_path / "out").iterdir()}
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_plant(self, *a, **k):
+        real_mkdir(self, *a, **k)
+        if self.parent == tmp_path / "out" and self.name.startswith(base.name):
+            (self / ".lock").symlink_to(tmp_path / "elsewhere" / "lock")
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_plant)
+    with pytest.raises((ConfigError, OSError)):
+        Run.create(cfg)
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == taken
+    assert (base / "config.yaml").is_file() and (base.parent / f"{base.name}-2" / "config.yaml").is_file()

@@ -315,9 +315,9 @@ def test_bench_runs_started_in_the_same_second_get_run_dirs_of_their_own(tmp_pat
     """Two `metarl bench run` of one preset and seed in the same second (a shell loop over settings):
     the second gets <preset>-s<seed>-<time>-2, not a refusal; a start refused before it wrote anything
     leaves no run dir behind."""
-    import metarl.app.bench.run as bench_run
+    import time
 
-    monkeypatch.setattr(bench_run.time, "strftime", lambda fmt, *a: "20260101-000000")
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
     runs, res = tmp_path / "runs", tmp_path / "res"
     common = [ROOT / "configs" / "toy_maml_trpo.yaml", "--runs", runs, "--results", res, "--set", "run.env_steps=1",
               "--set", "eval.every=0", "--set", "eval.select_best=false", "--set", "eval.final_tasks_per_class=1",

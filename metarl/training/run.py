@@ -237,12 +237,9 @@ def _taken(run_dir: Path) -> ConfigError:
 
 
 def _run_dir_for(cfg: RunConfig) -> Path:
-    """RUN = run.out_dir / (run.name, else <preset>-s<seed>-<time>), checked before it is made."""
+    """RUN = run.out_dir / run.name, else the first name of <preset>-s<seed>-<time>, -2, -3, ... not yet
+    taken; checked before it is made (`_make_run_dir` claims an automatic name atomically)."""
     out = Path(cfg.run.out_dir)
-    name = cfg.run.name or f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = out / name
-    if run_dir.exists() and any(p.name != runfiles.LOCK for p in run_dir.iterdir()):  # .lock alone: a start
-        raise _taken(run_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run.out_dir: {out} is not a directory")
     probe = out
@@ -250,23 +247,50 @@ def _run_dir_for(cfg: RunConfig) -> Path:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"run.out_dir: cannot create run dir under {out}: {probe} is not writable")
+    if not cfg.run.name:
+        return out / _auto_name(cfg)
+    run_dir = out / cfg.run.name
+    if run_dir.exists() and any(p.name != runfiles.LOCK for p in run_dir.iterdir()):  # .lock alone: a start
+        raise _taken(run_dir)
     return run_dir
 
 
+def _auto_name(cfg: RunConfig) -> str:
+    return f"{cfg.preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _make_run_dir(cfg: RunConfig) -> tuple[Path, Path]:
-    """(run dir, the topmost directory made for it: what a failed start removes)."""
+    """(run dir, the topmost directory made for it: what a failed start removes). Without run.name the
+    dir is claimed atomically: runs of one preset and seed started in the same second (a shell loop over
+    settings) get <name>, <name>-2, <name>-3, ..., never one another's."""
     run_dir = _run_dir_for(cfg)
-    created = run_dir
-    while not created.parent.exists() and created.parent != created:
-        created = created.parent
+    top = run_dir  # the topmost directory this start makes
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    made_parents = top != run_dir
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.run.name:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return run_dir, top
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        base = run_dir.name
+        for i in range(1, 1000):
+            run_dir = run_dir.parent / (base if i == 1 else f"{base}-{i}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            return run_dir, top if made_parents else run_dir
     except OSError as e:
-        shutil.rmtree(created, ignore_errors=True)  # the parents it made before failing
+        if made_parents or cfg.run.name:  # what it made before failing; never a dir another run claimed
+            shutil.rmtree(top, ignore_errors=True)
         if e.errno in runfiles.DISK_ERRNOS:
             raise runfiles.write_error(e, "run.out_dir", run_dir, "the run did not start", "start it again") from None
         raise ConfigError(f"run.out_dir: cannot create run dir {run_dir}: {e.strerror}") from None
-    return run_dir, created
+    if made_parents:
+        shutil.rmtree(top, ignore_errors=True)
+    raise ConfigError(f"run.out_dir: {run_dir.parent} already holds {base} and 998 numbered copies of it; "
+                      f"give a run.name or another run.out_dir")
 
 
 def _note(line: str) -> None:

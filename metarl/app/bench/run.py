@@ -21,7 +21,6 @@ import platform
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -80,32 +79,6 @@ def _table(success: Sequence[float], returns: Sequence[float]) -> str:
     return f"| round k | success | return |\n|---|---|---|\n{rows}"
 
 
-def _claim_run_dir(runs: Path, base: str) -> Path:
-    """runs/<base>, or runs/<base>-2, -3, ... when taken: made here, atomically, so that runs started in
-    the same second (a shell loop over settings of one seed) each get a dir of their own."""
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--runs: cannot create {runs}: {e.strerror}") from None
-    for i in range(1, 1000):
-        path = runs / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise ConfigError(f"--runs: cannot create a run dir under {runs}: {e.strerror}") from None
-        return path
-    raise ConfigError(f"--runs: {runs} already holds {base} and 998 numbered copies of it; choose another --runs")
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # it holds the run
-
-
 def _train_seed(cfg: Any, run_dir: Path | None, overrides: Sequence[str], name: str | None, command: str,
                 ) -> tuple[SeedResult | None, Any, str | None, Path]:
     """Create (run_dir None) or resume one run and train it; (its result entry, or None when a signal
@@ -160,13 +133,10 @@ def run_preset(config_path: str | None, resume: str | None, seeds: Sequence[int]
         else:
             assert config_path is not None
             cfg = config.load(config_path, list(overrides), seed=seed, device=device, registry=AGENTS)
-            claimed = _claim_run_dir(runs, f"{cfg.preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+            # run.name null: Run claims runs/<preset>-s<seed>-<time> (-2, -3, ... when taken) atomically
             cfg = config.from_dict({**cfg.to_dict(), "run": {
-                **cfg.to_dict()["run"], "out_dir": str(runs), "name": claimed.name}}, registry=AGENTS)
-            try:
-                entry, cfg, name, run_dir = _train_seed(cfg, None, overrides, name, command)
-            finally:
-                _remove_if_empty(claimed)  # a start refused before it wrote anything leaves no dir behind
+                **cfg.to_dict()["run"], "out_dir": str(runs), "name": None}}, registry=AGENTS)
+            entry, cfg, name, run_dir = _train_seed(cfg, None, overrides, name, command)
         if entry is None:  # a second signal stopped the final evaluation before any task was done
             print(f"{run_dir}: the final evaluation was stopped before any task was done; no result written. "
                   f"Resume it (the evaluation runs again): metarl bench run --resume {shown(run_dir)}",
