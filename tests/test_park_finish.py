@@ -335,7 +335,7 @@ def test_bench_runs_started_in_the_same_second_get_run_dirs_of_their_own(tmp_pat
     from metarl.core.machine import cpu_cores
     from metarl.training.resources import MAX_THREADS_PER_CORE
 
-    too_many = MAX_THREADS_PER_CORE * cpu_cores() + 1  # refused by Run.create, after the dir was claimed
+    too_many = MAX_THREADS_PER_CORE * cpu_cores() + 1  # refused by Run.create before it claims a dir
     r = _bench("run", *common, "--name", "c_s1", "--set", f"run.torch_threads={too_many}")
     assert r.returncode == 2 and "run.torch_threads" in r.stderr and "Traceback" not in r.stderr
     assert len(list(runs.iterdir())) == 2

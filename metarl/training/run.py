@@ -237,8 +237,8 @@ def _taken(run_dir: Path) -> ConfigError:
 
 
 def _run_dir_for(cfg: RunConfig) -> Path:
-    """RUN = run.out_dir / run.name, else the first name of <preset>-s<seed>-<time>, -2, -3, ... not yet
-    taken; checked before it is made (`_make_run_dir` claims an automatic name atomically)."""
+    """RUN = run.out_dir / run.name, else run.out_dir / <preset>-s<seed>-<time>, checked before it is made
+    (`_make_run_dir` claims an automatic name atomically, adding -2, -3, ... when it is taken)."""
     out = Path(cfg.run.out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run.out_dir: {out} is not a directory")
